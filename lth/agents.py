@@ -1,0 +1,85 @@
+"""Actor and critic builders on TorchRL primitives, shaped by an env's specs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.data import Categorical as CategoricalSpec
+from torchrl.data import TensorSpec
+from torch.distributions import Categorical
+from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+
+from lth.errors import ConfigError
+from lth.networks import initialize, mlp
+
+DISCRETE_DISTRIBUTIONS: tuple[str, ...] = ("categorical",)
+CONTINUOUS_DISTRIBUTIONS: tuple[str, ...] = ("tanh_normal",)
+
+
+def is_discrete(action_spec: TensorSpec) -> bool:
+    """True for index-valued (Discrete) action spaces."""
+    return isinstance(action_spec, CategoricalSpec)
+
+
+def resolve_distribution(action_spec: TensorSpec, requested: str | None, env_id: str = "env") -> str:
+    """The policy distribution for ``action_spec``; a mismatching request is a :class:`ConfigError`."""
+    valid = DISCRETE_DISTRIBUTIONS if is_discrete(action_spec) else CONTINUOUS_DISTRIBUTIONS
+    if requested is None:
+        return valid[0]
+    if requested not in valid:
+        kind = "discrete" if is_discrete(action_spec) else "continuous"
+        raise ConfigError(
+            f"distribution {requested!r} does not fit {env_id}, whose actions are {kind}; valid: {list(valid)}"
+        )
+    return requested
+
+
+def make_actor(
+    obs_dim: int,
+    action_spec: TensorSpec,
+    hidden: Sequence[int],
+    distribution: str,
+    activation: str = "tanh",
+    dropout: float = 0.0,
+    init: str = "kaiming",
+    input_scale: float = 1.0,
+) -> ProbabilisticActor:
+    """A stochastic policy reading ``observation`` and writing ``action`` and ``action_log_prob``.
+
+    Discrete actions: a categorical over logits. Continuous: a tanh-squashed Gaussian whose mean and
+    (softplus) scale come from the network, bounded by the action spec.
+    """
+    if distribution == "categorical":
+        net = initialize(mlp(obs_dim, hidden, int(action_spec.n), activation, dropout), init, input_scale)
+        module = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
+        return ProbabilisticActor(
+            module, in_keys=["logits"], distribution_class=Categorical, spec=action_spec, return_log_prob=True
+        )
+    act_dim = action_spec.shape[-1]
+    net = initialize(mlp(obs_dim, hidden, 2 * act_dim, activation, dropout), init, input_scale)
+    module = TensorDictModule(
+        nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]
+    )
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": action_spec.space.low[0], "high": action_spec.space.high[0]},
+        spec=action_spec,
+        return_log_prob=True,
+    )
+
+
+def make_critic(
+    obs_dim: int,
+    hidden: Sequence[int],
+    activation: str = "tanh",
+    dropout: float = 0.0,
+    init: str = "kaiming",
+    input_scale: float = 1.0,
+) -> ValueOperator:
+    """A state-value network reading ``observation`` and writing ``state_value``."""
+    net = initialize(mlp(obs_dim, hidden, 1, activation, dropout), init, input_scale)
+    return ValueOperator(net, in_keys=["observation"])

@@ -1,0 +1,116 @@
+"""A thin batched TorchRL env over a gymnasium vector env.
+
+TorchRL's ``GymWrapper`` rejects gymnasium 1.x vector envs (autoreset-mode checks), and one ``GymEnv`` per
+worker pays TorchRL's per-step TensorDict cost once per frame. This env steps ``num_envs`` copies at once with
+gymnasium's ``SyncVectorEnv`` in same-step autoreset mode, so TorchRL's cost is paid once per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+
+def _box_spec(space: gym.spaces.Box, batch: int) -> Bounded | Unbounded:
+    """TorchRL spec for a batched Box: bounded when every bound is finite."""
+    shape = torch.Size([batch, *space.shape])
+    dtype = torch.float32
+    if np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)):
+        low = torch.as_tensor(space.low, dtype=dtype).expand(shape).clone()
+        high = torch.as_tensor(space.high, dtype=dtype).expand(shape).clone()
+        return Bounded(low=low, high=high, shape=shape, dtype=dtype)
+    return Unbounded(shape=shape, dtype=dtype)
+
+
+class GymVectorEnv(EnvBase):
+    """``num_envs`` copies of a gymnasium env stepped together as one TorchRL env with batch size ``[num_envs]``.
+
+    Keys: ``observation`` (float32), ``action`` (int64 index for Discrete, float32 for Box), ``reward``,
+    ``done``/``terminated``/``truncated``. When a copy's episode ends, ``("next", "observation")`` holds its
+    true final observation (needed to bootstrap truncated episodes) and the partial reset that TorchRL issues
+    next returns the fresh observation gymnasium already produced.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int | None = None, **make_kwargs: Any) -> None:
+        super().__init__(batch_size=torch.Size([num_envs]), device="cpu")
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self._env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **make_kwargs,
+        )
+        obs_space = self._env.single_observation_space
+        act_space = self._env.single_action_space
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise TypeError(f"{env_id}: only Box observations are supported, got {obs_space}")
+        self.observation_spec = Composite(observation=_box_spec(obs_space, num_envs), shape=self.batch_size)
+        if isinstance(act_space, gym.spaces.Discrete):
+            self.action_spec = Categorical(int(act_space.n), shape=self.batch_size, dtype=torch.int64)
+        elif isinstance(act_space, gym.spaces.Box):
+            self.action_spec = _box_spec(act_space, num_envs)
+        else:
+            raise TypeError(f"{env_id}: unsupported action space {act_space}")
+        self.reward_spec = Unbounded(shape=(num_envs, 1), dtype=torch.float32)
+        flag = Categorical(2, shape=(num_envs, 1), dtype=torch.bool)
+        self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=self.batch_size)
+        self._pending_seed = seed
+        self._obs = np.zeros((num_envs, *obs_space.shape), dtype=np.float32)
+        self._fresh_obs = self._obs.copy()
+
+    def _set_seed(self, seed: int | None) -> None:
+        self._pending_seed = seed
+        if seed is not None:
+            self._env.action_space.seed(seed)
+
+    def _done_td(self, obs: np.ndarray, reward: np.ndarray | None, term: np.ndarray, trunc: np.ndarray) -> TensorDict:
+        term_t = torch.as_tensor(term, dtype=torch.bool).unsqueeze(-1)
+        trunc_t = torch.as_tensor(trunc, dtype=torch.bool).unsqueeze(-1)
+        out = {
+            "observation": torch.as_tensor(obs, dtype=torch.float32),
+            "terminated": term_t,
+            "truncated": trunc_t,
+            "done": term_t | trunc_t,
+        }
+        if reward is not None:
+            out["reward"] = torch.as_tensor(reward, dtype=torch.float32).unsqueeze(-1)
+        return TensorDict(out, batch_size=self.batch_size)
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDict:
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        if mask is None or bool(mask.all()):
+            obs, _ = self._env.reset(seed=self._pending_seed)
+            self._pending_seed = None  # seed once; later full resets continue the seeded RNG stream
+            self._obs = np.asarray(obs, dtype=np.float32)
+        else:
+            reset = mask.reshape(self.num_envs).numpy()
+            self._obs[reset] = self._fresh_obs[reset]
+        zeros = np.zeros(self.num_envs, dtype=bool)
+        return self._done_td(self._obs.copy(), None, zeros, zeros)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDict:
+        action = tensordict.get("action").numpy()
+        obs, reward, term, trunc, info = self._env.step(action)
+        obs = np.asarray(obs, dtype=np.float32)
+        done = np.logical_or(term, trunc)
+        next_obs = obs.copy()
+        if done.any():
+            # Same-step autoreset: ``obs`` already holds the fresh episode's start; keep it for the partial
+            # reset and report the real final observation as this transition's next state.
+            next_obs[done] = np.stack(info["final_obs"][done]).astype(np.float32)
+            self._fresh_obs = obs
+        self._obs = obs
+        return self._done_td(next_obs, reward, term, trunc)
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        self._env.close()
+        super().close(raise_if_closed=raise_if_closed)
