@@ -28,15 +28,21 @@ class RolloutStream:
 
 
 class EvalEnvLoader:
-    """A one-batch loader whose batch is the eval env: Lightning's validation then runs greedy episodes."""
+    """A one-batch loader whose batch is the eval env: Lightning's validation then runs greedy episodes.
 
-    def __init__(self, env: EnvBase) -> None:
+    The env is re-seeded before every evaluation, so all evaluations of a fit start from the same states:
+    scores of different checkpoints are comparable, and a stored best checkpoint reproduces its score.
+    """
+
+    def __init__(self, env: EnvBase, seed: int) -> None:
         self.env = env
+        self.seed = seed
 
     def __len__(self) -> int:
         return 1
 
     def __iter__(self) -> Iterator[EnvBase]:
+        self.env.set_seed(self.seed)
         yield self.env
 
 
@@ -83,8 +89,13 @@ class OnPolicyDataModule(LightningDataModule):
 
     def val_dataloader(self) -> EvalEnvLoader:
         if self._eval_env is None:
-            self._eval_env = make_env(self.hparams.env_id, self.hparams.eval_episodes, self.hparams.seed + 10_000)
-        return EvalEnvLoader(self._eval_env)
+            self._eval_env = make_env(self.hparams.env_id, self.hparams.eval_episodes)
+        return EvalEnvLoader(self._eval_env, self.eval_seed)
+
+    @property
+    def eval_seed(self) -> int:
+        """The seed every evaluation starts from (distinct from the training envs' seed)."""
+        return self.hparams.seed + 10_000
 
     def _close_collector(self) -> None:
         if self._collector is not None:
