@@ -11,7 +11,7 @@ from torchrl.objectives.value import GAE
 from lth.agents import make_actor, make_critic, resolve_distribution
 from lth.envs import make_env
 from lth.modules.base import AgentModule
-from lth.networks import InitScheme
+from lth.networks import InitScheme, initialize
 
 
 class PPO(AgentModule):
@@ -68,6 +68,11 @@ class PPO(AgentModule):
     @property
     def policy(self) -> TensorDictModuleBase:
         return self.actor
+
+    def reset_parameters(self) -> None:
+        """Draw fresh initial weights with the configured scheme (re-initialised baselines call this)."""
+        for net in (self.actor, self.critic):
+            initialize(net, self.hparams.init, self.hparams.input_scale)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
