@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from callbacks.masks import CONDITIONS, apply_condition, density, full_masks, global_magnitude_masks
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-MaskSource = Callable[[int], Mapping[str, Tensor]]
+MaskSource = Callable[[int], Mapping[str, Tensor] | None]
 
 
 class PruningCallback(Callback):
@@ -47,7 +47,8 @@ class PruningCallback(Callback):
         monitor, mode: the metric that defines "best" and whether higher (``max``) or lower is better.
         seed: seeds every random choice together with the level, so a seed gives the same masks bit for bit.
         mask_source: optional ``level -> masks``; when given, the next level's mask is taken from it instead
-            of from this model's weights (branches that reuse a stored ticket chain's masks).
+            of from this model's weights (branches that reuse a stored ticket chain's masks). It returns
+            ``None`` where the source has no such level: the chain ends there and the model stays as trained.
     """
 
     def __init__(
@@ -249,7 +250,10 @@ class PruningCallback(Callback):
         level = self.level + 1
         generator = self._generator(level)
         if self.mask_source is not None:
-            imp_masks = {name: m.to(torch.bool) for name, m in self.mask_source(level).items()}
+            stored = self.mask_source(level)
+            if stored is None:
+                return
+            imp_masks = {name: m.to(torch.bool) for name, m in stored.items()}
         else:
             imp_masks = global_magnitude_masks(source, self.masks, self.amount)
         reinit = self.condition.endswith("/reinit")

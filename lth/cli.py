@@ -1,7 +1,8 @@
-"""The ``lth`` command: Lightning's CLI for single fits, with MLflow as the default store.
+"""The ``lth`` command: Lightning's CLI for single fits and IMP studies, with MLflow as the default store.
 
-``lth fit --config configs/cartpole/ppo.yaml`` trains one agent. Configuration problems end with one
-line naming the problem and the valid choices (exit code 2) instead of a traceback.
+``lth fit --config configs/cartpole/ppo.yaml`` trains one agent; ``lth imp --config ... --imp.levels 20
+--imp.conditions all --seed 3`` runs IMP chains. Configuration problems end with one line naming the
+problem and the valid choices (exit code 2) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
+from jsonargparse import ActionYesNo
+from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.errors import ConfigError
+from lth.imp import ImpSettings, Study, run_study, summary_table
 from lth.modules import AgentModule
 from lth.tracking import SaveConfigToMLflow, check_tracking_uri
 
@@ -40,19 +44,63 @@ class LthCLI(LightningCLI):
         return trainer
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> LthCLI:
+class ImpCLI(LthCLI):
+    """The fit CLI plus ``--imp.*`` study options, ``--seed`` (the study seed) and ``--resume``."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_class_arguments(ImpSettings, "imp")
+        parser.add_argument("--seed", type=int | None, default=None,
+                            help="study seed: seeds the model, the envs and every pruning choice")
+        parser.add_argument("--resume", action=ActionYesNo, default=True,
+                            help="continue the newest chain with the same tags at its first unfinished level")
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        if self.config.seed is not None:
+            self.config.seed_everything = self.config.seed
+            self.config.data.init_args.seed = self.config.seed
+            seed_everything(self.config.seed)  # the model is instantiated next, from this seed
+
+
+def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[LthCLI] = LthCLI) -> LthCLI:
     """The configured CLI (``run=False`` parses and instantiates without running a subcommand)."""
-    return LthCLI(
+    return cli_class(
         AgentModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_callback=SaveConfigToMLflow,
+        save_config_callback=SaveConfigToMLflow if run else None,
         trainer_defaults={"max_epochs": 1, "num_sanity_val_steps": 0},
         args=args,
         run=run,
         auto_configure_optimizers=False,
     )
+
+
+def imp(args: list[str]) -> None:
+    """``lth imp``: run or resume the IMP chains a config and ``--imp.*`` describe, then print a summary."""
+    cli = build_cli(args, run=False, cli_class=ImpCLI)
+    config = cli.config
+    logger = config.trainer.logger
+    if logger is None or not str(logger.class_path).endswith("MLFlowLogger"):
+        raise ConfigError("lth imp records studies in MLflow: set trainer.logger to lightning.pytorch.loggers.MLFlowLogger")
+    uri = logger.init_args.tracking_uri or "sqlite:///mlruns/mlflow.db"
+    trainer_kwargs = {k: v for k, v in config.trainer.as_dict().items()
+                      if k not in ("logger", "callbacks", "enable_checkpointing")}
+    study = Study(
+        model=cli.model,
+        datamodule=cli.datamodule,
+        trainer_kwargs=trainer_kwargs,
+        tracking_uri=uri,
+        experiment=logger.init_args.experiment_name,
+        seed=config.seed_everything,
+        tags={"env": config.data.init_args.env_id, "algo": type(cli.model).__name__.lower()},
+    )
+    results = run_study(study, ImpSettings(**config.imp.as_dict()), resume=config.resume)
+    print("\nBest evaluation return per level and condition:\n")
+    print(summary_table(results))
+    print(f"\nCompare the chains in the MLflow UI:  mlflow ui --backend-store-uri {uri}")
 
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:
@@ -66,8 +114,12 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        build_cli(argv)
+        if argv[:1] == ["imp"]:
+            imp(argv[1:])
+        else:
+            build_cli(argv)
     except Exception as exc:
         problem = _config_error(exc)
         if problem is None:
@@ -76,4 +128,4 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-__all__ = ["LthCLI", "MLFlowLogger", "build_cli", "main"]
+__all__ = ["ImpCLI", "LthCLI", "build_cli", "imp", "main"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
@@ -48,3 +50,117 @@ class SaveConfigToMLflow(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
+
+
+class ChainStore:
+    """The MLflow records of one IMP chain: a parent run tagged with the chain, a nested child run per level.
+
+    A level counts as finished only once its child run carries the tag ``lth.level_complete``, which is set
+    after every artifact is written; resuming discards children that never got it.
+    """
+
+    COMPLETE = "lth.level_complete"
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = experiment_id
+        self.parent_id = parent_id
+
+    @classmethod
+    def of_run(cls, tracking_uri: str, parent_id: str) -> ChainStore:
+        """An existing chain, by its parent run id."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = MlflowClient(tracking_uri).get_run(parent_id)
+        except MlflowException as exc:
+            raise ConfigError(f"no chain run {parent_id!r} in {tracking_uri}") from exc
+        if run.data.tags.get("lth.role") != "chain":
+            raise ConfigError(f"run {parent_id!r} is not an IMP chain's parent run")
+        return cls(tracking_uri, run.info.experiment_id, parent_id)
+
+    @classmethod
+    def open(cls, tracking_uri: str, experiment: str, tags: dict[str, str], resume: bool) -> ChainStore:
+        """The chain's parent run: the newest with the same tags when resuming, else a new one."""
+        from mlflow import MlflowClient
+
+        check_tracking_uri(tracking_uri)
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        if resume:
+            query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+            runs = client.search_runs([experiment_id], f"{query} and tags.`lth.role` = 'chain'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+            if runs:
+                return cls(tracking_uri, experiment_id, runs[0].info.run_id)
+        name = f"{tags['condition']} seed {tags['seed']}"
+        run = client.create_run(experiment_id, run_name=name, tags={**tags, "lth.role": "chain"})
+        return cls(tracking_uri, experiment_id, run.info.run_id)
+
+    def _children(self) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'")
+
+    def finished_levels(self) -> list[int]:
+        return sorted(int(r.data.tags["level"]) for r in self._children() if r.data.tags.get(self.COMPLETE) == "true")
+
+    def discard_unfinished(self) -> None:
+        for run in self._children():
+            if run.data.tags.get(self.COMPLETE) != "true":
+                self.client.delete_run(run.info.run_id)
+
+    def find_level_run(self, level: int) -> str | None:
+        """The finished child run of ``level``, if there is one."""
+        for run in self._children():
+            if run.data.tags.get("level") == str(level) and run.data.tags.get(self.COMPLETE) == "true":
+                return run.info.run_id
+        return None
+
+    def level_run(self, level: int) -> str:
+        """The finished child run of ``level``."""
+        run_id = self.find_level_run(level)
+        if run_id is None:
+            raise ConfigError(f"chain run {self.parent_id} has no finished level {level}")
+        return run_id
+
+    def start_level(self, level: int, tags: dict[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"level {level}",
+            tags={**tags, "level": str(level), "mlflow.parentRunId": self.parent_id},
+        )
+        return run.info.run_id
+
+    def finish_level(self, run_id: str, level: int, metrics: dict[str, float], parent_metrics: dict[str, float],
+                     files: dict[str, Callable[[Path], None]]) -> None:
+        """Log a level's metrics and artifacts (each written by ``files[name](path)``), then mark it finished."""
+        import tempfile
+
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, value)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, write in files.items():
+                path = Path(tmp) / name
+                write(path)
+                self.client.log_artifact(run_id, str(path))
+        for key, value in parent_metrics.items():
+            self.client.log_metric(self.parent_id, key, value, step=level)
+        self.client.set_tag(run_id, self.COMPLETE, "true")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def load(self, run_id: str, name: str) -> Any:
+        """``torch.load`` an artifact of a run."""
+        import tempfile
+
+        import torch
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp, tracking_uri=self.tracking_uri)
+            return torch.load(path, weights_only=False)
+
+    def finish_chain(self) -> None:
+        self.client.set_terminated(self.parent_id, "FINISHED")

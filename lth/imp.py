@@ -1,0 +1,180 @@
+"""IMP studies: one chain of fits per ticket condition, every level recorded in MLflow, resumable.
+
+A chain is ``levels`` fits of the same model with one :class:`callbacks.PruningCallback`; level k trains the
+network of density 0.8^k. Each level is a nested MLflow run holding the learning curve, the ticket
+(masks + rewind weights, ``ticket.pt``), the state the next level starts from (``next_state.pt``), a
+per-layer density table and a picture of the input-layer masks; the chain's parent run logs
+``ticket/best_return`` and ``density`` with step = level.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+
+from callbacks import CONDITIONS, PAPER_CONDITIONS, PruningCallback
+from callbacks.masks import density, layer_densities
+from lth.errors import ConfigError
+from lth.modules import AgentModule
+from lth.plots import save_input_mask_png
+from lth.tracking import ChainStore
+
+
+@dataclass
+class ImpSettings:
+    """``--imp.*`` options of ``lth imp``."""
+
+    levels: int = 20
+    condition: str = "mask/weights"
+    conditions: str | None = None  # "all" = the four paper conditions, or a comma-separated list
+    amount: float = 0.2
+    modules: list[str] | None = None  # sub-modules to prune, e.g. [actor] (the paper's AP); None = all
+    rewind: str | int = "init"
+    prune_from: str = "best"
+    branch_from: str | None = None  # parent run id of a stored ticket chain whose masks to reuse per level
+
+    def chain_conditions(self) -> list[str]:
+        """The conditions to run, one chain each, validated."""
+        if self.conditions is None:
+            chosen = [self.condition]
+        elif self.conditions == "all":
+            chosen = list(PAPER_CONDITIONS)
+        else:
+            chosen = [c.strip() for c in self.conditions.split(",") if c.strip()]
+        unknown = [c for c in chosen if c not in CONDITIONS]
+        if unknown:
+            raise ConfigError(f"unknown condition(s) {unknown}; valid: {list(CONDITIONS)} or 'all'")
+        if self.levels < 1:
+            raise ConfigError(f"imp.levels must be >= 1, got {self.levels}")
+        return chosen
+
+
+@dataclass
+class LevelResult:
+    condition: str
+    level: int
+    density: float
+    best_return: float
+
+
+@dataclass
+class Study:
+    """What every chain of a study shares: the model (at its initial weights), data, trainer options, store."""
+
+    model: AgentModule
+    datamodule: L.LightningDataModule
+    trainer_kwargs: dict[str, Any]
+    tracking_uri: str
+    experiment: str
+    seed: int
+    tags: dict[str, str]
+
+
+def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[LevelResult]:
+    """Run (or resume) one chain per condition; returns every finished level's score."""
+    init_state = copy.deepcopy(study.model.state_dict())
+    results: list[LevelResult] = []
+    for condition in settings.chain_conditions():
+        study.model.load_state_dict(init_state)
+        results += run_chain(study, settings, condition, resume)
+    return results
+
+
+def run_chain(study: Study, settings: ImpSettings, condition: str, resume: bool) -> list[LevelResult]:
+    tags = {**study.tags, "condition": condition, "seed": str(study.seed)}
+    if settings.branch_from:
+        tags["branch_from"] = settings.branch_from
+    store = ChainStore.open(study.tracking_uri, study.experiment, tags, resume)
+    store.discard_unfinished()
+    callback = PruningCallback(
+        amount=settings.amount, condition=condition, modules=settings.modules, rewind=settings.rewind,
+        prune_from=settings.prune_from, seed=study.seed, mask_source=_branch_masks(study, settings),
+    )
+    finished = store.finished_levels()
+    if finished != list(range(len(finished))):
+        raise ConfigError(f"chain {store.parent_id} has gaps in its finished levels {finished}; start a new chain")
+    results = [_recorded(store, condition, level) for level in finished]
+    if finished:
+        callback.load_state_dict(store.load(store.level_run(finished[-1]), "next_state.pt"))
+        if callback.level != len(finished) and len(finished) < settings.levels:
+            raise ConfigError(f"chain {store.parent_id} ended at level {finished[-1]} (its branch source has no "
+                              "further masks); it cannot be extended")
+    for level in range(len(finished), settings.levels):
+        results.append(_run_level(study, store, callback, condition, level, tags))
+    store.finish_chain()
+    return results
+
+
+def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condition: str, level: int,
+               tags: dict[str, str]) -> LevelResult:
+    L.seed_everything(study.seed * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
+    run_id = store.start_level(level, tags)
+    logger = MLFlowLogger(experiment_name=study.experiment, tracking_uri=study.tracking_uri, run_id=run_id)
+    trainer = L.Trainer(**study.trainer_kwargs, logger=logger, callbacks=[callback], enable_checkpointing=False)
+    trainer.val_check_interval = getattr(study.datamodule, "eval_interval", trainer.val_check_interval)
+    trained = dict(callback.masks)
+    trainer.fit(study.model, study.datamodule)
+    trained = trained or {n: torch.ones_like(m) for n, m in callback.masks.items()}
+    result = LevelResult(condition, level, density(trained), study.model.best_return)
+    per_layer = layer_densities(trained)
+    ticket = {"level": level, "condition": condition, "seed": study.seed, "masks": trained,
+              "rewind_state": callback.rewind_state}
+    next_state = callback.state_dict()
+    files: dict[str, Callable[[Path], None]] = {
+        "ticket.pt": lambda p: torch.save(ticket, p),
+        "next_state.pt": lambda p: torch.save(next_state, p),
+        "densities.md": lambda p: p.write_text(_density_table(per_layer)),
+        "input_mask.png": lambda p: save_input_mask_png(
+            trained, p, f"{condition}, level {level}, density {result.density:.3f}"),
+    }
+    summary = {"ticket/best_return": result.best_return, "density": result.density}
+    store.finish_level(run_id, level, {**summary, "level": level, **{f"density/{n}": v for n, v in per_layer.items()}},
+                       summary, files)
+    print(f"[{condition} seed {study.seed}] level {level}: density {result.density:.3f}, "
+          f"best return {result.best_return:.1f}", flush=True)
+    return result
+
+
+def _recorded(store: ChainStore, condition: str, level: int) -> LevelResult:
+    run = store.client.get_run(store.level_run(level))
+    return LevelResult(condition, level, run.data.metrics["density"], run.data.metrics["ticket/best_return"])
+
+
+def _branch_masks(study: Study, settings: ImpSettings) -> Callable[[int], dict[str, torch.Tensor]] | None:
+    """In branch mode, level k's masks are the stored chain's level-k ticket masks (``None`` past its end)."""
+    if not settings.branch_from:
+        return None
+    source = ChainStore.of_run(study.tracking_uri, settings.branch_from)
+
+    def masks(level: int) -> dict[str, torch.Tensor] | None:
+        run_id = source.find_level_run(level)
+        return None if run_id is None else source.load(run_id, "ticket.pt")["masks"]
+
+    return masks
+
+
+def _density_table(per_layer: dict[str, float]) -> str:
+    rows = "\n".join(f"| `{name}` | {value:.4f} |" for name, value in per_layer.items())
+    return f"| layer | density |\n| --- | --- |\n{rows}\n"
+
+
+def summary_table(results: list[LevelResult]) -> str:
+    """Best return per level (rows) and condition (columns), as Markdown."""
+    conditions = list(dict.fromkeys(r.condition for r in results))
+    levels = sorted({r.level for r in results})
+    cell = {(r.condition, r.level): r for r in results}
+    head = "| level | density | " + " | ".join(conditions) + " |"
+    rule = "| --- | --- |" + " --- |" * len(conditions)
+    lines = [head, rule]
+    for level in levels:
+        dens = next(r.density for r in results if r.level == level)
+        scores = [f"{cell[(c, level)].best_return:.1f}" if (c, level) in cell else "" for c in conditions]
+        lines.append(f"| {level} | {dens:.3f} | " + " | ".join(scores) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""``lth imp`` end to end: MLflow records of a study, and a killed chain resumed to the same masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import lth.imp
+from callbacks import PAPER_CONDITIONS
+from lth.cli import main
+from lth.tracking import ChainStore
+from tests.conftest import CONFIGS
+
+URI = "sqlite:///mlruns/mlflow.db"
+TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
+        "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
+        "--model.init_args.actor_hidden", "[16, 16]", "--model.init_args.critic_hidden", "[16, 16]",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def _chains(client: MlflowClient, experiment: str) -> dict[str, object]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'")
+    return {run.data.tags["condition"]: run for run in runs}
+
+
+def _levels(client: MlflowClient, parent) -> dict[int, object]:
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return {int(run.data.tags["level"]): run for run in children}
+
+
+def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
+    main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "all", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert "| level | density | mask/weights | mask/permuted | permuted/permuted | random/reinit |" in out
+    assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in out
+
+    client = MlflowClient(URI)
+    chains = _chains(client, "CartPole-v1/ppo/mlp64x64")
+    assert set(chains) == set(PAPER_CONDITIONS)
+    for condition, parent in chains.items():
+        assert parent.data.tags["seed"] == "3" and parent.data.tags["env"] == "CartPole-v1"
+        assert parent.data.tags["algo"] == "ppo"
+        densities = client.get_metric_history(parent.info.run_id, "density")
+        assert [m.step for m in densities] == [0, 1, 2]
+        assert [m.value for m in densities] == pytest.approx([1.0, 0.8, 0.64], abs=2.5 / 688)  # 688 weights
+        best = client.get_metric_history(parent.info.run_id, "ticket/best_return")
+        assert [m.step for m in best] == [0, 1, 2] and all(m.value > 0 for m in best)
+        levels = _levels(client, parent)
+        assert sorted(levels) == [0, 1, 2]
+        for level, run in levels.items():
+            assert run.data.tags["condition"] == condition
+            assert run.data.metrics["ticket/best_return"] == best[level].value
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/return")] == [512]
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"ticket.pt", "next_state.pt", "densities.md", "input_mask.png"} <= artifacts
+        ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[2].info.run_id, "ticket.pt")
+        kept = sum(int(m.sum()) for m in ticket["masks"].values())
+        total = sum(m.numel() for m in ticket["masks"].values())
+        assert kept == total - round(0.2 * total) - round(0.2 * (total - round(0.2 * total)))
+        assert not any("bias" in name for name in ticket["masks"])
+
+
+def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = [*TINY, "--imp.levels", "4", "--imp.condition", "mask/permuted", "--seed", "1"]
+    main(["imp", *args, "--trainer.logger.init_args.experiment_name", "straight"])
+
+    real_fit = lth.imp.L.Trainer.fit
+    calls = {"n": 0}
+
+    def dies_at_level_2(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(lth.imp.L.Trainer, "fit", dies_at_level_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(["imp", *args, "--trainer.logger.init_args.experiment_name", "resumed"])
+    monkeypatch.setattr(lth.imp.L.Trainer, "fit", real_fit)
+    main(["imp", *args, "--trainer.logger.init_args.experiment_name", "resumed", "--resume"])
+
+    client = MlflowClient(URI)
+    straight = _chains(client, "straight")["mask/permuted"]
+    resumed_runs = client.search_runs([client.get_experiment_by_name("resumed").experiment_id],
+                                      "tags.`lth.role` = 'chain'")
+    assert len(resumed_runs) == 1  # the same chain continued, no second parent
+    resumed = resumed_runs[0]
+    a, b = _levels(client, straight), _levels(client, resumed)
+    assert sorted(b) == [0, 1, 2, 3]  # the killed level's partial run is gone, nothing duplicated
+    store = ChainStore(URI, straight.info.experiment_id, straight.info.run_id)
+    for level in range(4):
+        ta, tb = store.load(a[level].info.run_id, "ticket.pt"), store.load(b[level].info.run_id, "ticket.pt")
+        assert all(torch.equal(ta["masks"][n], tb["masks"][n]) for n in ta["masks"]), level
+    history = client.get_metric_history(resumed.info.run_id, "density")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+
+
+def test_branch_mode_reuses_the_stored_ticket_masks(in_tmp: Path) -> None:
+    main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/weights"])
+    client = MlflowClient(URI)
+    ticket_chain = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/weights"]
+    main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/reinit",
+          "--imp.branch_from", ticket_chain.info.run_id])
+    branch = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/reinit"]
+    assert branch.data.tags["branch_from"] == ticket_chain.info.run_id
+    store = ChainStore(URI, branch.info.experiment_id, branch.info.run_id)
+    a, b = _levels(client, ticket_chain), _levels(client, branch)
+    for level in (1, 2):
+        ta, tb = store.load(a[level].info.run_id, "ticket.pt"), store.load(b[level].info.run_id, "ticket.pt")
+        assert all(torch.equal(ta["masks"][n], tb["masks"][n]) for n in ta["masks"])
+
+
+def test_unknown_condition_is_a_clear_error(in_tmp: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["imp", *TINY, "--imp.conditions", "mask/weights,mask/shuffled"])
+    assert stop.value.code == 2
+    assert "mask/shuffled" in capsys.readouterr().err
