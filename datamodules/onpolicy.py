@@ -84,6 +84,9 @@ class OnPolicyDataModule(LightningDataModule):
             self.trainer.lightning_module.policy,
             frames_per_batch=self.frames_per_batch,
             total_frames=self.batches * self.frames_per_batch,
+            device="cpu",
+            trust_policy=True,  # a TensorDictModule acting on this env's keys: skip the collector's policy probing
+            track_traj_ids=False,  # trajectory ids are not used by on-policy losses and cost per step
         )
         return RolloutStream(self._collector, self.batches)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictModuleBase
 from torch import nn
 from torchrl.data import Categorical as CategoricalSpec
 from torchrl.data import TensorSpec
 from torch.distributions import Categorical
+from torchrl.envs import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 
 from lth.errors import ConfigError
@@ -70,6 +73,41 @@ def make_actor(
         spec=action_spec,
         return_log_prob=True,
     )
+
+
+class CategoricalActing(TensorDictModuleBase):
+    """The acting path of a categorical ``ProbabilisticActor``: the same logits network, one call per step.
+
+    Written by hand because building a distribution object per env step is a large share of TorchRL's
+    per-step cost on cheap envs; it writes the same keys (``logits``, ``action``, ``action_log_prob``), samples
+    under random exploration and takes the argmax (the distribution's mode) under deterministic exploration.
+    Training still goes through the ``ProbabilisticActor`` and TorchRL's loss.
+    """
+
+    def __init__(self, logits_net: nn.Module) -> None:
+        super().__init__()
+        self.net = logits_net
+        self.in_keys = ["observation"]
+        self.out_keys = ["logits", "action", "action_log_prob"]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        logits = self.net(tensordict.get("observation"))
+        log_probs = logits.log_softmax(-1)
+        if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
+            action = logits.argmax(-1)
+        else:
+            action = torch.multinomial(log_probs.exp().reshape(-1, logits.shape[-1]), 1).reshape(logits.shape[:-1])
+        tensordict.set("logits", logits)
+        tensordict.set("action", action)
+        tensordict.set("action_log_prob", log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1))
+        return tensordict
+
+
+def acting_policy(actor: ProbabilisticActor) -> TensorDictModuleBase:
+    """What collectors and evaluation act with: the lean categorical path when it applies, else the actor."""
+    if actor.module[-1].distribution_class is Categorical:
+        return CategoricalActing(actor.module[0].module)
+    return actor
 
 
 def make_critic(

@@ -21,3 +21,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# Tiny networks gain nothing from intra-op threads, and on two cores they contend with the env's work.
+torch.set_num_threads(1)

@@ -44,3 +44,21 @@ def test_distribution_that_does_not_fit_the_env_is_refused() -> None:
     continuous = make_env("HopperBulletEnv-v0", 1).action_spec
     with pytest.raises(ConfigError, match="tanh_normal"):
         resolve_distribution(continuous, "categorical", "HopperBulletEnv-v0")
+
+
+def test_lean_acting_path_matches_the_probabilistic_actor() -> None:
+    from lth.agents import CategoricalActing, acting_policy
+
+    spec = make_env("CartPole-v1", 1).action_spec
+    actor = make_actor(4, spec, [16], "categorical")
+    acting = acting_policy(actor)
+    assert isinstance(acting, CategoricalActing)
+    td = TensorDict(observation=torch.randn(64, 4), batch_size=[64])
+    fast = acting(td.clone())
+    reference = actor.log_prob(fast.clone())  # the actor's log-probability of the very actions sampled
+    torch.testing.assert_close(fast["action_log_prob"], reference)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        assert torch.equal(acting(td.clone())["action"], actor(td.clone())["action"])
+    continuous = make_env("HopperBulletEnv-v0", 1).action_spec
+    tanh_actor = make_actor(15, continuous, [16], "tanh_normal")
+    assert acting_policy(tanh_actor) is tanh_actor

@@ -73,16 +73,17 @@ class GymVectorEnv(EnvBase):
             self._env.action_space.seed(seed)
 
     def _done_td(self, obs: np.ndarray, reward: np.ndarray | None, term: np.ndarray, trunc: np.ndarray) -> TensorDict:
-        term_t = torch.as_tensor(term, dtype=torch.bool).unsqueeze(-1)
-        trunc_t = torch.as_tensor(trunc, dtype=torch.bool).unsqueeze(-1)
+        # gymnasium hands out fresh arrays every step, so sharing their memory (from_numpy) is safe
+        term_t = torch.from_numpy(np.asarray(term, dtype=bool)).unsqueeze(-1)
+        trunc_t = torch.from_numpy(np.asarray(trunc, dtype=bool)).unsqueeze(-1)
         out = {
-            "observation": torch.as_tensor(obs, dtype=torch.float32),
+            "observation": torch.from_numpy(obs),
             "terminated": term_t,
             "truncated": trunc_t,
             "done": term_t | trunc_t,
         }
         if reward is not None:
-            out["reward"] = torch.as_tensor(reward, dtype=torch.float32).unsqueeze(-1)
+            out["reward"] = torch.from_numpy(np.asarray(reward, dtype=np.float32)).unsqueeze(-1)
         return TensorDict(out, batch_size=self.batch_size)
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDict:

@@ -8,7 +8,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from lth.agents import make_actor, make_critic, resolve_distribution
+from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
 from lth.envs import make_env
 from lth.modules.base import AgentModule
 from lth.networks import InitScheme, initialize
@@ -54,6 +54,7 @@ class PPO(AgentModule):
         arch = {"activation": activation, "dropout": dropout, "init": init, "input_scale": input_scale}
         self.actor = make_actor(obs_dim, action_spec, actor_hidden, dist, **arch)
         self.critic = make_critic(obs_dim, critic_hidden, **arch)
+        self._acting = acting_policy(self.actor)  # shares the actor's weights
         self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True)
         self.loss_module = ClipPPOLoss(
             self.actor,
@@ -63,11 +64,12 @@ class PPO(AgentModule):
             critic_coeff=value_coef,
             loss_critic_type="l2",
             normalize_advantage=False,
+            log_explained_variance=False,
         )
 
     @property
     def policy(self) -> TensorDictModuleBase:
-        return self.actor
+        return self._acting
 
     def reset_parameters(self) -> None:
         """Draw fresh initial weights with the configured scheme (re-initialised baselines call this)."""
@@ -75,7 +77,9 @@ class PPO(AgentModule):
             initialize(net, self.hparams.init, self.hparams.input_scale)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True
+        )
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(batch)
