@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/lth fit --config configs/cartpole/ppo.yaml
+	$(VENV)/bin/lth imp --config configs/demo/cartpole_ppo.yaml --imp.conditions all --imp.levels 11 \
+		--trainer.enable_progress_bar false --trainer.enable_model_summary false
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -151,7 +151,7 @@ def run_sb3(seed: int, frames: int) -> RunResult:
         ent_coef=ENTROPY_COEF,
         vf_coef=VALUE_COEF,
         clip_range=CLIP,
-        policy_kwargs=dict(net_arch=dict(pi=HIDDEN, vf=HIDDEN), activation_fn=nn.Tanh),
+        policy_kwargs={"net_arch": {"pi": HIDDEN, "vf": HIDDEN}, "activation_fn": nn.Tanh},
         device="cpu",
         seed=seed,
     )
@@ -210,26 +210,49 @@ def _cpu_model() -> str:
 
 def _markdown(report: dict[str, Any]) -> str:
     meta, summary, runs = report["meta"], report["summary"], report["runs"]
-    lth, sb3 = summary["lth"], summary["sb3"]
+    versions = meta["versions"]
+    validation = "on" if meta["validate_args"] else "off for both (torchrl.modules turns it off on import)"
+    setup = (
+        f"Date: {meta['date']}. Machine: {meta['cores']} cores ({meta['cpu']}), no GPU, device=cpu. "
+        f"`torch.set_num_threads({meta['threads']})` for both. "
+        f"torch.distributions argument validation: {validation}."
+    )
+    stack = (
+        f"Versions: torch {versions['torch']}, torchrl {versions['torchrl']}, tensordict {versions['tensordict']}, "
+        f"lightning {versions['lightning']}, gymnasium {versions['gymnasium']}, "
+        f"stable-baselines3 {versions['stable_baselines3']}, Python {versions['python']}."
+    )
+    budget = (
+        f"Budget: {meta['frames']} frames requested ({NUM_ENVS} envs x {ROLLOUT_STEPS} steps per rollout); "
+        f"seeds {meta['seeds']}. Final return: greedy, {EVAL_EPISODES} episodes, eval seed {EVAL_SEED}."
+    )
+    timing = (
+        "lth timing: `Trainer.fit` with in-training evaluation **excluded** (`limit_val_batches=0`); "
+        "SB3 timing: `PPO.learn` (no in-training evaluation)."
+    )
+    ratio = (
+        f"Ratio lth/SB3 frames/s: **{summary['ratio_lth_over_sb3']:.2f}** (wall), "
+        f"{summary['ratio_lth_over_sb3_cpu']:.2f} (CPU time)."
+    )
+    differences = (
+        "Known differences kept as configured: SB3 standardises advantages per minibatch, clips gradients at "
+        "norm 0.5 and uses orthogonal init; lth standardises advantages once per rollout (GAE "
+        "`average_gae=True`), clips at norm 1.0 and uses PyTorch's default (kaiming-uniform) init. Both run in "
+        "one process after `lightning` and `torchrl.modules` are imported, so process-wide side effects of those "
+        "imports (distribution argument validation off, `PYTORCH_NVML_BASED_CUDA_CHECK=1`) apply to both."
+    )
     lines = [
         "# PPO throughput: lth vs stable-baselines3 (CartPole-v1)",
         "",
-        f"Date: {meta['date']}. Machine: {meta['cores']} cores ({meta['cpu']}), no GPU, device=cpu. "
-        f"`torch.set_num_threads({meta['threads']})` for both. "
-        f"torch.distributions argument validation: {'on (torch default)' if meta['validate_args'] else 'off'}.",
-        f"Versions: torch {meta['versions']['torch']}, torchrl {meta['versions']['torchrl']}, "
-        f"tensordict {meta['versions']['tensordict']}, lightning {meta['versions']['lightning']}, "
-        f"gymnasium {meta['versions']['gymnasium']}, stable-baselines3 {meta['versions']['stable_baselines3']}, "
-        f"Python {meta['versions']['python']}.",
-        f"Budget: {meta['frames']} frames requested ({NUM_ENVS} envs x {ROLLOUT_STEPS} steps per rollout); "
-        f"seeds {meta['seeds']}. Final return: greedy, {EVAL_EPISODES} episodes, eval seed {EVAL_SEED}.",
-        "lth timing: `Trainer.fit` with in-training evaluation **excluded** (`limit_val_batches=0`); "
-        "SB3 timing: `PPO.learn` (no in-training evaluation).",
+        setup,
+        stack,
+        budget,
+        timing,
         "",
         "| library | frames | wall s | frames/s (wall) | frames/s (CPU time) | final return (mean of seeds) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, s in (("lth", lth), ("SB3", sb3)):
+    for name, s in (("lth", summary["lth"]), ("SB3", summary["sb3"])):
         frames = round(statistics.fmean(r["frames"] for r in runs if r["library"] == name.lower()))
         lines.append(
             f"| {name} | {frames} | {s['wall_s']:.1f} | {s['frames_per_s']:.0f} | {s['cpu_frames_per_s']:.0f} "
@@ -237,8 +260,7 @@ def _markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Ratio lth/SB3 frames/s: **{summary['ratio_lth_over_sb3']:.2f}** (wall), "
-        f"{summary['ratio_lth_over_sb3_cpu']:.2f} (CPU time).",
+        ratio,
         "",
         "Per run:",
         "",
@@ -250,13 +272,7 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {r['library']} | {r['seed']} | {r['frames']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
             f"| {r['frames_per_s']:.0f} | {r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} |"
         )
-    lines += [
-        "",
-        "Known algorithmic differences kept as configured: SB3 normalises advantages per minibatch, clips "
-        "gradients at norm 0.5 and uses orthogonal init; lth does not normalise advantages, clips at norm 1.0 "
-        "and uses PyTorch's default init.",
-        "",
-    ]
+    lines += ["", differences, ""]
     return "\n".join(lines)
 
 
@@ -265,11 +281,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     parser.add_argument("--frames", type=int, default=80_000, help="env frames per run (default: 80000)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both (default: 1)")
-    parser.add_argument(
-        "--no-validate-args",
-        action="store_true",
-        help="call torch.distributions.Distribution.set_default_validate_args(False) (affects both libraries)",
-    )
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="where the JSON and Markdown go")
     return parser.parse_args(argv)
 
@@ -277,10 +288,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.no_validate_args:
-        torch.distributions.Distribution.set_default_validate_args(False)
     warnings.filterwarnings("ignore")
+    # Importing torchrl.modules (as lth does) calls Distribution.set_default_validate_args(False) for the whole
+    # process; import it before any run so that both libraries train under the same setting, and record it.
     import lightning  # noqa: F401 - configures its loggers on import; quieten them afterwards
+    import torchrl.modules  # noqa: F401
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cores": os.cpu_count(),
             "cpu": _cpu_model(),
             "threads": args.threads,
-            "validate_args": not args.no_validate_args,
+            "validate_args": bool(torch.distributions.Distribution._validate_args),
             "frames": args.frames,
             "seeds": args.seeds,
             "env_id": ENV_ID,

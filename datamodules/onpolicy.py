@@ -87,6 +87,7 @@ class OnPolicyDataModule(LightningDataModule):
             device="cpu",
             trust_policy=True,  # a TensorDictModule acting on this env's keys: skip the collector's policy probing
             track_traj_ids=False,  # trajectory ids are not used by on-policy losses and cost per step
+            auto_register_policy_transforms=False,  # the policies here are feed-forward: no InitTracker needed
         )
         return RolloutStream(self._collector, self.batches)
 
