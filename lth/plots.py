@@ -27,10 +27,12 @@ def save_input_mask_png(masks: Mapping[str, Tensor], path: Path, title: str) -> 
     for ax, (group, name) in zip(axes[0], layers.items()):
         mask = masks[name].reshape(masks[name].shape[0], -1).float()
         ax.imshow(mask.numpy(), cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_title(f"{group}: {mask.mean().item():.1%} of input weights kept")
-        ax.set_xlabel("input dimension")
+        ax.set_title(f"{group}: {mask.mean().item():.1%} of input weights kept (black)")
+        ax.set_xlabel("input dimension (share of its weights kept)")
         ax.set_ylabel("unit")
-        ax.set_xticks(range(mask.shape[1])) if mask.shape[1] <= 20 else None
+        if mask.shape[1] <= 20:
+            kept = mask.mean(0)
+            ax.set_xticks(range(mask.shape[1]), [f"{i}\n{k:.0%}" for i, k in enumerate(kept.tolist())])
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
