@@ -127,7 +127,9 @@ class PruningCallback(Callback):
         score = float(trainer.callback_metrics[self.monitor])
         if math.isnan(score):
             return
-        better = self._best_score is None or (score > self._best_score if self.mode == "max" else score < self._best_score)
+        better = self._best_score is None or (
+            score > self._best_score if self.mode == "max" else score < self._best_score
+        )
         if better:
             self._best_score = score
             self._best_weights = self._snapshot(self._prunable)
@@ -245,8 +247,12 @@ class PruningCallback(Callback):
 
     def _prune(self, pl_module: LightningModule) -> None:
         if self.prune_from == "best" and not self._best_weights:
-            rank_zero_warn(f"prune_from='best' but {self.monitor!r} was never logged in validation: pruning from the last weights")
-        source = self._best_weights if self.prune_from == "best" and self._best_weights else self._snapshot(self._prunable)
+            rank_zero_warn(
+                f"prune_from='best' but {self.monitor!r} was never logged in validation: pruning from the last weights"
+            )
+        source = (
+            self._best_weights if self.prune_from == "best" and self._best_weights else self._snapshot(self._prunable)
+        )
         level = self.level + 1
         generator = self._generator(level)
         if self.mask_source is not None:

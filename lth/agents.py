@@ -8,9 +8,9 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictModuleBase
 from torch import nn
+from torch.distributions import Categorical
 from torchrl.data import Categorical as CategoricalSpec
 from torchrl.data import TensorSpec
-from torch.distributions import Categorical
 from torchrl.envs import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 

@@ -13,12 +13,9 @@ import warnings
 from typing import Any
 
 import torch
-
-from lightning.pytorch import LightningDataModule
 from jsonargparse import ActionYesNo
-from lightning.pytorch import seed_everything
+from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.errors import ConfigError
 from lth.imp import ImpSettings, Study, run_study, summary_table
@@ -54,10 +51,18 @@ class ImpCLI(LthCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_class_arguments(ImpSettings, "imp")
-        parser.add_argument("--seed", type=int | None, default=None,
-                            help="study seed: seeds the model, the envs and every pruning choice")
-        parser.add_argument("--resume", action=ActionYesNo, default=True,
-                            help="continue the newest chain with the same tags at its first unfinished level")
+        parser.add_argument(
+            "--seed",
+            type=int | None,
+            default=None,
+            help="study seed: seeds the model, the envs and every pruning choice",
+        )
+        parser.add_argument(
+            "--resume",
+            action=ActionYesNo,
+            default=True,
+            help="continue the newest chain with the same tags at its first unfinished level",
+        )
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
@@ -88,10 +93,13 @@ def imp(args: list[str]) -> None:
     config = cli.config
     logger = config.trainer.logger
     if logger is None or not str(logger.class_path).endswith("MLFlowLogger"):
-        raise ConfigError("lth imp records studies in MLflow: set trainer.logger to lightning.pytorch.loggers.MLFlowLogger")
+        raise ConfigError(
+            "lth imp records studies in MLflow: set trainer.logger to lightning.pytorch.loggers.MLFlowLogger"
+        )
     uri = logger.init_args.tracking_uri or "sqlite:///mlruns/mlflow.db"
-    trainer_kwargs = {k: v for k, v in config.trainer.as_dict().items()
-                      if k not in ("logger", "callbacks", "enable_checkpointing")}
+    trainer_kwargs = {
+        k: v for k, v in config.trainer.as_dict().items() if k not in ("logger", "callbacks", "enable_checkpointing")
+    }
     study = Study(
         model=cli.model,
         datamodule=cli.datamodule,

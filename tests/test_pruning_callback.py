@@ -61,9 +61,15 @@ class MaskProbe(Callback):
 
 
 def _fit(model, cb, *extra, epochs: int = 2, ckpt_path: str | None = None) -> L.Trainer:
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[cb, *extra], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=bool(extra and isinstance(extra[0], ModelCheckpoint)),
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        callbacks=[cb, *extra],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(extra and isinstance(extra[0], ModelCheckpoint)),
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, _loader(), _loader(), ckpt_path=ckpt_path)
     return trainer
 
@@ -159,6 +165,7 @@ def test_module_selection_and_a_clear_error_when_nothing_matches() -> None:
 
 def test_state_dict_restores_a_chain_exactly() -> None:
     """A chain stopped between levels and restored from callback state continues with the same masks."""
+
     def chain(stop_after: int | None) -> dict:
         L.seed_everything(0)
         model, cb = Regressor(), PruningCallback(condition="mask/permuted", monitor="val/score", seed=3)
@@ -178,11 +185,20 @@ def test_state_dict_restores_a_chain_exactly() -> None:
 def _ppo_fit(model, cb, probe=None) -> None:
     from datamodules import OnPolicyDataModule
 
-    dm = OnPolicyDataModule("CartPole-v1", num_envs=2, rollout_steps=64, total_frames=512, eval_every=256,
-                            eval_episodes=2)
+    dm = OnPolicyDataModule(
+        "CartPole-v1", num_envs=2, rollout_steps=64, total_frames=512, eval_every=256, eval_episodes=2
+    )
     callbacks = [cb] + ([probe] if probe else [])
-    L.Trainer(max_epochs=1, callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval).fit(model, dm)
+    L.Trainer(
+        max_epochs=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        val_check_interval=dm.eval_interval,
+    ).fit(model, dm)
 
 
 def test_ppo_manual_optimisation_and_torchrl_loss_params_stay_masked() -> None:
