@@ -63,3 +63,11 @@ def _walk(client: MlflowClient, run_id: str, path: str) -> list[str]:
     for item in client.list_artifacts(run_id, path or None):
         out += _walk(client, run_id, item.path) if item.is_dir else [item.path]
     return out
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_instantiates(in_tmp: Path, config: Path) -> None:
+    cli = build_cli(["--config", str(config)], run=False)
+    assert cli.model.hparams.env_id == cli.datamodule.hparams.env_id
+    assert cli.trainer.val_check_interval == cli.datamodule.eval_interval
+    assert cli.config.trainer.logger.init_args.experiment_name.startswith(cli.datamodule.hparams.env_id)
