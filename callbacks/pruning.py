@@ -119,7 +119,6 @@ class PruningCallback(Callback):
             self._handles.append(param.register_hook(_mask_grad(self.masks[name])))
         for optimizer in trainer.optimizers:
             self._handles.append(optimizer.register_step_post_hook(self._after_step))
-        self._best_score, self._best_weights = None, {}
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
@@ -145,6 +144,7 @@ class PruningCallback(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._remove_hooks()
+        self._best_score, self._best_weights = None, {}  # a failed fit's best must not leak into the next
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import lightning as L
 import pytest
@@ -149,7 +150,10 @@ def test_checkpoints_hold_zeros_plain_keys_and_resume_with_the_masks(tmp_path) -
     for name, mask in state["masks"].items():
         assert torch.all(saved["state_dict"][name][~mask] == 0)
     resumed_cb = PruningCallback(monitor="val/score")  # the finished fit, resumed: only its pruning is left
-    _fit(Regressor(), resumed_cb, epochs=2, ckpt_path=str(tmp_path / "last.ckpt"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(Regressor(), resumed_cb, epochs=2, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert not [w for w in caught if "never logged" in str(w.message)]  # pruned from the restored best weights
     assert resumed_cb.level == 2
     assert all(torch.equal(resumed_cb.masks[n], cb.masks[n]) for n in cb.masks)
 
