@@ -97,12 +97,13 @@ def run_chain(study: Study, settings: ImpSettings, condition: str, resume: bool)
         amount=settings.amount, condition=condition, modules=settings.modules, rewind=settings.rewind,
         prune_from=settings.prune_from, seed=study.seed, mask_source=_branch_masks(study, settings),
     )
-    finished = store.finished_levels()
+    runs = store.finished_runs()
+    finished = sorted(runs)
     if finished != list(range(len(finished))):
         raise ConfigError(f"chain {store.parent_id} has gaps in its finished levels {finished}; start a new chain")
-    results = [_recorded(store, condition, level) for level in finished]
+    results = [_recorded(runs[level], condition, level) for level in finished]
     if finished:
-        callback.load_state_dict(store.load(store.level_run(finished[-1]), "next_state.pt"))
+        callback.load_state_dict(store.load(runs[finished[-1]].info.run_id, "next_state.pt"))
         if callback.level != len(finished) and len(finished) < settings.levels:
             raise ConfigError(f"chain {store.parent_id} ended at level {finished[-1]} (its branch source has no "
                               "further masks); it cannot be extended")
@@ -142,8 +143,7 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
     return result
 
 
-def _recorded(store: ChainStore, condition: str, level: int) -> LevelResult:
-    run = store.client.get_run(store.level_run(level))
+def _recorded(run: Any, condition: str, level: int) -> LevelResult:
     return LevelResult(condition, level, run.data.metrics["density"], run.data.metrics["ticket/best_return"])
 
 

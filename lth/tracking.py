@@ -105,8 +105,9 @@ class ChainStore:
     def _children(self) -> list[Any]:
         return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'")
 
-    def finished_levels(self) -> list[int]:
-        return sorted(int(r.data.tags["level"]) for r in self._children() if r.data.tags.get(self.COMPLETE) == "true")
+    def finished_runs(self) -> dict[int, Any]:
+        """The finished child runs by level, from one search."""
+        return {int(r.data.tags["level"]): r for r in self._children() if r.data.tags.get(self.COMPLETE) == "true"}
 
     def discard_unfinished(self) -> None:
         for run in self._children():
@@ -115,17 +116,8 @@ class ChainStore:
 
     def find_level_run(self, level: int) -> str | None:
         """The finished child run of ``level``, if there is one."""
-        for run in self._children():
-            if run.data.tags.get("level") == str(level) and run.data.tags.get(self.COMPLETE) == "true":
-                return run.info.run_id
-        return None
-
-    def level_run(self, level: int) -> str:
-        """The finished child run of ``level``."""
-        run_id = self.find_level_run(level)
-        if run_id is None:
-            raise ConfigError(f"chain run {self.parent_id} has no finished level {level}")
-        return run_id
+        run = self.finished_runs().get(level)
+        return None if run is None else run.info.run_id
 
     def start_level(self, level: int, tags: dict[str, str]) -> str:
         run = self.client.create_run(
