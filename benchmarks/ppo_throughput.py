@@ -13,8 +13,8 @@ What is timed:
 * SB3: ``PPO.learn`` (it does no evaluation while learning); the final evaluation runs afterwards with
   :func:`stable_baselines3.common.evaluation.evaluate_policy`.
 
-``torch.set_num_threads(--threads)`` applies to both. Results go to ``benchmarks/results/ppo_throughput.json``
-and ``benchmarks/results/ppo_throughput.md``.
+``lth.cli.configure_process(--threads)`` (torch threads, no NVML probing per optimizer step) applies to both.
+Results go to ``benchmarks/results/ppo_throughput.json`` and ``benchmarks/results/ppo_throughput.md``.
 
 Usage::
 
@@ -239,7 +239,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "norm 0.5 and uses orthogonal init; lth standardises advantages once per rollout (GAE "
         "`average_gae=True`), clips at norm 1.0 and uses PyTorch's default (kaiming-uniform) init. Both run in "
         "one process after `lightning` and `torchrl.modules` are imported, so process-wide side effects of those "
-        "imports (distribution argument validation off, `PYTORCH_NVML_BASED_CUDA_CHECK=1`) apply to both."
+        "imports (distribution argument validation off) and `lth.cli.configure_process` (torch threads, "
+        "`PYTORCH_NVML_BASED_CUDA_CHECK=0`) apply to both."
     )
     lines = [
         "# PPO throughput: lth vs stable-baselines3 (CartPole-v1)",
@@ -287,13 +288,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     # Importing torchrl.modules (as lth does) calls Distribution.set_default_validate_args(False) for the whole
     # process; import it before any run so that both libraries train under the same setting, and record it.
     import lightning  # noqa: F401 - configures its loggers on import; quieten them afterwards
     import torchrl.modules  # noqa: F401
 
+    from lth.cli import configure_process
+
+    configure_process(args.threads)  # the `lth` command's process settings, for both libraries
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -124,13 +124,21 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point.
+def configure_process(threads: int = 1) -> None:
+    """Process-wide torch settings for small RL networks on CPU (the ``lth`` command and the benchmarks).
 
-    Torch runs single-threaded unless ``LTH_NUM_THREADS`` says otherwise: the paper's small networks gain
-    nothing from intra-op threads, which on two cores fight the environments for CPU (up to 10x slower).
+    Torch runs single-threaded by default: the paper's small networks gain nothing from intra-op threads, which
+    on two cores fight the environments for CPU (up to 10x slower). Lightning sets
+    ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (fork-safe CUDA probing), after which torch queries NVML on
+    every optimizer step, ~75 us each without a GPU; lth never forks after touching CUDA, so it probes directly.
     """
-    torch.set_num_threads(int(os.environ.get("LTH_NUM_THREADS", "1")))
+    torch.set_num_threads(threads)
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    configure_process(int(os.environ.get("LTH_NUM_THREADS", "1")))
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # `lth imp` passes its own args
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.14, not ours to fix
     argv = sys.argv[1:] if argv is None else argv
@@ -147,4 +155,4 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-__all__ = ["ImpCLI", "LthCLI", "build_cli", "imp", "main"]
+__all__ = ["ImpCLI", "LthCLI", "build_cli", "configure_process", "imp", "main"]
