@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
-from lightning.pytorch import LightningDataModule
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase
 
-from lth.envs import make_env
+from datamodules.envs import EnvDataModule
 
 
 class RolloutStream:
@@ -27,26 +26,7 @@ class RolloutStream:
         yield from self.collector
 
 
-class EvalEnvLoader:
-    """A one-batch loader whose batch is the eval env: Lightning's validation then runs greedy episodes.
-
-    The env is re-seeded before every evaluation, so all evaluations of a fit start from the same states:
-    scores of different checkpoints are comparable, and a stored best checkpoint reproduces its score.
-    """
-
-    def __init__(self, env: EnvBase, seed: int) -> None:
-        self.env = env
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self) -> Iterator[EnvBase]:
-        self.env.set_seed(self.seed)
-        yield self.env
-
-
-class OnPolicyDataModule(LightningDataModule):
+class OnPolicyDataModule(EnvDataModule):
     """Rollouts of ``num_envs`` batched envs x ``rollout_steps`` steps until ``total_frames`` env frames.
 
     Frames, not epochs, bound a fit: one Lightning epoch is the whole budget. The collector acts with
@@ -63,48 +43,18 @@ class OnPolicyDataModule(LightningDataModule):
         eval_every: int = 5_000,
         eval_episodes: int = 10,
         seed: int = 0,
+        env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.frames_per_batch = num_envs * rollout_steps
         self.batches = math.ceil(total_frames / self.frames_per_batch)
-        self._collector: Collector | None = None
-        self._eval_env: EnvBase | None = None
 
     @property
     def eval_interval(self) -> int:
         """Rollouts between evaluations (Lightning's ``val_check_interval``)."""
-        return max(1, round(self.hparams.eval_every / self.frames_per_batch))
+        return max(1, min(self.batches, round(self.hparams.eval_every / self.frames_per_batch)))
 
     def train_dataloader(self) -> RolloutStream:
-        self._close_collector()
-        env = make_env(self.hparams.env_id, self.hparams.num_envs, self.hparams.seed)
-        self._collector = Collector(
-            env,
-            self.trainer.lightning_module.policy,
-            frames_per_batch=self.frames_per_batch,
-            total_frames=self.batches * self.frames_per_batch,
-            device="cpu",
-            trust_policy=True,  # a TensorDictModule acting on this env's keys: skip the collector's policy probing
-            track_traj_ids=False,  # trajectory ids are not used by on-policy losses and cost per step
-            auto_register_policy_transforms=False,  # the policies here are feed-forward: no InitTracker needed
-        )
-        return RolloutStream(self._collector, self.batches)
-
-    def val_dataloader(self) -> EvalEnvLoader:
-        if self._eval_env is None:
-            self._eval_env = make_env(self.hparams.env_id, self.hparams.eval_episodes)
-        return EvalEnvLoader(self._eval_env, self.eval_seed)
-
-    @property
-    def eval_seed(self) -> int:
-        """The seed every evaluation starts from (distinct from the training envs' seed)."""
-        return self.hparams.seed + 10_000
-
-    def _close_collector(self) -> None:
-        if self._collector is not None:
-            self._collector.shutdown()
-            self._collector = None
-
-    def teardown(self, stage: str) -> None:
-        self._close_collector()
+        collector = self.make_collector(self.frames_per_batch, self.batches * self.frames_per_batch)
+        return RolloutStream(collector, self.batches)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -12,10 +13,12 @@ from torch.distributions import Categorical
 from torchrl.data import Categorical as CategoricalSpec
 from torchrl.data import TensorSpec
 from torchrl.envs import ExplorationType, exploration_type
-from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import ProbabilisticActor, QValueActor, TanhNormal, ValueOperator
 
 from lth.errors import ConfigError
-from lth.networks import initialize, mlp
+from lth.networks import initialize, network
+
+ObsShape = int | Sequence[int]
 
 DISCRETE_DISTRIBUTIONS: tuple[str, ...] = ("categorical",)
 CONTINUOUS_DISTRIBUTIONS: tuple[str, ...] = ("tanh_normal",)
@@ -39,29 +42,39 @@ def resolve_distribution(action_spec: TensorSpec, requested: str | None, env_id:
     return requested
 
 
-def make_actor(
-    obs_dim: int,
-    action_spec: TensorSpec,
+def build_network(
+    obs_shape: ObsShape,
+    out_features: int,
     hidden: Sequence[int],
-    distribution: str,
+    arch: str = "mlp",
     activation: str = "tanh",
     dropout: float = 0.0,
     init: str = "kaiming",
     input_scale: float = 1.0,
+    obs_scale: float = 1.0,
+) -> nn.Sequential:
+    """:func:`lth.networks.network` initialised with ``init`` (first layer scaled by ``input_scale``)."""
+    shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+    net = network(shape, out_features, hidden, arch, activation, dropout, obs_scale)
+    return initialize(net, init, input_scale)
+
+
+def make_actor(
+    obs_shape: ObsShape, action_spec: TensorSpec, hidden: Sequence[int], distribution: str, **arch: Any
 ) -> ProbabilisticActor:
     """A stochastic policy reading ``observation`` and writing ``action`` and ``action_log_prob``.
 
     Discrete actions: a categorical over logits. Continuous: a tanh-squashed Gaussian whose mean and
-    (softplus) scale come from the network, bounded by the action spec.
+    (softplus) scale come from the network, bounded by the action spec. ``arch`` goes to :func:`build_network`.
     """
     if distribution == "categorical":
-        net = initialize(mlp(obs_dim, hidden, int(action_spec.n), activation, dropout), init, input_scale)
+        net = build_network(obs_shape, int(action_spec.n), hidden, **arch)
         module = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
         return ProbabilisticActor(
             module, in_keys=["logits"], distribution_class=Categorical, spec=action_spec, return_log_prob=True
         )
     act_dim = action_spec.shape[-1]
-    net = initialize(mlp(obs_dim, hidden, 2 * act_dim, activation, dropout), init, input_scale)
+    net = build_network(obs_shape, 2 * act_dim, hidden, **arch)
     module = TensorDictModule(
         nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]
     )
@@ -110,14 +123,38 @@ def acting_policy(actor: ProbabilisticActor) -> TensorDictModuleBase:
     return actor
 
 
-def make_critic(
-    obs_dim: int,
-    hidden: Sequence[int],
-    activation: str = "tanh",
-    dropout: float = 0.0,
-    init: str = "kaiming",
-    input_scale: float = 1.0,
-) -> ValueOperator:
+def make_critic(obs_shape: ObsShape, hidden: Sequence[int], **arch: Any) -> ValueOperator:
     """A state-value network reading ``observation`` and writing ``state_value``."""
-    net = initialize(mlp(obs_dim, hidden, 1, activation, dropout), init, input_scale)
-    return ValueOperator(net, in_keys=["observation"])
+    return ValueOperator(build_network(obs_shape, 1, hidden, **arch), in_keys=["observation"])
+
+
+def make_q_actor(q_net: nn.Module, action_spec: TensorSpec) -> QValueActor:
+    """TorchRL's Q-value actor over ``q_net`` (``action_value``, greedy ``action``), as ``DQNLoss`` expects."""
+    if not is_discrete(action_spec):
+        raise ConfigError(f"DQN needs discrete actions, got {type(action_spec).__name__} actions")
+    per_copy = CategoricalSpec(int(action_spec.n), dtype=torch.int64)  # one action per transition, any batch
+    return QValueActor(q_net, in_keys=["observation"], spec=per_copy, action_space="categorical")
+
+
+class EpsilonGreedyActing(TensorDictModuleBase):
+    """Greedy actions of ``q_net``, each replaced by a uniform random action with probability ``eps``.
+
+    Written by hand (like :class:`CategoricalActing`) because it is the per-step acting path, and because the
+    paper's evaluation epsilon (0.001) must also act during evaluation, where TorchRL's ``EGreedyModule``
+    switches itself off. ``eps`` is a buffer the owning module sets from its schedule.
+    """
+
+    def __init__(self, q_net: nn.Module, num_actions: int, eps: float = 1.0) -> None:
+        super().__init__()
+        self.net = q_net
+        self.num_actions = num_actions
+        self.register_buffer("eps", torch.tensor(float(eps)))
+        self.in_keys = ["observation"]
+        self.out_keys = ["action"]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = self.net(tensordict.get("observation")).argmax(-1)
+        explore = torch.rand(action.shape) < self.eps
+        random = torch.randint(self.num_actions, action.shape)
+        tensordict.set("action", torch.where(explore, random, action))
+        return tensordict

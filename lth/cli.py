@@ -24,10 +24,11 @@ from lth.tracking import SaveConfigToMLflow, check_tracking_uri
 
 
 class LthCLI(LightningCLI):
-    """LightningCLI with the env id shared by data and model and evaluation scheduled in env frames."""
+    """LightningCLI with the env id and kwargs shared by data and model and evaluation scheduled in env frames."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.init_args.env_id", "model.init_args.env_id")
+        parser.link_arguments("data.init_args.env_kwargs", "model.init_args.env_kwargs")
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import nn
+
+from lth.errors import ConfigError
 
 InitScheme = Literal["kaiming", "xavier"]
 INIT_SCHEMES: tuple[str, ...] = ("kaiming", "xavier")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+Architecture = Literal["mlp", "minatar_cnn", "nature_cnn"]
+ARCHITECTURES: tuple[str, ...] = ("mlp", "minatar_cnn", "nature_cnn")
+
+
+class Scale(nn.Module):
+    """Multiplies its input by a constant (e.g. 1/255 for pixel observations); no parameters to prune."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
 
 
 def mlp(
@@ -31,6 +51,70 @@ def mlp(
         width = size
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
+
+
+class ImageTrunk(nn.Module):
+    """Applies a conv stack to images with any leading batch dims (rollouts are [envs, steps, C, H, W])."""
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[:-3]
+        out = self.layers(x.reshape(-1, *x.shape[-3:]))
+        return out.reshape(*batch, out.shape[-1])
+
+
+def conv_trunk(arch: str, obs_shape: Sequence[int]) -> tuple[ImageTrunk, int]:
+    """The convolutional part of ``arch`` for channels-first ``obs_shape`` and its flat output width.
+
+    ``minatar_cnn`` is MinAtar's 16 3x3 filters (paper Table 10); ``nature_cnn`` is Mnih et al.'s 2015 Atari
+    trunk (32x8x8/4, 64x4x4/2, 64x3x3/1). Both end in ReLU and a flatten of (channels, height, width).
+    """
+    if len(obs_shape) != 3:
+        raise ConfigError(f"{arch} needs image observations (channels, height, width), got shape {tuple(obs_shape)}")
+    channels = obs_shape[0]
+    if arch == "minatar_cnn":
+        layers: list[nn.Module] = [nn.Conv2d(channels, 16, 3), nn.ReLU()]
+    else:
+        layers = [
+            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+        ]  # fmt: skip
+    trunk = ImageTrunk(nn.Sequential(*layers, nn.Flatten(-3, -1)))
+    with torch.no_grad():
+        width = trunk(torch.zeros(1, *obs_shape)).shape[-1]
+    return trunk, int(width)
+
+
+def network(
+    obs_shape: Sequence[int],
+    out_features: int,
+    hidden: Sequence[int],
+    arch: str = "mlp",
+    activation: str = "tanh",
+    dropout: float = 0.0,
+    obs_scale: float = 1.0,
+) -> nn.Sequential:
+    """A policy/value/Q network for observations of ``obs_shape``: ``arch``'s trunk, then an MLP over ``hidden``.
+
+    ``mlp`` flattens multi-dimensional observations (channels first, so first-layer columns map back to
+    channel x height x width). ``obs_scale`` multiplies observations first (1/255 for pixels). One flat
+    ``Sequential``, so a vector-input MLP has the same parameter names as :func:`mlp`.
+    """
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown network architecture {arch!r}; valid: {list(ARCHITECTURES)}")
+    layers: list[nn.Module] = [Scale(obs_scale)] if obs_scale != 1.0 else []
+    if arch == "mlp":
+        if len(obs_shape) > 1:
+            layers.append(nn.Flatten(-len(obs_shape), -1))
+        width = math.prod(obs_shape)
+    else:
+        trunk, width = conv_trunk(arch, obs_shape)
+        layers.append(trunk)
+    return nn.Sequential(*layers, *mlp(width, hidden, out_features, activation, dropout))
 
 
 def weight_layers(module: nn.Module) -> list[nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d]:

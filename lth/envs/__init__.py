@@ -1,17 +1,57 @@
-"""Environment factory: gymnasium ids -> batched TorchRL envs, with clear errors for unknown ids."""
+"""Environment factory: gymnasium ids -> batched TorchRL envs, with clear errors for unknown ids.
+
+Every env is a gymnasium vector env in same-step autoreset mode wrapped by :class:`GymVectorEnv`:
+gymnasium's ``SyncVectorEnv`` for ordinary ids (MinAtar's observations moved channels-first), the env's own
+own vectorised implementation for lth's envs (MazeGrid), and ale-py's native ``AtariVectorEnv`` (frame
+skip 4, 84x84 grey, 4-frame stack, no-op starts, sticky actions 0.25 as in ``ALE/*-v5``) for ``ALE/`` ids.
+"""
 
 from __future__ import annotations
 
 import difflib
-import importlib
+import re
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from torchrl.data import TensorSpec
 
 from lth.envs.vector import GymVectorEnv
 from lth.errors import ConfigError
 
-# Packages whose import registers extra gymnasium ids, keyed by a substring of the ids they provide.
-_REGISTRARS: dict[str, str] = {"BulletEnv": "pybullet_envs_gymnasium"}
+
+def _register_pybullet() -> None:
+    import pybullet_envs_gymnasium  # noqa: F401 - importing registers the *BulletEnv-v0 ids
+
+
+def _register_minatar() -> None:
+    import minatar.gym
+
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        minatar.gym.register_envs()
+
+
+def _register_ale() -> None:
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+
+def _register_mazegrid() -> None:
+    from lth.envs.mazegrid import register_mazegrid
+
+    register_mazegrid()
+
+
+# Registration on demand, keyed by a substring of the ids each one provides (imports are slow or noisy).
+_REGISTRARS: dict[str, Callable[[], None]] = {
+    "BulletEnv": _register_pybullet,
+    "MinAtar/": _register_minatar,
+    "ALE/": _register_ale,
+    "lth/MazeGrid": _register_mazegrid,
+}
 
 #: The ids the shipped configs use; shown first when an id is unknown.
 PAPER_ENV_IDS: tuple[str, ...] = (
@@ -21,13 +61,20 @@ PAPER_ENV_IDS: tuple[str, ...] = (
     "Walker2DBulletEnv-v0",
     "AntBulletEnv-v0",
     "HopperBulletEnv-v0",
+    "lth/MazeGrid-v0",
+    "MinAtar/Breakout-v1",
+    "MinAtar/SpaceInvaders-v1",
+    "MinAtar/Freeway-v1",
+    "MinAtar/Asterix-v1",
+    "MinAtar/Seaquest-v1",
+    "ALE/Pong-v5",
 )
 
 
 def _register(env_id: str) -> None:
-    for marker, package in _REGISTRARS.items():
+    for marker, register in _REGISTRARS.items():
         if marker in env_id:
-            importlib.import_module(package)
+            register()
 
 
 def check_env_id(env_id: str) -> None:
@@ -35,8 +82,8 @@ def check_env_id(env_id: str) -> None:
     _register(env_id)
     if env_id in gym.registry:
         return
-    for package in _REGISTRARS.values():
-        importlib.import_module(package)
+    for register in _REGISTRARS.values():
+        register()
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(
@@ -44,15 +91,64 @@ def check_env_id(env_id: str) -> None:
     )
 
 
-def make_env(env_id: str, num_envs: int = 1, seed: int | None = None) -> GymVectorEnv:
+def _channels_first(env: gym.Env) -> gym.Env:
+    """MinAtar's (height, width, channels) booleans as (channels, height, width) float32 maps."""
+    height, width, channels = env.observation_space.shape
+    space = gym.spaces.Box(0.0, 1.0, (channels, height, width), np.float32)
+    return gym.wrappers.TransformObservation(env, lambda obs: np.moveaxis(obs, -1, 0).astype(np.float32), space)
+
+
+def _atari_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv:
+    """ale-py's native batched Atari env with the standard DQN/PPO preprocessing, in same-step autoreset."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    name = env_id.split("/", 1)[1].rsplit("-v", 1)[0]  # "ALE/SpaceInvaders-v5" -> "SpaceInvaders"
+    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()  # ale-py's rom names are snake case
+    settings = {"repeat_action_probability": 0.25, "reward_clipping": False, "num_threads": 1, **kwargs}
+    return AtariVectorEnv(game, num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **settings)
+
+
+def gym_vector_env(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of ``env_id`` as a gymnasium vector env in same-step autoreset mode.
+
+    ``env_kwargs`` go to the env's constructor (e.g. MazeGrid's ``obs_type``).
+    """
+    if env_id.startswith("ALE/"):
+        return _atari_vector_env(env_id, num_envs, **env_kwargs)
+    if env_id.startswith("lth/"):  # lth's own envs are vectorised natively (gymnasium's autoreset ones are not)
+        return gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        wrappers=[_channels_first] if env_id.startswith("MinAtar/") else None,
+        **env_kwargs,
+    )
+
+
+def make_env(env_id: str, num_envs: int = 1, seed: int | None = None, **env_kwargs: Any) -> GymVectorEnv:
     """``num_envs`` copies of ``env_id`` as one batched TorchRL env, seeded once with ``seed``."""
     check_env_id(env_id)
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
-    env = GymVectorEnv(env_id, num_envs)
+    try:
+        vec = gym_vector_env(env_id, num_envs, **env_kwargs)
+    except TypeError as exc:  # an unknown constructor keyword
+        raise ConfigError(f"{env_id} does not accept env_kwargs {env_kwargs}: {exc}") from exc
+    env = GymVectorEnv(vec, env_id)
     if seed is not None:
         env.set_seed(seed)
     return env
 
 
-__all__ = ["GymVectorEnv", "PAPER_ENV_IDS", "check_env_id", "make_env"]
+def env_shapes(env_id: str, **env_kwargs: Any) -> tuple[tuple[int, ...], TensorSpec]:
+    """The per-copy observation shape and the batched action spec of ``env_id`` (networks are sized by them)."""
+    probe = make_env(env_id, 1, **env_kwargs)
+    obs_shape = tuple(probe.observation_spec["observation"].shape[1:])
+    action_spec = probe.action_spec
+    probe.close()
+    return obs_shape, action_spec
+
+
+__all__ = ["GymVectorEnv", "PAPER_ENV_IDS", "check_env_id", "env_shapes", "gym_vector_env", "make_env"]

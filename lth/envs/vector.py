@@ -30,7 +30,7 @@ def _box_spec(space: gym.spaces.Box, batch: int) -> Bounded | Unbounded:
 
 
 class GymVectorEnv(EnvBase):
-    """``num_envs`` copies of a gymnasium env stepped together as one TorchRL env with batch size ``[num_envs]``.
+    """A gymnasium vector env (same-step autoreset) as one TorchRL env with batch size ``[num_envs]``.
 
     Keys: ``observation`` (float32), ``action`` (int64 index for Discrete, float32 for Box), ``reward``,
     ``done``/``terminated``/``truncated``. When a copy's episode ends, ``("next", "observation")`` holds its
@@ -38,17 +38,14 @@ class GymVectorEnv(EnvBase):
     next returns the fresh observation gymnasium already produced.
     """
 
-    def __init__(self, env_id: str, num_envs: int, seed: int | None = None, **make_kwargs: Any) -> None:
+    def __init__(self, vec_env: gym.vector.VectorEnv, env_id: str = "env") -> None:
+        num_envs = vec_env.num_envs
         super().__init__(batch_size=torch.Size([num_envs]), device="cpu")
+        if vec_env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError(f"{env_id}: the vector env must autoreset in SAME_STEP mode")
         self.env_id = env_id
         self.num_envs = num_envs
-        self._env = gym.make_vec(
-            env_id,
-            num_envs=num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            **make_kwargs,
-        )
+        self._env = vec_env
         obs_space = self._env.single_observation_space
         act_space = self._env.single_action_space
         if not isinstance(obs_space, gym.spaces.Box):
@@ -63,7 +60,7 @@ class GymVectorEnv(EnvBase):
         self.reward_spec = Unbounded(shape=(num_envs, 1), dtype=torch.float32)
         flag = Categorical(2, shape=(num_envs, 1), dtype=torch.bool)
         self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=self.batch_size)
-        self._pending_seed = seed
+        self._pending_seed: int | None = None
         self._obs = np.zeros((num_envs, *obs_space.shape), dtype=np.float32)
         self._fresh_obs = self._obs.copy()
 

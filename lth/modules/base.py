@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule
-from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
@@ -16,9 +16,10 @@ from lth.evaluation import evaluate_episodes
 class AgentModule(LightningModule):
     """A LightningModule whose data are env frames and whose validation is a set of greedy episodes.
 
-    Subclasses define :attr:`policy` (what collectors act with) and ``training_step``. Every metric goes to
-    the loggers with ``step`` = env frames seen in this fit, so learning curves share one x-axis; the best
-    mean evaluation return of the fit (the paper's ticket score) is logged as ``eval/best_return``.
+    Subclasses define :attr:`policy` (what collectors act with), ``training_step`` and the hyperparameters
+    ``lr``, ``weight_decay`` and ``max_grad_norm`` (Adam, manual optimisation through :meth:`update`). Every
+    metric goes to the loggers with ``step`` = env frames seen in this fit, so learning curves share one x-axis;
+    the best mean evaluation return of the fit (the paper's ticket score) is logged as ``eval/best_return``.
     """
 
     def __init__(self) -> None:
@@ -31,6 +32,24 @@ class AgentModule(LightningModule):
         """The exploring policy that collectors act with (weights shared with the trained networks)."""
         raise NotImplementedError
 
+    @property
+    def eval_policy(self) -> TensorDictModuleBase:
+        """What evaluation acts with, under deterministic exploration; the exploring policy by default."""
+        return self.policy
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True
+        )
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss`` with gradients clipped to norm ``max_grad_norm``."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+
     def setup(self, stage: str) -> None:
         # Each fit is one learning curve; a resumed fit restores these from the checkpoint afterwards.
         if stage == "fit":
@@ -42,19 +61,23 @@ class AgentModule(LightningModule):
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.frames)
 
-    def count_frames(self, batch: TensorDictBase) -> None:
-        self.frames += batch.numel()
-        self.log("frames", float(self.frames), prog_bar=True, logger=False, batch_size=1)
+    def count_frames(self, frames: int, batch_idx: int) -> None:
+        """Add ``frames`` newly collected env frames; the progress bar shows them every ``log_every_n_steps``.
+
+        (Each ``self.log`` call costs Lightning about a millisecond, a lot next to one small DQN update.)
+        """
+        self.frames += frames
+        if batch_idx % self.trainer.log_every_n_steps == 0:
+            self.log("frames", float(self.frames), prog_bar=True, logger=False, batch_size=1)
 
     def validation_step(self, env: EnvBase, batch_idx: int) -> None:
-        returns = evaluate_episodes(env, self.policy)
+        returns = evaluate_episodes(env, self.eval_policy)
         mean = returns.mean().item()
         self.best_return = max(self.best_return, mean)
         self.log("eval/return", mean, prog_bar=True, logger=False, batch_size=1)
         self.log("eval/best_return", self.best_return, logger=False, batch_size=1)
-        self.log_at_frames(
-            {"eval/return": mean, "eval/return_std": returns.std().item(), "eval/best_return": self.best_return}
-        )
+        spread = returns.std(correction=0).item()  # population std: defined for a single episode too
+        self.log_at_frames({"eval/return": mean, "eval/return_std": spread, "eval/best_return": self.best_return})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["agent"] = {"frames": self.frames, "best_return": self.best_return}

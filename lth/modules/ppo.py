@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -9,13 +11,13 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
-from lth.envs import make_env
+from lth.envs import env_shapes
 from lth.modules.base import AgentModule
-from lth.networks import InitScheme, initialize
+from lth.networks import Architecture, InitScheme, initialize
 
 
 class PPO(AgentModule):
-    """Proximal policy optimisation with separate actor and critic MLPs (paper Tables 3, 5, 7, 9).
+    """Proximal policy optimisation with separate actor and critic networks (paper Tables 3, 5, 7, 9).
 
     Each training batch is one rollout from the collector: GAE is computed once, then ``epochs`` passes of
     ``minibatches`` shuffled minibatches are optimised manually (one Lightning step = one rollout).
@@ -25,12 +27,15 @@ class PPO(AgentModule):
     def __init__(
         self,
         env_id: str = "CartPole-v1",
+        env_kwargs: dict[str, Any] | None = None,
         actor_hidden: list[int] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
         critic_hidden: list[int] = [64, 64],  # noqa: B006
+        arch: Architecture = "mlp",
         activation: str = "tanh",
         dropout: float = 0.0,
         init: InitScheme = "kaiming",
         input_scale: float = 1.0,
+        obs_scale: float = 1.0,
         distribution: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 0.0,
@@ -46,14 +51,18 @@ class PPO(AgentModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        probe = make_env(env_id, 1)
-        obs_dim = int(probe.observation_spec["observation"].shape[-1])
-        action_spec = probe.action_spec
-        probe.close()
+        obs_shape, action_spec = env_shapes(env_id, **(env_kwargs or {}))
         dist = resolve_distribution(action_spec, distribution, env_id)
-        arch = {"activation": activation, "dropout": dropout, "init": init, "input_scale": input_scale}
-        self.actor = make_actor(obs_dim, action_spec, actor_hidden, dist, **arch)
-        self.critic = make_critic(obs_dim, critic_hidden, **arch)
+        net = {
+            "arch": arch,
+            "activation": activation,
+            "dropout": dropout,
+            "init": init,
+            "input_scale": input_scale,
+            "obs_scale": obs_scale,
+        }
+        self.actor = make_actor(obs_shape, action_spec, actor_hidden, dist, **net)
+        self.critic = make_critic(obs_shape, critic_hidden, **net)
         self._acting = acting_policy(self.actor)  # shares the actor's weights
         self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True)
         self.loss_module = ClipPPOLoss(
@@ -76,27 +85,17 @@ class PPO(AgentModule):
         for net in (self.actor, self.critic):
             initialize(net, self.hparams.init, self.hparams.input_scale)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True
-        )
-
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
-        self.count_frames(batch)
+        self.count_frames(batch.numel(), batch_idx)
         with torch.no_grad():
             self.advantage(batch)
         flat = batch.reshape(-1)
         size = max(1, flat.numel() // self.hparams.minibatches)
-        opt = self.optimizers()
         stats: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.hparams.epochs):
             for idx in torch.randperm(flat.numel(), device=flat.device).split(size):
                 out = self.loss_module(flat[idx])
-                loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
-                opt.zero_grad()
-                self.manual_backward(loss)
-                self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-                opt.step()
+                self.update(out["loss_objective"] + out["loss_critic"] + out["loss_entropy"])
                 for key in ("loss_objective", "loss_critic", "entropy", "clip_fraction"):
                     stats.setdefault(key, []).append(out[key].detach())
         self.log_at_frames({f"train/{k}": torch.stack(v).mean().item() for k, v in stats.items()})
