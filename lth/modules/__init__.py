@@ -1,6 +1,7 @@
 """The RL LightningModules."""
 
 from lth.modules.base import AgentModule
+from lth.modules.dqn import DQN
 from lth.modules.ppo import PPO
 
-__all__ = ["PPO", "AgentModule"]
+__all__ = ["DQN", "PPO", "AgentModule"]

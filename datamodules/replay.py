@@ -1,0 +1,141 @@
+"""Off-policy data: a TorchRL collector filling a prioritized replay buffer, one sampled minibatch per batch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
+
+from datamodules.envs import EnvDataModule
+from lth.errors import ConfigError
+from lth.schedules import linear_schedule
+
+#: What a transition keeps in replay (the acting path's extras are dropped).
+TRANSITION_KEYS: tuple[Any, ...] = (
+    "observation",
+    "action",
+    ("next", "observation"),
+    ("next", "reward"),
+    ("next", "done"),
+    ("next", "terminated"),
+)
+
+
+def updates_due(frames: int, warmup_frames: int, replay_ratio: float, batch_size: int) -> int:
+    """Gradient updates owed after ``frames`` collected frames.
+
+    ``replay_ratio`` is rlpyt's (the paper's framework) data replay ratio: sampled transitions per collected
+    transition, so each update of ``batch_size`` transitions is due every ``batch_size / replay_ratio``
+    frames once the buffer holds ``warmup_frames``.
+    """
+    if frames < warmup_frames:
+        return 0
+    return math.floor((frames - warmup_frames) * replay_ratio / batch_size)
+
+
+class ReplayStream:
+    """Collects chunks into the buffer and yields the updates they pay for, each a TensorDict with batch size [].
+
+    Each item holds ``sample`` (a prioritized minibatch with ``index`` and ``priority_weight``) and
+    ``new_frames`` (env frames collected since the previous item). After the module's step the loss has
+    written ``td_error`` into the sample; the stream then sets those transitions' priorities to ``|td_error|``.
+    Lightning fetches the next item only after the step because the stream has a length (no prefetching).
+    """
+
+    def __init__(
+        self, collector: Iterable[TensorDictBase], buffer: TensorDictPrioritizedReplayBuffer, dm: ReplayDataModule
+    ) -> None:
+        self.collector = collector
+        self.buffer = buffer
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return self.dm.total_updates
+
+    def __iter__(self) -> Iterator[TensorDictBase]:
+        hp = self.dm.hparams
+        collected = updates = pending = 0
+        for chunk in self.collector:
+            self.buffer.extend(chunk.select(*TRANSITION_KEYS).reshape(-1))
+            collected += chunk.numel()
+            pending += chunk.numel()
+            self.buffer.sampler.beta = linear_schedule(hp.beta_start, hp.beta_end, self.dm.total_frames, collected)
+            while updates < updates_due(collected, hp.warmup_frames, hp.replay_ratio, hp.batch_size):
+                sample = self.buffer.sample()
+                yield TensorDict({"sample": sample, "new_frames": torch.tensor(pending)}, batch_size=[])
+                pending = 0
+                updates += 1
+                # TorchRL's DQNLoss writes the squared TD error; Schaul et al. (and rlpyt) prioritise by |delta|.
+                self.buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt())
+
+
+class ReplayDataModule(EnvDataModule):
+    """``num_envs`` batched envs stepped ``collect_steps`` at a time into a prioritized replay buffer.
+
+    Paper Tables 8 and 11: buffer of ``buffer_size`` transitions, priority exponent ``alpha`` 0.6, importance
+    exponent ``beta`` annealed from ``beta_start`` to ``beta_end`` over the fit's frames, minibatches of
+    ``batch_size``, data replay ratio ``replay_ratio``, learning after ``warmup_frames``. One Lightning batch
+    is one gradient update; frames, not epochs, bound a fit.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "CartPole-v1",
+        num_envs: int = 8,
+        collect_steps: int = 8,
+        total_frames: int = 100_000,
+        buffer_size: int = 100_000,
+        batch_size: int = 256,
+        replay_ratio: float = 4.0,
+        warmup_frames: int = 5_000,
+        alpha: float = 0.6,
+        beta_start: float = 0.4,
+        beta_end: float = 1.0,
+        eval_every: int = 10_000,
+        eval_episodes: int = 10,
+        seed: int = 0,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if warmup_frames < batch_size:
+            raise ConfigError(f"warmup_frames ({warmup_frames}) must be at least batch_size ({batch_size})")
+        if warmup_frames > buffer_size:
+            raise ConfigError(f"warmup_frames ({warmup_frames}) must not exceed buffer_size ({buffer_size})")
+        self.frames_per_batch = num_envs * collect_steps
+        self.total_frames = math.ceil(total_frames / self.frames_per_batch) * self.frames_per_batch
+        self.total_updates = updates_due(self.total_frames, warmup_frames, replay_ratio, batch_size)
+        if self.total_updates < 1:
+            raise ConfigError(f"total_frames ({total_frames}) leave no updates after warmup_frames ({warmup_frames})")
+
+    @property
+    def eval_interval(self) -> int:
+        """Updates between evaluations (Lightning's ``val_check_interval``)."""
+        hp = self.hparams
+        return max(1, min(self.total_updates, round(hp.eval_every * hp.replay_ratio / hp.batch_size)))
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Hand the module the sampled TensorDict itself (Lightning's default makes a copy), so the stream reads
+        # back the TD errors the loss writes into it. Replay lives on the CPU, and so does training here.
+        if device.type != "cpu":
+            raise ConfigError(f"ReplayDataModule trains on the CPU only, got accelerator device {device}")
+        return batch
+
+    def make_buffer(self) -> TensorDictPrioritizedReplayBuffer:
+        """An empty prioritized buffer; its storage is allocated on the first write and then written in place."""
+        hp = self.hparams
+        return TensorDictPrioritizedReplayBuffer(
+            alpha=hp.alpha,
+            beta=hp.beta_start,
+            storage=LazyTensorStorage(hp.buffer_size),
+            batch_size=hp.batch_size,
+            priority_key="td_error",
+        )
+
+    def train_dataloader(self) -> ReplayStream:
+        collector = self.make_collector(self.frames_per_batch, self.total_frames)
+        return ReplayStream(collector, self.make_buffer(), self)

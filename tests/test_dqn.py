@@ -1,0 +1,110 @@
+"""DQN: the double-Q target, importance-weighted Huber loss, exploration, masking of the target net, learning."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict
+
+from callbacks import PruningCallback
+from datamodules import ReplayDataModule
+from lth.agents import EpsilonGreedyActing
+from lth.modules import DQN
+from lth.schedules import linear_schedule
+
+
+def _batch(n: int = 32, seed: int = 0) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    terminated = torch.rand(n, 1, generator=g) < 0.3
+    return TensorDict({
+        "observation": torch.randn(n, 4, generator=g),
+        "action": torch.randint(2, (n,), generator=g),
+        "priority_weight": torch.rand(n, generator=g) + 0.1,
+        "next": {"observation": torch.randn(n, 4, generator=g), "reward": torch.randn(n, 1, generator=g),
+                 "done": terminated.clone(), "terminated": terminated},
+    }, batch_size=[n])
+
+
+def test_double_q_target_uses_online_argmax_and_target_value_with_weighted_huber() -> None:
+    model = DQN("CartPole-v1", hidden=[16], gamma=0.9)
+    model.target_updater.init_()
+    target_net = copy.deepcopy(model.q_net)
+    with torch.no_grad():
+        for p in model.q_net.parameters():  # the online net moves away from the target
+            p.add_(torch.randn_like(p) * 0.5)
+    batch = _batch()
+    per_transition = model.loss_module(batch)["loss"]
+    with torch.no_grad():
+        q = model.q_net(batch["observation"]).gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)
+        next_online = model.q_net(batch["next", "observation"])
+        next_target = target_net(batch["next", "observation"])
+        not_done = (~batch["next", "terminated"]).float().squeeze(-1)
+        bootstrap = next_target.gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
+        target = batch["next", "reward"].squeeze(-1) + 0.9 * not_done * bootstrap
+        vanilla = batch["next", "reward"].squeeze(-1) + 0.9 * not_done * next_target.max(-1).values
+    assert not torch.allclose(target, vanilla)  # the batch tells double Q from plain max-target Q
+    torch.testing.assert_close(batch["td_error"].squeeze(-1), (q - target) ** 2)
+    weights = batch["priority_weight"]
+    expected = (weights * F.smooth_l1_loss(q, target, reduction="none", beta=1.0)).mean()
+    torch.testing.assert_close(per_transition.mean(), expected)  # what DQN.training_step minimises
+
+
+def test_epsilon_greedy_acting_is_greedy_at_zero_and_uniform_at_one() -> None:
+    net = torch.nn.Linear(3, 4)
+    obs = TensorDict({"observation": torch.randn(4000, 3)}, [4000])
+    greedy = EpsilonGreedyActing(net, 4, eps=0.0)(obs.clone())["action"]
+    assert torch.equal(greedy, net(obs["observation"]).argmax(-1))
+    uniform = EpsilonGreedyActing(net, 4, eps=1.0)(obs.clone())["action"]
+    counts = torch.bincount(uniform, minlength=4).float() / 4000
+    assert torch.all((counts - 0.25).abs() < 0.04)
+
+
+def _fit(model: DQN, *callbacks, frames: int = 640, seed: int = 0) -> ReplayDataModule:
+    L.seed_everything(seed)
+    dm = ReplayDataModule("CartPole-v1", num_envs=4, collect_steps=8, total_frames=frames, buffer_size=1_000,
+                          batch_size=32, replay_ratio=4, warmup_frames=256, eval_every=320, eval_episodes=2,
+                          seed=seed)
+    L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval,
+              callbacks=list(callbacks)).fit(model, dm)
+    return dm
+
+
+def test_exploration_follows_its_schedule_and_evaluation_uses_eps_eval() -> None:
+    model = DQN("CartPole-v1", hidden=[16], eps_start=1.0, eps_end=0.1, eps_frames=1_000, eps_eval=0.001)
+    _fit(model)
+    assert model.frames == 640
+    assert model.policy.eps.item() == pytest.approx(linear_schedule(1.0, 0.1, 1_000, 640))
+    assert model.eval_policy.eps.item() == pytest.approx(0.001)
+    assert model.best_return > 0
+
+
+class TargetMaskProbe(L.Callback):
+    """Checks, at the end of each fit's training (before the next pruning), that both nets obey the masks."""
+
+    def __init__(self, pruning: PruningCallback) -> None:
+        self.pruning = pruning
+        self.checked = 0
+
+    def on_train_end(self, trainer: L.Trainer, model: DQN) -> None:
+        online = dict(model.named_parameters())
+        # the target copy of q_net.<layer>.weight is module.0.module.<layer>.weight in TorchRL's QValueActor layout
+        targets = model.loss_module.target_value_network_params.flatten_keys(".")
+        for name, mask in self.pruning.masks.items():
+            target = targets["module.0.module." + name.removeprefix("q_net.")]
+            assert torch.all(online[name][~mask] == 0) and torch.all(target[~mask] == 0)
+            assert not torch.equal(target, online[name])  # a separate copy: 48 updates per fit, last sync before
+            self.checked += 1
+
+
+def test_target_network_stays_masked_after_pruning() -> None:
+    model = DQN("CartPole-v1", hidden=[32, 32], target_update_interval=10)
+    pruning = PruningCallback(amount=0.5, seed=0)
+    probe = TargetMaskProbe(pruning)
+    for _ in range(3):  # levels 0 (dense), 1 and 2 (pruned): the target syncs at the start and every ~10 updates
+        _fit(model, probe, pruning)
+    assert pruning.level == 3 and probe.checked == 3 * 3
