@@ -28,13 +28,10 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
-import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +39,11 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from common import RunResult, cpu_model, summary, timed, versions  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 NUM_ENVS = 4
@@ -60,27 +60,6 @@ HIDDEN = [64, 64]
 EVAL_EPISODES = 10
 EVAL_SEED = 123
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
-
-
-@dataclass
-class RunResult:
-    """One training run of one library."""
-
-    library: str
-    seed: int
-    frames: int
-    wall_s: float
-    cpu_s: float
-    frames_per_s: float
-    eval_return_mean: float
-    eval_return_std: float
-
-
-def _timed(train: Callable[[], int]) -> tuple[int, float, float]:
-    """Run ``train`` (which returns the frames it used); return (frames, wall seconds, CPU seconds)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    frames = train()
-    return frames, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_lth(seed: int, frames: int) -> RunResult:
@@ -124,7 +103,7 @@ def run_lth(seed: int, frames: int) -> RunResult:
         trainer.fit(module, datamodule)
         return module.frames
 
-    used, wall, cpu = _timed(train)
+    used, wall, cpu = timed(train)
     env = make_env(ENV_ID, EVAL_EPISODES, seed=EVAL_SEED)
     returns = evaluate_episodes(env, module.policy)
     env.close()
@@ -160,56 +139,15 @@ def run_sb3(seed: int, frames: int) -> RunResult:
         model.learn(total_timesteps=frames)
         return int(model.num_timesteps)
 
-    used, wall, cpu = _timed(train)
+    used, wall, cpu = timed(train)
     eval_env = make_vec_env(ENV_ID, n_envs=EVAL_EPISODES, seed=EVAL_SEED)
     mean, std = evaluate_policy(model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
     eval_env.close()
     return RunResult("sb3", seed, used, wall, cpu, used / wall, float(mean), float(std))
 
 
-def _summary(runs: list[RunResult]) -> dict[str, float]:
-    def mean(values: list[float]) -> float:
-        return statistics.fmean(values)
-
-    return {
-        "wall_s": mean([r.wall_s for r in runs]),
-        "cpu_s": mean([r.cpu_s for r in runs]),
-        "frames_per_s": mean([r.frames_per_s for r in runs]),
-        "cpu_frames_per_s": mean([r.frames / r.cpu_s for r in runs]),
-        "eval_return_mean": mean([r.eval_return_mean for r in runs]),
-    }
-
-
-def _versions() -> dict[str, str]:
-    import gymnasium
-    import lightning
-    import stable_baselines3
-    import tensordict
-    import torchrl
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchrl": torchrl.__version__,
-        "tensordict": tensordict.__version__,
-        "lightning": lightning.__version__,
-        "gymnasium": gymnasium.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _markdown(report: dict[str, Any]) -> str:
-    meta, summary, runs = report["meta"], report["summary"], report["runs"]
+    meta, totals, runs = report["meta"], report["summary"], report["runs"]
     versions = meta["versions"]
     validation = "on" if meta["validate_args"] else "off for both (torchrl.modules turns it off on import)"
     setup = (
@@ -231,8 +169,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "SB3 timing: `PPO.learn` (no in-training evaluation)."
     )
     ratio = (
-        f"Ratio lth/SB3 frames/s: **{summary['ratio_lth_over_sb3']:.2f}** (wall), "
-        f"{summary['ratio_lth_over_sb3_cpu']:.2f} (CPU time)."
+        f"Ratio lth/SB3 frames/s: **{totals['ratio_lth_over_sb3']:.2f}** (wall), "
+        f"{totals['ratio_lth_over_sb3_cpu']:.2f} (CPU time)."
     )
     differences = (
         "Known differences kept as configured: SB3 standardises advantages per minibatch, clips gradients at "
@@ -253,7 +191,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "| library | frames | wall s | frames/s (wall) | frames/s (CPU time) | final return (mean of seeds) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, s in (("lth", summary["lth"]), ("SB3", summary["sb3"])):
+    for name, s in (("lth", totals["lth"]), ("SB3", totals["sb3"])):
         frames = round(statistics.fmean(r["frames"] for r in runs if r["library"] == name.lower()))
         lines.append(
             f"| {name} | {frames} | {s['wall_s']:.1f} | {s['frames_per_s']:.0f} | {s['cpu_frames_per_s']:.0f} "
@@ -312,13 +250,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flush=True,
             )
 
-    lth = _summary([r for r in runs if r.library == "lth"])
-    sb3 = _summary([r for r in runs if r.library == "sb3"])
+    lth = summary([r for r in runs if r.library == "lth"])
+    sb3 = summary([r for r in runs if r.library == "sb3"])
     report: dict[str, Any] = {
         "meta": {
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cores": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "threads": args.threads,
             "validate_args": bool(torch.distributions.Distribution._validate_args),
             "frames": args.frames,
@@ -339,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "activation": "tanh",
             },
             "lth_in_training_eval": "excluded (limit_val_batches=0)",
-            "versions": _versions(),
+            "versions": versions(),
         },
         "summary": {
             "lth": lth,

@@ -109,6 +109,22 @@ class GymVectorEnv(EnvBase):
         self._obs = obs
         return self._done_td(next_obs, reward, term, trunc)
 
+    def step_and_maybe_reset(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        """Step, then start the next step from the observations gymnasium's autoreset already produced.
+
+        In same-step autoreset the copies that just finished already hold their next episode's first
+        observation, so TorchRL's generic partial ``reset`` (the larger share of its per-step cost on cheap
+        envs) is skipped, as TorchRL's own ``EnvPoolWrapper`` does for its native autoreset.
+        """
+        tensordict = self.step(tensordict)
+        next_root = self._step_mdp(tensordict)
+        done = tensordict.get(("next", "done"))
+        if done.any():
+            next_root.set("observation", torch.from_numpy(self._obs.copy()))
+            for key in ("done", "terminated", "truncated"):
+                next_root.set(key, torch.zeros_like(done))
+        return tensordict, next_root
+
     def close(self, *, raise_if_closed: bool = True) -> None:
         self._env.close()
         super().close(raise_if_closed=raise_if_closed)
