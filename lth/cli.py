@@ -7,6 +7,7 @@ problem and the valid choices (exit code 2) instead of a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -132,9 +133,11 @@ def configure_process(threads: int = 1) -> None:
     on two cores fight the environments for CPU (up to 10x slower). Lightning sets
     ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (fork-safe CUDA probing), after which torch queries NVML on
     every optimizer step, ~75 us each without a GPU; lth never forks after touching CUDA, so it probes directly.
+    TorchRL's INFO messages are silenced.
     """
     torch.set_num_threads(threads)
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # e.g. one INFO line per replay-buffer allocation
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,3 +108,61 @@ def test_target_network_stays_masked_after_pruning() -> None:
     for _ in range(3):  # levels 0 (dense), 1 and 2 (pruned): the target syncs at the start and every ~10 updates
         _fit(model, probe, pruning)
     assert pruning.level == 3 and probe.checked == 3 * 3
+
+
+def test_minatar_cnn_q_network_is_pruned_like_an_mlp() -> None:
+    model = DQN("MinAtar/Breakout-v1", arch="minatar_cnn", hidden=[32, 16])
+    conv = model.q_net[0].layers[0]
+    assert isinstance(conv, torch.nn.Conv2d) and (conv.in_channels, conv.out_channels) == (4, 16)
+    L.seed_everything(0)
+    dm = ReplayDataModule("MinAtar/Breakout-v1", num_envs=4, collect_steps=8, total_frames=640, buffer_size=1_000,
+                          batch_size=32, replay_ratio=4, warmup_frames=256, eval_every=640, eval_episodes=2)
+    pruning = PruningCallback(amount=0.5, seed=0)
+    for _ in range(2):
+        L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval,
+                  callbacks=[pruning]).fit(model, dm)
+    assert "q_net.0.layers.0.weight" in pruning.masks  # the conv filters are prunable weights too
+    assert torch.all(conv.weight[~pruning.masks["q_net.0.layers.0.weight"]] == 0)
+    kept = sum(int(m.sum()) for m in pruning.masks.values()) / sum(m.numel() for m in pruning.masks.values())
+    assert kept == pytest.approx(0.25, abs=1e-3)
+
+
+def _random_walker_return(env_id: str, episodes: int, seed: int, **env_kwargs) -> float:
+    from lth.envs import make_env
+    from lth.evaluation import evaluate_episodes
+
+    env = make_env(env_id, episodes, seed=seed, **env_kwargs)
+    walker = EpsilonGreedyActing(torch.nn.Sequential(torch.nn.Flatten(-3, -1), torch.nn.LazyLinear(4)), 4, eps=1.0)
+    return evaluate_episodes(env, walker).mean().item()
+
+
+def test_dqn_collects_clearly_more_mazegrid_reward_than_a_random_walker() -> None:
+    """The short learning test of the default run: 60k frames of MazeGrid (object maps), seed 0."""
+    L.seed_everything(0)
+    dm = ReplayDataModule("lth/MazeGrid-v0", num_envs=16, collect_steps=4, total_frames=60_000,
+                          buffer_size=60_000, batch_size=64, replay_ratio=4, warmup_frames=5_000, eval_every=10_000,
+                          eval_episodes=10, seed=0)
+    model = DQN("lth/MazeGrid-v0", hidden=[256, 256], lr=5e-4, target_update_interval=250, eps_end=0.05,
+                eps_frames=30_000)
+    L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval).fit(model, dm)
+    random_walker = _random_walker_return("lth/MazeGrid-v0", 10, dm.eval_seed)
+    assert random_walker < 2.0
+    assert model.best_return >= random_walker + 3.0
+
+
+@pytest.mark.slow
+def test_dqn_solves_cartpole_within_100k_frames_for_3_of_5_seeds() -> None:
+    solved = []
+    for seed in range(5):
+        L.seed_everything(seed)
+        dm = ReplayDataModule("CartPole-v1", num_envs=8, collect_steps=4, total_frames=100_000, buffer_size=100_000,
+                              batch_size=64, replay_ratio=16, warmup_frames=1_000, eval_every=2_500, seed=seed)
+        model = DQN("CartPole-v1", hidden=[256, 256], lr=2.3e-3, target_update_interval=128, eps_end=0.04,
+                    eps_frames=16_000)
+        L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  enable_checkpointing=False, num_sanity_val_steps=0,
+                  val_check_interval=dm.eval_interval).fit(model, dm)
+        solved.append(model.best_return >= 475)
+    assert sum(solved) >= 3, solved

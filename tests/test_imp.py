@@ -119,3 +119,25 @@ def test_unknown_condition_is_a_clear_error(in_tmp: Path, capsys) -> None:
         main(["imp", *TINY, "--imp.conditions", "mask/weights,mask/shuffled"])
     assert stop.value.code == 2
     assert "mask/shuffled" in capsys.readouterr().err
+
+
+def test_imp_runs_dqn_on_mazegrid_with_every_condition(in_tmp: Path) -> None:
+    tiny_dqn = ["--config", str(CONFIGS / "mazegrid" / "dqn.yaml"), "--data.init_args.total_frames", "2048",
+                "--data.init_args.warmup_frames", "1024", "--data.init_args.batch_size", "64",
+                "--data.init_args.buffer_size", "2048", "--data.init_args.eval_every", "1024",
+                "--data.init_args.eval_episodes", "2", "--model.init_args.hidden", "[32]",
+                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["imp", *tiny_dqn, "--imp.levels", "2", "--imp.conditions", "all"])
+    client = MlflowClient(URI)
+    chains = _chains(client, "lth/MazeGrid-v0/dqn/mlp256x256")
+    assert set(chains) == set(PAPER_CONDITIONS)
+    for parent in chains.values():
+        assert parent.data.tags["algo"] == "dqn" and parent.data.tags["env"] == "lth/MazeGrid-v0"
+        levels = _levels(client, parent)
+        assert sorted(levels) == [0, 1]
+        ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[1].info.run_id, "ticket.pt")
+        assert sorted(ticket["masks"]) == ["q_net.1.weight", "q_net.3.weight"]  # flatten, 1200 -> 32 -> 4 actions
+        assert ticket["masks"]["q_net.1.weight"].shape == (32, 1200)
+        kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
+        assert kept == pytest.approx(0.8, abs=1e-3)
+        assert {"ticket.pt", "input_mask.png"} <= {a.path for a in client.list_artifacts(levels[1].info.run_id)}
