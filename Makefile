@@ -22,7 +22,8 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) benchmarks/ppo_throughput.py
+	$(PY) benchmarks/ppo_throughput.py --seeds 0 1 2
+	$(PY) benchmarks/dqn_throughput.py --frames 1000000
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db

@@ -53,7 +53,6 @@ class EnvDataModule(LightningDataModule):
             self.trainer.lightning_module.policy,
             frames_per_batch=frames_per_batch,
             total_frames=total_frames,
-            device="cpu",
             trust_policy=True,  # a TensorDictModule acting on this env's keys: skip the collector's policy probing
             track_traj_ids=False,  # trajectory ids are not used by the losses and cost per step
             auto_register_policy_transforms=False,  # the policies here are feed-forward: no InitTracker needed

@@ -40,7 +40,8 @@ class GymVectorEnv(EnvBase):
 
     def __init__(self, vec_env: gym.vector.VectorEnv, env_id: str = "env") -> None:
         num_envs = vec_env.num_envs
-        super().__init__(batch_size=torch.Size([num_envs]), device="cpu")
+        # Device-less (numpy-backed data on the CPU): TorchRL's collectors then skip a per-step device cast.
+        super().__init__(batch_size=torch.Size([num_envs]), device=None)
         if vec_env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
             raise ValueError(f"{env_id}: the vector env must autoreset in SAME_STEP mode")
         self.env_id = env_id
