@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from tensordict import TensorDict
 
 from callbacks import PruningCallback
@@ -15,6 +16,7 @@ from datamodules import ReplayDataModule
 from lth.agents import EpsilonGreedyActing
 from lth.modules import DQN
 from lth.schedules import linear_schedule
+from tests.conftest import CONFIGS
 
 
 def _batch(n: int = 32, seed: int = 0) -> TensorDict:
@@ -154,13 +156,13 @@ def test_dqn_collects_clearly_more_mazegrid_reward_than_a_random_walker() -> Non
 
 @pytest.mark.slow
 def test_dqn_solves_cartpole_within_100k_frames_for_3_of_5_seeds() -> None:
+    """``configs/cartpole/dqn.yaml`` as shipped, five seeds."""
+    config = yaml.safe_load((CONFIGS / "cartpole" / "dqn.yaml").read_text())
     solved = []
     for seed in range(5):
         L.seed_everything(seed)
-        dm = ReplayDataModule("CartPole-v1", num_envs=8, collect_steps=4, total_frames=100_000, buffer_size=100_000,
-                              batch_size=64, replay_ratio=16, warmup_frames=1_000, eval_every=2_500, seed=seed)
-        model = DQN("CartPole-v1", hidden=[256, 256], lr=2.3e-3, target_update_interval=128, eps_end=0.04,
-                    eps_frames=16_000)
+        dm = ReplayDataModule(**{**config["data"]["init_args"], "seed": seed})
+        model = DQN(env_id=dm.hparams.env_id, **config["model"]["init_args"])
         L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                   enable_checkpointing=False, num_sanity_val_steps=0,
                   val_check_interval=dm.eval_interval).fit(model, dm)
