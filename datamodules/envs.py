@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
+from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
@@ -43,14 +44,17 @@ class EnvDataModule(LightningDataModule):
         self._collector: Collector | None = None
         self._eval_env: EnvBase | None = None
 
-    def make_collector(self, frames_per_batch: int, total_frames: int) -> Collector:
-        """A single-process collector over ``num_envs`` batched envs acting with the module's exploring policy."""
+    def make_collector(
+        self, frames_per_batch: int, total_frames: int, policy: TensorDictModuleBase | None = None
+    ) -> Collector:
+        """A single-process collector over ``num_envs`` batched envs acting with ``policy`` (by default the
+        module's exploring policy)."""
         self._close_collector()
         hp = self.hparams
         env = make_env(hp.env_id, hp.num_envs, hp.seed, **self.env_kwargs)
         self._collector = Collector(
             env,
-            self.trainer.lightning_module.policy,
+            policy if policy is not None else self.trainer.lightning_module.policy,
             frames_per_batch=frames_per_batch,
             total_frames=total_frames,
             trust_policy=True,  # a TensorDictModule acting on this env's keys: skip the collector's policy probing

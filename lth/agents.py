@@ -150,11 +150,13 @@ class EpsilonGreedyActing(TensorDictModuleBase):
         self.num_actions = num_actions
         self.register_buffer("eps", torch.tensor(float(eps)))
         self.in_keys = ["observation"]
-        self.out_keys = ["action"]
+        self.out_keys = ["action_value", "action"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = self.net(tensordict.get("observation")).argmax(-1)
+        values = self.net(tensordict.get("observation"))
+        action = values.argmax(-1)
         explore = torch.rand(action.shape) < self.eps
         random = torch.randint(self.num_actions, action.shape)
+        tensordict.set("action_value", values)  # what a distillation student imitates
         tensordict.set("action", torch.where(explore, random, action))
         return tensordict

@@ -1,7 +1,8 @@
 """The ``lth`` command: Lightning's CLI for single fits and IMP studies, with MLflow as the default store.
 
-``lth fit --config configs/cartpole/ppo.yaml`` trains one agent; ``lth imp --config ... --imp.levels 20
---imp.conditions all --seed 3`` runs IMP chains. Configuration problems end with one line naming the
+``lth fit --config configs/cartpole/ppo.yaml`` trains one agent; ``lth expert --config ...`` trains one and
+stores it as a distillation expert; ``lth imp --config ... --imp.levels 20 --imp.conditions all --seed 3``
+runs IMP chains. Configuration problems end with one line naming the
 problem and the valid choices (exit code 2) instead of a traceback.
 """
 
@@ -19,6 +20,7 @@ from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.cli import LightningCLI
 
 from lth.errors import ConfigError
+from lth.experts import ExportExpert
 from lth.imp import ImpSettings, Study, run_study, summary_table
 from lth.modules import AgentModule
 from lth.tracking import SaveConfigToMLflow, check_tracking_uri
@@ -44,6 +46,15 @@ class LthCLI(LightningCLI):
         interval = getattr(self.datamodule, "eval_interval", None)
         if interval is not None:
             trainer.val_check_interval = interval  # datamodules schedule evaluation in env frames
+        return trainer
+
+
+class ExpertCLI(LthCLI):
+    """``lth fit`` that stores the best checkpoint as an expert for distillation (see :class:`ExportExpert`)."""
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(ExportExpert())
         return trainer
 
 
@@ -149,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv[:1] == ["imp"]:
             imp(argv[1:])
+        elif argv[:1] == ["expert"]:
+            build_cli(["fit", *argv[1:]], cli_class=ExpertCLI)
         else:
             build_cli(argv)
     except Exception as exc:
@@ -159,4 +172,4 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-__all__ = ["ImpCLI", "LthCLI", "build_cli", "configure_process", "imp", "main"]
+__all__ = ["ExpertCLI", "ImpCLI", "LthCLI", "build_cli", "configure_process", "imp", "main"]

@@ -141,3 +141,28 @@ def test_imp_runs_dqn_on_mazegrid_with_every_condition(in_tmp: Path) -> None:
         kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
         assert kept == pytest.approx(0.8, abs=1e-3)
         assert {"ticket.pt", "input_mask.png"} <= {a.path for a in client.list_artifacts(levels[1].info.run_id)}
+
+
+def test_imp_distils_cartpole_students_from_an_expert_run_with_every_condition(in_tmp: Path, capsys) -> None:
+    main(["expert", *TINY, "--trainer.logger.init_args.experiment_name", "CartPole-v1/expert/tiny"])
+    out = capsys.readouterr().out
+    expert_run = out.split("expert stored: run id ")[1].split()[0]
+    client = MlflowClient(URI)
+    assert client.get_run(expert_run).data.tags["lth.role"] == "expert"
+    assert "expert/return" in client.get_run(expert_run).data.metrics
+
+    main(["imp", "--config", str(CONFIGS / "cartpole" / "distill.yaml"), "--data.init_args.expert", expert_run,
+          "--data.init_args.total_frames", "1024", "--data.init_args.eval_every", "1024",
+          "--data.init_args.eval_episodes", "2", "--model.init_args.hidden", "[16, 16]",
+          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+          "--imp.levels", "2", "--imp.conditions", "all"])
+    chains = _chains(client, "CartPole-v1/distill/mlp128x128")
+    assert set(chains) == set(PAPER_CONDITIONS)
+    for parent in chains.values():
+        assert parent.data.tags["algo"] == "distill"
+        levels = _levels(client, parent)
+        assert sorted(levels) == [0, 1]
+        ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[1].info.run_id, "ticket.pt")
+        assert all(name.startswith("student.") for name in ticket["masks"])  # the expert is not part of the model
+        kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
+        assert kept == pytest.approx(0.8, abs=2e-3)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
 from lth.evaluation import evaluate_episodes
+
+
+def shuffled_minibatches(data: TensorDictBase, minibatches: int, epochs: int) -> Iterator[TensorDictBase]:
+    """``epochs`` passes over the flattened ``data``, each in ``minibatches`` shuffled minibatches."""
+    flat = data.reshape(-1)
+    size = max(1, flat.numel() // minibatches)
+    for _ in range(epochs):
+        for idx in torch.randperm(flat.numel()).split(size):
+            yield flat[idx]
 
 
 class AgentModule(LightningModule):
@@ -80,7 +91,9 @@ class AgentModule(LightningModule):
         self.log_at_frames({"eval/return": mean, "eval/return_std": spread, "eval/best_return": self.best_return})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["agent"] = {"frames": self.frames, "best_return": self.best_return}
+        # the class path lets lth.experts.load_agent rebuild any agent from its checkpoint alone
+        class_path = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["agent"] = {"frames": self.frames, "best_return": self.best_return, "class_path": class_path}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("agent", {})

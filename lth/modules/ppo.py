@@ -12,7 +12,7 @@ from torchrl.objectives.value import GAE
 
 from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
 from lth.envs import env_shapes
-from lth.modules.base import AgentModule
+from lth.modules.base import AgentModule, shuffled_minibatches
 from lth.networks import Architecture, InitScheme, initialize
 
 
@@ -89,13 +89,10 @@ class PPO(AgentModule):
         self.count_frames(batch.numel(), batch_idx)
         with torch.no_grad():
             self.advantage(batch)
-        flat = batch.reshape(-1)
-        size = max(1, flat.numel() // self.hparams.minibatches)
         stats: dict[str, list[torch.Tensor]] = {}
-        for _ in range(self.hparams.epochs):
-            for idx in torch.randperm(flat.numel(), device=flat.device).split(size):
-                out = self.loss_module(flat[idx])
-                self.update(out["loss_objective"] + out["loss_critic"] + out["loss_entropy"])
-                for key in ("loss_objective", "loss_critic", "entropy", "clip_fraction"):
-                    stats.setdefault(key, []).append(out[key].detach())
+        for minibatch in shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs):
+            out = self.loss_module(minibatch)
+            self.update(out["loss_objective"] + out["loss_critic"] + out["loss_entropy"])
+            for key in ("loss_objective", "loss_critic", "entropy", "clip_fraction"):
+                stats.setdefault(key, []).append(out[key].detach())
         self.log_at_frames({f"train/{k}": torch.stack(v).mean().item() for k, v in stats.items()})

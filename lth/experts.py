@@ -1,0 +1,74 @@
+"""Experts for distillation: export a trained agent to MLflow, and load any agent back by path or run id."""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+from lth.errors import ConfigError
+from lth.modules import AgentModule
+from lth.tracking import DEFAULT_TRACKING_URI
+
+#: The artifact an expert run stores its best checkpoint under.
+EXPERT_ARTIFACT = "expert.ckpt"
+
+
+def load_agent(ref: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> AgentModule:
+    """The agent stored at ``ref``: a Lightning checkpoint path, or the MLflow run id of an ``lth expert`` run.
+
+    The agent comes back in eval mode with gradients switched off (an expert is frozen).
+    """
+    path = Path(ref)
+    if not path.is_file():
+        path = _download_expert(ref, tracking_uri)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    class_path = checkpoint.get("agent", {}).get("class_path")
+    if class_path is None:
+        raise ConfigError(f"{ref} is not an lth agent checkpoint (it has no agent class path)")
+    module_name, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    agent = cls.load_from_checkpoint(path, map_location="cpu")
+    agent.eval()
+    agent.requires_grad_(False)
+    return agent
+
+
+def _download_expert(run_id: str, tracking_uri: str) -> Path:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = tempfile.mkdtemp(prefix="lth-expert-")
+        return Path(MlflowClient(tracking_uri).download_artifacts(run_id, EXPERT_ARTIFACT, folder))
+    except MlflowException as exc:
+        raise ConfigError(
+            f"expert {run_id!r} is neither a checkpoint file nor an MLflow run with an {EXPERT_ARTIFACT} artifact "
+            f"in {tracking_uri}"
+        ) from exc
+
+
+class ExportExpert(Callback):
+    """After a fit, stores the best checkpoint as the run's ``expert.ckpt`` and its score as ``expert/return``.
+
+    ``lth expert`` adds it to ``lth fit``; a student config then names the expert by that MLflow run id.
+    """
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+            raise ConfigError("lth expert needs a ModelCheckpoint monitoring eval/return in trainer.callbacks")
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                with tempfile.TemporaryDirectory() as folder:
+                    target = Path(folder) / EXPERT_ARTIFACT
+                    target.write_bytes(Path(checkpoint.best_model_path).read_bytes())
+                    logger.experiment.log_artifact(logger.run_id, str(target))
+                logger.experiment.log_metric(logger.run_id, "expert/return", float(checkpoint.best_model_score))
+                logger.experiment.set_tag(logger.run_id, "lth.role", "expert")
+                print(f"expert stored: run id {logger.run_id} (best eval return {checkpoint.best_model_score:.1f})")

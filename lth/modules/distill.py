@@ -1,0 +1,129 @@
+"""Policy distillation: a student network imitating a frozen expert's outputs on the expert's own data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch.distributions import Normal, kl_divergence
+
+from lth.agents import EpsilonGreedyActing, acting_policy, build_network, make_actor, resolve_distribution
+from lth.envs import env_shapes
+from lth.errors import ConfigError
+from lth.modules.base import AgentModule, shuffled_minibatches
+from lth.networks import Architecture, InitScheme, initialize
+
+Imitated = Literal["policy", "q_values"]
+
+
+def categorical_kl(expert_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(expert || student) of two categorical policies (cross-entropy minus the expert's entropy)."""
+    expert_log_p = expert_logits.log_softmax(-1)
+    return (expert_log_p.exp() * (expert_log_p - student_logits.log_softmax(-1))).sum(-1).mean()
+
+
+def gaussian_kl(
+    expert_loc: torch.Tensor, expert_scale: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Mean KL(expert || student) of diagonal Gaussian policies (before the tanh squashing both share)."""
+    return kl_divergence(Normal(expert_loc, expert_scale), Normal(loc, scale)).sum(-1).mean()
+
+
+def q_huber(expert_q: torch.Tensor, q: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Huber loss between the student's and the expert's Q-values (the paper's MinAtar distillation)."""
+    return F.huber_loss(q, expert_q, delta=delta)
+
+
+class Distill(AgentModule):
+    """A student trained to imitate a frozen expert (paper Tables 2, 4, 6, 10) on :class:`ExpertDataModule` data.
+
+    ``imitate="policy"`` builds a policy student (categorical or tanh-Gaussian, like a PPO actor) and minimises
+    the KL from the expert's policy; ``"q_values"`` builds a Q-network and minimises a Huber loss to the expert's
+    Q-values. Each batch is a rollout of the expert with its outputs; it is used for ``epochs`` passes of
+    ``minibatches`` minibatches. The student (sub-module ``student``, what pruning selects) is scored like an
+    agent: by the best mean return of its own greedy policy.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "CartPole-v1",
+        env_kwargs: dict[str, Any] | None = None,
+        imitate: Imitated = "policy",
+        hidden: list[int] = [128, 128],  # noqa: B006 - jsonargparse needs a literal default
+        arch: Architecture = "mlp",
+        activation: str = "tanh",
+        dropout: float = 0.0,
+        init: InitScheme = "kaiming",
+        input_scale: float = 1.0,
+        obs_scale: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        epochs: int = 4,
+        minibatches: int = 4,
+        max_grad_norm: float = 10.0,
+        huber_delta: float = 1.0,
+        eps_eval: float = 0.001,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        obs_shape, action_spec = env_shapes(env_id, **(env_kwargs or {}))
+        net = {
+            "arch": arch,
+            "activation": activation,
+            "dropout": dropout,
+            "init": init,
+            "input_scale": input_scale,
+            "obs_scale": obs_scale,
+        }
+        if imitate == "policy":
+            dist = resolve_distribution(action_spec, None, env_id)
+            self.student = make_actor(obs_shape, action_spec, hidden, dist, **net)
+            self._acting = acting_policy(self.student)
+        elif imitate == "q_values":
+            if not hasattr(action_spec, "n"):
+                raise ConfigError(f"imitate='q_values' needs discrete actions; {env_id} has continuous ones")
+            self.student = build_network(obs_shape, int(action_spec.n), hidden, **net)
+            self._acting = EpsilonGreedyActing(self.student, int(action_spec.n), eps_eval)
+        else:
+            raise ConfigError(f"unknown imitate={imitate!r}; valid: ['policy', 'q_values']")
+
+    @property
+    def policy(self) -> TensorDictModuleBase:
+        """The student's own policy (it only acts in evaluation: the expert collects the data)."""
+        return self._acting
+
+    def reset_parameters(self) -> None:
+        """Draw fresh initial weights with the configured scheme (re-initialised baselines call this)."""
+        initialize(self.student, self.hparams.init, self.hparams.input_scale)
+
+    def distillation_loss(self, batch: TensorDictBase) -> torch.Tensor:
+        """The student's divergence from the expert outputs stored in ``batch``."""
+        obs = batch.get("observation")
+        if self.hparams.imitate == "q_values":
+            return q_huber(self._expert(batch, "action_value"), self.student(obs), self.hparams.huber_delta)
+        out = self.student.module[0](TensorDict({"observation": obs}, batch_size=batch.batch_size))
+        if "logits" in out.keys():
+            return categorical_kl(self._expert(batch, "logits"), out.get("logits"))
+        return gaussian_kl(self._expert(batch, "loc"), self._expert(batch, "scale"), out.get("loc"), out.get("scale"))
+
+    def _expert(self, batch: TensorDictBase, key: str) -> torch.Tensor:
+        if key not in batch.keys():
+            raise ConfigError(
+                f"the expert data has no {key!r}: a policy expert (PPO) needs imitate='policy', a value expert "
+                f"(DQN) imitate='q_values'"
+            )
+        return batch.get(key)
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        self.count_frames(batch.numel(), batch_idx)
+        losses = []
+        for minibatch in shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs):
+            loss = self.distillation_loss(minibatch)
+            self.update(loss)
+            losses.append(loss.detach())
+        if batch_idx % self.trainer.log_every_n_steps == 0:
+            self.log_at_frames({"train/distillation_loss": torch.stack(losses).mean().item()})

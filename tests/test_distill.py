@@ -1,0 +1,87 @@
+"""Distillation: the three losses, a frozen expert that alone generates the data, and a student that learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from datamodules import ExpertDataModule, OnPolicyDataModule
+from lth.errors import ConfigError
+from lth.experts import load_agent
+from lth.modules import PPO, Distill
+from lth.modules.distill import categorical_kl, gaussian_kl, q_huber
+
+
+def _trainer(**kwargs) -> L.Trainer:
+    defaults = dict(max_epochs=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, enable_checkpointing=False)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_each_loss_is_zero_for_an_identical_student_and_positive_otherwise() -> None:
+    logits, other = torch.randn(8, 3), torch.randn(8, 3)
+    assert categorical_kl(logits, logits.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert categorical_kl(logits, other).item() > 1e-3
+    assert categorical_kl(logits, logits + 5.0).item() == pytest.approx(0.0, abs=1e-6)  # same policy, shifted logits
+    loc, scale = torch.randn(8, 2), torch.rand(8, 2) + 0.1
+    assert gaussian_kl(loc, scale, loc.clone(), scale.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    assert gaussian_kl(loc, scale, loc + 0.5, scale).item() > 1e-3
+    assert gaussian_kl(loc, scale, loc, scale * 2).item() > 1e-3
+    q = torch.randn(8, 4)
+    assert q_huber(q, q.clone()).item() == 0.0
+    assert q_huber(q, q + 0.1).item() > 0
+
+
+def _expert_checkpoint(tmp_path: Path, frames: int, seed: int = 0) -> tuple[str, float]:
+    """Train a PPO expert on CartPole for ``frames`` frames; return its best checkpoint and score."""
+    L.seed_everything(seed)
+    dm = OnPolicyDataModule("CartPole-v1", total_frames=frames, eval_every=2_048, eval_episodes=5, seed=seed)
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="eval/return", mode="max")
+    model = PPO("CartPole-v1", gae_lambda=0.8)
+    _trainer(callbacks=[best], enable_checkpointing=True, val_check_interval=dm.eval_interval).fit(model, dm)
+    return best.best_model_path, float(best.best_model_score)
+
+
+def test_the_expert_generates_the_data_and_stays_frozen(tmp_path: Path) -> None:
+    path, _ = _expert_checkpoint(tmp_path, 1_024)
+    dm = ExpertDataModule(path, total_frames=1_024, eval_every=1_024, eval_episodes=2)
+    expert = dm.expert
+    before = {n: p.detach().clone() for n, p in expert.named_parameters()}
+    student = Distill("CartPole-v1", hidden=[16])
+    _trainer(val_check_interval=dm.eval_interval).fit(student, dm)
+    assert student.frames == 1_024
+    for name, param in expert.named_parameters():
+        assert torch.equal(param, before[name]) and param.grad is None and not param.requires_grad
+
+    rollout = next(iter(dm.train_dataloader()))
+    obs = rollout["observation"]
+    with torch.no_grad():
+        expert_logits = expert.actor.module[0].module(obs)
+        student_logits = student.student.module[0].module(obs)
+    torch.testing.assert_close(rollout["logits"], expert_logits)  # the expert acted and wrote its outputs
+    assert not torch.allclose(rollout["logits"], student_logits, atol=1e-3)
+
+
+def test_a_missing_or_mismatched_expert_is_a_clear_error(tmp_path: Path, in_tmp: Path) -> None:
+    with pytest.raises(ConfigError, match="neither a checkpoint file nor an MLflow run"):
+        load_agent("no-such-run")
+    path, _ = _expert_checkpoint(tmp_path, 512)
+    dm = ExpertDataModule(path, total_frames=512, eval_every=512, eval_episodes=2)
+    student = Distill("CartPole-v1", imitate="q_values", hidden=[16])
+    with pytest.raises(ConfigError, match="imitate='policy'"):
+        _trainer(val_check_interval=dm.eval_interval).fit(student, dm)
+
+
+def test_a_student_distilled_from_a_fresh_expert_solves_cartpole_within_10k_steps(tmp_path: Path) -> None:
+    """Paper Table 2: a 128,128 student, lr 1e-3, 10k env steps of expert data from 4 workers (seed 0)."""
+    path, expert_score = _expert_checkpoint(tmp_path, 80_000)
+    assert expert_score >= 475
+    L.seed_everything(0)
+    dm = ExpertDataModule(path, total_frames=10_000, eval_every=1_000, eval_episodes=10, seed=0)
+    student = Distill("CartPole-v1", hidden=[128, 128], lr=1e-3)
+    _trainer(val_check_interval=dm.eval_interval).fit(student, dm)
+    assert student.frames <= 10_240 and student.best_return >= 475
