@@ -85,3 +85,31 @@ def test_a_student_distilled_from_a_fresh_expert_solves_cartpole_within_10k_step
     student = Distill("CartPole-v1", hidden=[128, 128], lr=1e-3)
     _trainer(val_check_interval=dm.eval_interval).fit(student, dm)
     assert student.frames <= 10_240 and student.best_return >= 475
+
+
+def _untrained_expert(agent: L.LightningModule, path: Path) -> str:
+    """An agent checkpoint as Lightning writes it, without training (the expert's quality does not matter here)."""
+    checkpoint = {"state_dict": agent.state_dict(), "hyper_parameters": dict(agent.hparams),
+                  "pytorch-lightning_version": L.__version__}
+    agent.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("env_id, expert_kind, imitate, key", [
+    ("Pendulum-v1", "ppo", "policy", "loc"),  # tanh-Gaussian expert: Gaussian KL
+    ("CartPole-v1", "dqn", "q_values", "action_value"),  # value expert: Huber on Q-values
+])
+def test_students_of_gaussian_and_value_experts_move_towards_them(tmp_path: Path, env_id, expert_kind, imitate,
+                                                                  key) -> None:
+    from lth.modules import DQN
+
+    expert = PPO(env_id, actor_hidden=[16], critic_hidden=[16]) if expert_kind == "ppo" else DQN(env_id, hidden=[16])
+    dm = ExpertDataModule(_untrained_expert(expert, tmp_path / "expert.ckpt"), env_id=env_id, total_frames=2_048,
+                          expert_eps=0.1, eval_every=2_048, eval_episodes=1)
+    probe = next(iter(dm.train_dataloader()))
+    assert key in probe.keys()
+    student = Distill(env_id, imitate=imitate, hidden=[32], lr=3e-3)
+    before = student.distillation_loss(probe.reshape(-1)).item()
+    _trainer(val_check_interval=dm.eval_interval).fit(student, dm)
+    assert student.distillation_loss(probe.reshape(-1)).item() < 0.5 * before
