@@ -58,3 +58,28 @@ def test_unknown_env_id_names_close_matches_and_paper_ids() -> None:
     with pytest.raises(ConfigError) as err:
         make_env("CartPol-v1")
     assert "CartPole-v1" in str(err.value) and "HalfCheetahBulletEnv-v0" in str(err.value)
+
+
+def test_minatar_observations_are_channels_first_maps_of_the_game_state() -> None:
+    import minatar.gym  # noqa: F401 - registered by make_env; imported here for the reference env
+
+    env = make_env("MinAtar/Breakout-v1", 2, seed=3)
+    td = env.reset()
+    reference = gym.make("MinAtar/Breakout-v1")
+    raw, _ = reference.reset(seed=3)
+    assert td["observation"].shape == (2, 4, 10, 10)  # Breakout: 4 channels of 10x10
+    assert set(td["observation"].unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(td["observation"][0], torch.from_numpy(raw).permute(2, 0, 1).float())
+    check_env_specs(env)
+
+
+def test_atari_frames_are_stacked_84x84_grey_pixels_with_same_step_resets() -> None:
+    env = make_env("ALE/Pong-v5", 2, seed=0)
+    assert env.observation_spec["observation"].shape == (2, 4, 84, 84)
+    td = env.reset()
+    for _ in range(3):
+        td, td_next = env.step_and_maybe_reset(env.rand_action(td))
+        td = td_next
+    obs = td["observation"]
+    assert obs.min() >= 0 and obs.max() <= 255 and obs.max() > 0
+    assert not torch.equal(obs[:, 0], obs[:, -1])  # the stack holds four different frames
