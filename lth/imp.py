@@ -21,9 +21,11 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from callbacks import CONDITIONS, PAPER_CONDITIONS, PruningCallback
 from callbacks.masks import density, layer_densities
+from lth.analysis.inputs import InputReport, input_report
+from lth.envs import env_shapes
 from lth.errors import ConfigError
 from lth.modules import AgentModule
-from lth.plots import save_input_mask_png
+from lth.plots import save_inputs_png
 from lth.tracking import ChainStore
 
 
@@ -76,6 +78,22 @@ class Study:
     seed: int
     tags: dict[str, str]
 
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """The per-copy observation shape, for the input-layer analysis."""
+        hp = self.datamodule.hparams
+        return env_shapes(hp.env_id, **(hp.get("env_kwargs") or {}))[0]
+
+
+class FinalWeights(L.Callback):
+    """Keeps a copy of the weights at the end of training, before the pruning callback rewinds them."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+
 
 def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[LevelResult]:
     """Run (or resume) one chain per condition; returns every finished level's score."""
@@ -118,13 +136,15 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
     L.seed_everything(study.seed * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
     run_id = store.start_level(level, tags)
     logger = MLFlowLogger(experiment_name=study.experiment, tracking_uri=study.tracking_uri, run_id=run_id)
-    trainer = L.Trainer(**study.trainer_kwargs, logger=logger, callbacks=[callback], enable_checkpointing=False)
+    final = FinalWeights()
+    trainer = L.Trainer(**study.trainer_kwargs, logger=logger, callbacks=[final, callback], enable_checkpointing=False)
     trainer.val_check_interval = getattr(study.datamodule, "eval_interval", trainer.val_check_interval)
     trained = dict(callback.masks)
     trainer.fit(study.model, study.datamodule)
     trained = trained or {n: torch.ones_like(m) for n, m in callback.masks.items()}
     result = LevelResult(condition, level, density(trained), study.model.best_return)
     per_layer = layer_densities(trained)
+    inputs = input_report(final.weights, trained, study.datamodule.hparams.env_id, study.obs_shape)
     ticket = {"level": level, "condition": condition, "seed": study.seed, "masks": trained,
               "rewind_state": callback.rewind_state}
     next_state = callback.state_dict()
@@ -132,15 +152,26 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
         "ticket.pt": lambda p: torch.save(ticket, p),
         "next_state.pt": lambda p: torch.save(next_state, p),
         "densities.md": lambda p: p.write_text(_density_table(per_layer)),
-        "input_mask.png": lambda p: save_input_mask_png(
-            trained, p, f"{condition}, level {level}, density {result.density:.3f}"),
+        "inputs.png": lambda p: save_inputs_png(
+            inputs, p, f"{condition}, level {level}, density {result.density:.3f}: surviving input weights"),
     }
     summary = {"ticket/best_return": result.best_return, "density": result.density}
-    store.finish_level(run_id, level, {**summary, "level": level, **{f"density/{n}": v for n, v in per_layer.items()}},
-                       summary, files)
+    metrics = {**summary, "level": level, **{f"density/{n}": v for n, v in per_layer.items()},
+               **_input_metrics(inputs)}
+    store.finish_level(run_id, level, metrics, summary, files)
     print(f"[{condition} seed {study.seed}] level {level}: density {result.density:.3f}, "
           f"best return {result.best_return:.1f}", flush=True)
     return result
+
+
+def _input_metrics(inputs: dict[str, InputReport]) -> dict[str, float]:
+    """``inputs/alive`` (the first sub-module's live inputs), and per sub-module its live inputs and the
+    surviving weight mass of each channel or named input."""
+    metrics = {"inputs/alive": float(next(iter(inputs.values())).alive)}
+    for group, report in inputs.items():
+        metrics[f"inputs/{group}/alive"] = float(report.alive)
+        metrics.update({f"inputs/{group}/{name}": mass for name, mass in report.channel_mass().items()})
+    return metrics
 
 
 def _recorded(run: Any, condition: str, level: int) -> LevelResult:

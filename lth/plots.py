@@ -1,4 +1,4 @@
-"""Pictures of masks, written as PNG artifacts."""
+"""Pictures of tickets, written as PNG artifacts."""
 
 from __future__ import annotations
 
@@ -9,31 +9,41 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from torch import Tensor  # noqa: E402
+
+from lth.analysis.inputs import InputReport, dead_inputs  # noqa: E402
 
 
-def input_layers(masks: Mapping[str, Tensor]) -> dict[str, str]:
-    """The first masked tensor of each top-level sub-module (``actor``, ``critic``, ...): its input layer."""
-    first: dict[str, str] = {}
-    for name in masks:
-        first.setdefault(name.split(".")[0], name)
-    return first
-
-
-def save_input_mask_png(masks: Mapping[str, Tensor], path: Path, title: str) -> None:
-    """One panel per sub-module: its input layer's mask, units x input dimensions (black = kept)."""
-    layers = input_layers(masks)
-    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 3.2), squeeze=False)
-    for ax, (group, name) in zip(axes[0], layers.items()):
-        mask = masks[name].reshape(masks[name].shape[0], -1).float()
-        ax.imshow(mask.numpy(), cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_title(f"{group}: {mask.mean().item():.1%} of input weights kept (black)")
-        ax.set_xlabel("input dimension (share of its weights kept)")
-        ax.set_ylabel("unit")
-        if mask.shape[1] <= 20:
-            kept = mask.mean(0)
-            ax.set_xticks(range(mask.shape[1]), [f"{i}\n{k:.0%}" for i, k in enumerate(kept.tolist())])
+def save_inputs_png(reports: Mapping[str, InputReport], path: Path, title: str) -> None:
+    """What each input layer still sees: a bar per named vector input (dead ones marked), or, for images, a
+    channel x height x width heatmap of surviving weight mass (grey = dead pixel), one row per sub-module."""
+    image = next(iter(reports.values())).mass.dim() == 3
+    channels = len(next(iter(reports.values())).names)
+    cols = channels if image else 1
+    fig, axes = plt.subplots(len(reports), cols, figsize=(2.6 * cols + 1.5 if image else 7, 2.6 * len(reports)),
+                             squeeze=False)
+    for row, (group, report) in zip(axes, reports.items()):
+        if image:
+            top = float(report.mass.max()) or 1.0
+            for ax, name, mass in zip(row, report.names, report.mass):
+                shown = mass.masked_fill(dead_inputs(mass), float("nan")).numpy()
+                cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+                im = ax.imshow(shown, cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
+                ax.set_title(f"{group}: {name}\n{int((~dead_inputs(mass)).sum())}/{mass.numel()} pixels alive",
+                             fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            fig.colorbar(im, ax=list(row), shrink=0.8, label="|surviving weight|")
+        else:
+            ax = row[0]
+            mass = report.mass.reshape(-1)
+            dead = dead_inputs(mass)
+            colours = ["0.6" if d else "tab:blue" for d in dead.tolist()]
+            ax.bar(range(mass.numel()), mass.numpy(), color=colours)
+            ax.set_xticks(range(mass.numel()), [f"{n}\n(dead)" if d else n for n, d in zip(report.names, dead)],
+                          fontsize=8)
+            ax.set_ylabel("|surviving weight|")
+            ax.set_title(f"{group} input layer ({report.layer}): {report.alive}/{mass.numel()} inputs alive")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.tight_layout() if not image else None
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

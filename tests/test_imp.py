@@ -56,7 +56,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
             assert run.data.metrics["ticket/best_return"] == best[level].value
             assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/return")] == [512]
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-            assert {"ticket.pt", "next_state.pt", "densities.md", "input_mask.png"} <= artifacts
+            assert {"ticket.pt", "next_state.pt", "densities.md", "inputs.png"} <= artifacts
         ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[2].info.run_id, "ticket.pt")
         kept = sum(int(m.sum()) for m in ticket["masks"].values())
         total = sum(m.numel() for m in ticket["masks"].values())
@@ -140,7 +140,7 @@ def test_imp_runs_dqn_on_mazegrid_with_every_condition(in_tmp: Path) -> None:
         assert ticket["masks"]["q_net.1.weight"].shape == (32, 1200)
         kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
         assert kept == pytest.approx(0.8, abs=1e-3)
-        assert {"ticket.pt", "input_mask.png"} <= {a.path for a in client.list_artifacts(levels[1].info.run_id)}
+        assert {"ticket.pt", "inputs.png"} <= {a.path for a in client.list_artifacts(levels[1].info.run_id)}
 
 
 def test_imp_distils_cartpole_students_from_an_expert_run_with_every_condition(in_tmp: Path, capsys) -> None:

@@ -1,0 +1,21 @@
+"""Analyses of tickets: which observation inputs a pruned network still uses."""
+
+from lth.analysis.inputs import (
+    InputReport,
+    dead_inputs,
+    input_layers,
+    input_mass,
+    input_names,
+    input_report,
+    last_alive_level,
+)
+
+__all__ = [
+    "InputReport",
+    "dead_inputs",
+    "input_layers",
+    "input_mass",
+    "input_names",
+    "input_report",
+    "last_alive_level",
+]
