@@ -128,6 +128,25 @@ def imp(args: list[str]) -> None:
     print(f"\nCompare the chains in the MLflow UI:  mlflow ui --backend-store-uri {uri}")
 
 
+def report(args: list[str]) -> None:
+    """``lth report --experiment NAME [--experiment NAME ...]``: figures and a summary from MLflow."""
+    import argparse
+    from pathlib import Path
+
+    from lth.report import run_report
+    from lth.tracking import DEFAULT_TRACKING_URI
+
+    parser = argparse.ArgumentParser(prog="lth report", description=report.__doc__)
+    parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
+    parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<experiment>)")
+    parser.add_argument("--no_mlflow", action="store_true", help="do not log the report back to MLflow")
+    ns = parser.parse_args(args)
+    out = ns.out or Path("reports") / ns.experiment[0].replace("/", "_")
+    summary = run_report(ns.experiment, ns.tracking_uri, out, log_to_mlflow=not ns.no_mlflow)
+    print(f"wrote {summary} and its figures")
+
+
 def _config_error(exc: BaseException | None) -> ConfigError | None:
     """The :class:`ConfigError` behind ``exc``, if any (jsonargparse wraps errors raised while instantiating)."""
     while exc is not None:
@@ -160,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv[:1] == ["imp"]:
             imp(argv[1:])
+        elif argv[:1] == ["report"]:
+            report(argv[1:])
         elif argv[:1] == ["expert"]:
             build_cli(["fit", *argv[1:]], cli_class=ExpertCLI)
         else:

@@ -1,0 +1,249 @@
+"""``lth report``: the paper's figures and a Markdown summary, read back from the MLflow runs of IMP studies.
+
+Figures (PNG): best return against density for each condition (mean and one standard deviation across seeds,
+log density axis; several experiments, e.g. RL and distillation on one env, share the axes), layer-wise
+density against level, each input's surviving first-layer weight against level, and which inputs/pixels the
+first seed's mask/weights ticket still sees at selected levels. The folder is also logged back to MLflow as a
+run tagged ``lth.role=report`` in the first experiment.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names  # noqa: E402
+from lth.envs import env_shapes  # noqa: E402
+from lth.errors import ConfigError  # noqa: E402
+from lth.tracking import ChainStore  # noqa: E402
+
+CONDITION_ORDER = ("mask/weights", "mask/permuted", "permuted/permuted", "random/reinit")
+
+
+@dataclass
+class Chain:
+    """One IMP chain as MLflow recorded it: its tags and every finished level's metrics."""
+
+    experiment: str
+    experiment_id: str
+    run_id: str
+    condition: str
+    seed: int
+    env: str
+    levels: dict[int, dict[str, float]] = field(default_factory=dict)
+    level_runs: dict[int, str] = field(default_factory=dict)
+
+    def series(self, metric: str) -> dict[int, float]:
+        return {level: m[metric] for level, m in sorted(self.levels.items()) if metric in m}
+
+
+def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
+    """Every chain (parent run tagged ``lth.role=chain``) of ``experiments`` with its finished levels."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    chains = []
+    for name in experiments:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            known = [e.name for e in client.search_experiments()]
+            raise ConfigError(f"no experiment {name!r} in {tracking_uri}; experiments: {known}")
+        for parent in client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'", max_results=10_000):
+            tags = parent.data.tags
+            chain = Chain(name, exp.experiment_id, parent.info.run_id, tags["condition"], int(tags.get("seed", 0)),
+                          tags.get("env", ""))
+            for level, run in ChainStore(tracking_uri, exp.experiment_id, parent.info.run_id).finished_runs().items():
+                chain.levels[level] = dict(run.data.metrics)
+                chain.level_runs[level] = run.info.run_id
+            if chain.levels:
+                chains.append(chain)
+    if not chains:
+        raise ConfigError(f"no finished IMP levels in {experiments}")
+    return chains
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def _by_condition(chains: list[Chain]) -> dict[tuple[str, str], list[Chain]]:
+    groups: dict[tuple[str, str], list[Chain]] = defaultdict(list)
+    for chain in chains:
+        groups[(chain.experiment, chain.condition)].append(chain)
+    order = {c: i for i, c in enumerate(CONDITION_ORDER)}
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][1])))
+
+
+def return_vs_density(chains: list[Chain], path: Path) -> list[str]:
+    """Best return against density per condition, mean and one standard deviation across seeds."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    several = len({c.experiment for c in chains}) > 1
+    rows = []
+    for (experiment, condition), group in _by_condition(chains).items():
+        levels = sorted(set.intersection(*(set(c.levels) for c in group)))
+        density = [statistics.fmean(c.levels[k]["density"] for c in group) for k in levels]
+        stats = [_mean_sd([c.levels[k]["ticket/best_return"] for c in group]) for k in levels]
+        mean = np.array([m for m, _ in stats])
+        sd = np.array([s for _, s in stats])
+        label = f"{experiment}: {condition}" if several else condition
+        line, = ax.plot(density, mean, marker="o", ms=3, label=f"{label} (n={len(group)})")
+        ax.fill_between(density, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+        rows += [f"| {label} | {k} | {d:.3f} | {m:.1f} ± {s:.1f} | {len(group)} |"
+                 for k, d, (m, s) in zip(levels, density, stats)]
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density (fraction of weights kept, log scale)")
+    ax.set_ylabel("best mean evaluation return")
+    ax.set_title("Ticket performance against sparsity (mean ± 1 sd across seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    head = ["| chains | level | density | best return (mean ± sd) | seeds |", "| --- | ---: | ---: | ---: | ---: |"]
+    return head + rows
+
+
+def layer_density(chains: list[Chain], path: Path) -> None:
+    """Each layer's density against level (mask/weights chains, mean across seeds)."""
+    group = [c for c in chains if c.condition == "mask/weights"] or chains
+    layers = sorted({k for c in group for m in c.levels.values() for k in m if k.startswith("density/")})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for layer in layers:
+        levels = sorted(set.intersection(*(set(c.series(layer)) for c in group)))
+        ax.plot(levels, [statistics.fmean(c.levels[k][layer] for c in group) for k in levels], marker="o", ms=3,
+                label=layer.removeprefix("density/"))
+    ax.set_yscale("log")
+    ax.set_xlabel("IMP level")
+    ax.set_ylabel("layer density (log scale)")
+    ax.set_title(f"Layer-wise density, {group[0].condition} (mean across {len(group)} seed(s))")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _input_metrics(chain: Chain, group: str) -> list[str]:
+    """The chain's per-input (or per-channel) mass metrics of ``group``, in observation order."""
+    prefix = f"inputs/{group}/"
+    names = {k.removeprefix(prefix) for m in chain.levels.values() for k in m if k.startswith(prefix)} - {"alive"}
+    known = VECTOR_INPUT_NAMES.get(chain.env) or channel_names(chain.env, len(names))
+    order = {name: i for i, name in enumerate(known)}
+    return [prefix + name for name in sorted(names, key=lambda n: (order.get(n, len(order)), n))]
+
+
+def input_groups(chains: list[Chain]) -> list[str]:
+    """The sub-modules whose input layers were analysed (``actor``, ``critic``, ``q_net``, ``student``)."""
+    keys = {k.split("/")[1] for c in chains for m in c.levels.values() for k in m if k.count("/") == 2
+            and k.startswith("inputs/")}
+    return sorted(keys)
+
+
+def input_survival(chains: list[Chain], group: str, path: Path) -> list[str]:
+    """Each input's surviving first-layer weight against level, and the level at which each loses its last
+    weight, per seed (mask/weights chains)."""
+    chosen = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed) or chains
+    metrics = _input_metrics(chosen[0], group)
+    names = [m.split("/", 2)[2] for m in metrics]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for metric, name in zip(metrics, names):
+        levels = sorted(set.intersection(*(set(c.series(metric)) for c in chosen)))
+        stats = [_mean_sd([c.levels[k][metric] for c in chosen]) for k in levels]
+        mean, sd = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
+        line, = ax.plot(levels, mean, marker="o", ms=3, label=name)
+        ax.fill_between(levels, np.maximum(mean - sd, 0), mean + sd, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("IMP level")
+    ax.set_ylabel("surviving |weight| in the input layer")
+    ax.set_title(f"{group} input layer: weight mass per input (mean ± sd, {len(chosen)} seed(s))")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    rows = ["| seed | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
+    for chain in chosen:
+        cells = []
+        for metric in metrics:
+            dead = [k for k, v in chain.series(metric).items() if v == 0]
+            cells.append(str(min(dead)) if dead else f"alive at {max(chain.levels)}")
+        rows.append(f"| {chain.seed} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def input_masks_across_levels(chains: list[Chain], tracking_uri: str, group: str, path: Path) -> None:
+    """Which inputs (or, for images, pixels of each channel) the first seed's mask/weights ticket still sees, at
+    four levels from dense to the sparsest."""
+    chain = min((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed, default=chains[0])
+    store = ChainStore(tracking_uri, chain.experiment_id, chain.run_id)
+    last = max(chain.levels)
+    picks = sorted({0, last // 3, 2 * last // 3, last})
+    masks = [store.load(chain.level_runs[k], "ticket.pt")["masks"] for k in picks]
+    layer = next(name for name in masks[0] if name.startswith(f"{group}."))
+    columns = [m[layer].reshape(m[layer].shape[0], -1).float().mean(0) for m in masks]  # kept share per input
+    obs_shape = env_shapes(chain.env)[0] if chain.env else (columns[0].numel(),)
+    image = len(obs_shape) == 3 and columns[0].numel() == math.prod(obs_shape)
+    names = input_names(chain.env, obs_shape)
+    rows, cols = (len(picks), obs_shape[0]) if image else (1, len(picks))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols + 1, 1.6 * rows + 1) if image else (3.4 * cols, 3.2),
+                             squeeze=False)
+    for i, (level, share) in enumerate(zip(picks, columns)):
+        density = chain.levels[level]["density"]
+        if image:
+            for ax, name, plane in zip(axes[i], names, share.reshape(obs_shape)):
+                im = ax.imshow(plane.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{name}, level {level}" if i == 0 else f"level {level} ({density:.3f})", fontsize=7)
+            continue
+        ax = axes[0][i]
+        ax.bar(range(share.numel()), share.numpy())
+        ax.set_xticks(range(share.numel()), names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"level {level} (density {density:.3f})", fontsize=9)
+    if image:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="share of the pixel's weights kept")
+    else:
+        axes[0][0].set_ylabel("share of the input's weights kept")
+    fig.suptitle(f"{group} input-layer mask, {chain.condition}, seed {chain.seed}")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlflow: bool = True) -> Path:
+    """Write every figure and ``summary.md`` to ``out`` (and log them to MLflow); returns the summary path."""
+    chains = load_chains(tracking_uri, experiments)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({c.seed for c in chains})
+    lines = [f"# lth report: {', '.join(experiments)}", "",
+             f"{len(chains)} chains, seeds {seeds}, conditions {sorted({c.condition for c in chains})}.", "",
+             "![best return against density](return_vs_density.png)", "",
+             *return_vs_density(chains, out / "return_vs_density.png"), "",
+             "![layer-wise density](layer_density.png)", ""]
+    layer_density(chains, out / "layer_density.png")
+    for group in input_groups(chains):
+        lines += [f"## Inputs of the {group}", "", f"![{group} inputs](inputs_{group}.png)", "",
+                  "Level at which each input loses its last first-layer weight (mask/weights chains):", "",
+                  *input_survival(chains, group, out / f"inputs_{group}.png"), "",
+                  f"![{group} input masks](input_masks_{group}.png)", ""]
+        input_masks_across_levels(chains, tracking_uri, group, out / f"input_masks_{group}.png")
+    summary = out / "summary.md"
+    summary.write_text("\n".join(lines))
+    if log_to_mlflow:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        run = client.create_run(chains[0].experiment_id, run_name="report", tags={"lth.role": "report"})
+        client.log_artifacts(run.info.run_id, str(out))
+        client.set_terminated(run.info.run_id)
+    return summary
+

@@ -1,0 +1,73 @@
+"""Input-layer analysis on hand-made masks, and ``lth report`` end to end on a small study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from lth.analysis import dead_inputs, input_mass, input_names, input_report, last_alive_level
+from lth.cli import main
+from lth.envs.mazegrid import CHANNELS
+from tests.conftest import CONFIGS
+
+
+def test_a_fully_pruned_column_is_a_dead_input() -> None:
+    weight = torch.randn(5, 4)
+    mask = torch.ones(5, 4, dtype=torch.bool)
+    mask[:, 1] = False  # cart velocity cut off
+    mask[:4, 0] = False  # cart position keeps one weight
+    report = input_report({"actor.0.weight": weight}, {"actor.0.weight": mask}, "CartPole-v1", (4,))["actor"]
+    assert report.names == ("cart position", "cart velocity", "pole angle", "pole angular velocity")
+    assert dead_inputs(report.mass).tolist() == [False, True, False, False]
+    assert report.alive == 3
+    assert report.mass[0].item() == pytest.approx(weight[4, 0].abs().item())
+    assert report.channel_mass()["pole angle"] == pytest.approx(weight[:, 2].abs().sum().item())
+
+
+def test_image_inputs_map_back_to_channel_height_width_with_channel_names() -> None:
+    weight = torch.rand(8, 6 * 10 * 20) + 0.1
+    mask = torch.ones_like(weight, dtype=torch.bool)
+    mask[:, 2 * 200 + 3 * 20 + 7] = False  # enemy_a channel, row 3, column 7
+    mask[:, 5 * 200:] = False  # the whole poison channel
+    mass = input_mass(weight, mask, (6, 10, 20))
+    assert mass.shape == (6, 10, 20)
+    dead = dead_inputs(mass)
+    assert dead[2, 3, 7] and dead[5].all() and dead.sum() == 1 + 200
+    assert input_names("lth/MazeGrid-v0", (6, 10, 20)) == CHANNELS
+    assert input_names("MinAtar/Breakout-v1", (4, 10, 10)) == ("paddle", "ball", "trail", "brick")
+    conv = input_mass(torch.ones(16, 4, 3, 3), torch.ones(16, 4, 3, 3), (4, 10, 10))
+    assert conv.tolist() == [144.0] * 4  # a conv input layer: per-channel mass only
+
+
+def test_last_alive_level_per_input() -> None:
+    layer = "actor.0.weight"
+    levels = [{layer: torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)},
+              {layer: torch.tensor([[0, 1, 1], [0, 1, 0]], dtype=torch.bool)},
+              {layer: torch.tensor([[0, 0, 1], [0, 0, 0]], dtype=torch.bool)}]
+    assert last_alive_level(levels, layer, (3,)).tolist() == [0, 1, 2]
+
+
+def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Path, capsys) -> None:
+    tiny = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
+            "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
+            "--model.init_args.actor_hidden", "[8]", "--model.init_args.critic_hidden", "[8]",
+            "--model.init_args.input_scale", "0.1", "--imp.amount", "0.5",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    for seed in (0, 1):
+        main(["imp", *tiny, "--imp.levels", "4", "--imp.conditions", "mask/weights,random/reinit", "--seed", str(seed)])
+    main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--out", "report"])
+    assert "wrote report/summary.md" in capsys.readouterr().out
+    files = {p.name for p in Path("report").iterdir()}
+    assert files == {"summary.md", "return_vs_density.png", "layer_density.png", "inputs_actor.png",
+                     "inputs_critic.png", "input_masks_actor.png", "input_masks_critic.png"}
+    summary = Path("report/summary.md").read_text()
+    assert "| mask/weights | 3 | 0.125 |" in summary and "| random/reinit | 0 | 1.000 |" in summary
+    assert "| seed | cart position | cart velocity | pole angle | pole angular velocity |" in summary
+    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
+    reports = client.search_runs([exp.experiment_id], "tags.`lth.role` = 'report'")
+    assert len(reports) == 1 and "return_vs_density.png" in {a.path for a in client.list_artifacts(
+        reports[0].info.run_id)}
