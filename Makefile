@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow bench ui clean
+.PHONY: demo test test-slow bench results ui clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/ppo_throughput.py --seeds 0 1 2
 	$(PY) benchmarks/dqn_throughput.py --frames 1000000
+
+results: $(STAMP)  # docs/RESULTS.md: 5-seed CartPole input-mask study + transfer (~1.5 h on two cores)
+	$(PY) docs/make_results.py
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db

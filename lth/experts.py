@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.errors import ConfigError
 from lth.modules import AgentModule
-from lth.tracking import DEFAULT_TRACKING_URI
+from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 #: The artifact an expert run stores its best checkpoint under.
 EXPERT_ARTIFACT = "expert.ckpt"
@@ -26,7 +26,7 @@ def load_agent(ref: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> AgentModul
     """
     path = Path(ref)
     if not path.is_file():
-        path = _download_expert(ref, tracking_uri)
+        path = _download_expert(ref, resolve_tracking_uri(tracking_uri))
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     class_path = checkpoint.get("agent", {}).get("class_path")
     if class_path is None:

@@ -111,6 +111,7 @@ def run_chain(study: Study, settings: ImpSettings, condition: str, resume: bool)
         tags["branch_from"] = settings.branch_from
     store = ChainStore.open(study.tracking_uri, study.experiment, tags, resume)
     store.discard_unfinished()
+    print(f"[{condition} seed {study.seed}] chain run id {store.parent_id}", flush=True)
     callback = PruningCallback(
         amount=settings.amount, condition=condition, modules=settings.modules, rewind=settings.rewind,
         prune_from=settings.prune_from, seed=study.seed, mask_source=_branch_masks(study, settings),

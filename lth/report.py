@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names  # noqa: E402
 from lth.envs import env_shapes  # noqa: E402
 from lth.errors import ConfigError  # noqa: E402
-from lth.tracking import ChainStore  # noqa: E402
+from lth.tracking import ChainStore, log_folder  # noqa: E402
 
 CONDITION_ORDER = ("mask/weights", "mask/permuted", "permuted/permuted", "random/reinit")
 
@@ -149,22 +149,24 @@ def input_groups(chains: list[Chain]) -> list[str]:
     return sorted(keys)
 
 
-def input_survival(chains: list[Chain], group: str, path: Path) -> list[str]:
-    """Each input's surviving first-layer weight against level, and the level at which each loses its last
-    weight, per seed (mask/weights chains)."""
+def input_survival(chains: list[Chain], group: str, path: Path, title: str = "") -> list[str]:
+    """Each input's surviving first-layer weight against level, as a share of its level-0 mass (so init schemes
+    compare), and the level at which each input loses its last weight, per seed (mask/weights chains)."""
     chosen = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed) or chains
     metrics = _input_metrics(chosen[0], group)
     names = [m.split("/", 2)[2] for m in metrics]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for metric, name in zip(metrics, names):
         levels = sorted(set.intersection(*(set(c.series(metric)) for c in chosen)))
-        stats = [_mean_sd([c.levels[k][metric] for c in chosen]) for k in levels]
+        shares = [[c.levels[k][metric] / (c.levels[levels[0]][metric] or 1.0) for c in chosen] for k in levels]
+        stats = [_mean_sd(values) for values in shares]
         mean, sd = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
         line, = ax.plot(levels, mean, marker="o", ms=3, label=name)
         ax.fill_between(levels, np.maximum(mean - sd, 0), mean + sd, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("IMP level")
-    ax.set_ylabel("surviving |weight| in the input layer")
-    ax.set_title(f"{group} input layer: weight mass per input (mean ± sd, {len(chosen)} seed(s))")
+    ax.set_ylabel("surviving |weight| per input (share of level 0)")
+    ax.set_title(title or f"{group} input layer: weight mass per input (mean ± sd, {len(chosen)} seed(s))",
+                 fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -231,19 +233,22 @@ def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlfl
              "![layer-wise density](layer_density.png)", ""]
     layer_density(chains, out / "layer_density.png")
     for group in input_groups(chains):
-        lines += [f"## Inputs of the {group}", "", f"![{group} inputs](inputs_{group}.png)", "",
-                  "Level at which each input loses its last first-layer weight (mask/weights chains):", "",
-                  *input_survival(chains, group, out / f"inputs_{group}.png"), "",
-                  f"![{group} input masks](input_masks_{group}.png)", ""]
-        input_masks_across_levels(chains, tracking_uri, group, out / f"input_masks_{group}.png")
+        for index, experiment in enumerate(experiments):  # one section per experiment, e.g. per init scheme
+            subset = [c for c in chains if c.experiment == experiment]
+            if group not in input_groups(subset):
+                continue
+            name = group if len(experiments) == 1 else f"{group}_{index}"
+            title = f"## Inputs of the {group}" + ("" if len(experiments) == 1 else f": {experiment}")
+            seeds_of = sorted({c.seed for c in subset if c.condition == "mask/weights"})
+            lines += [title, "", f"![{name} inputs](inputs_{name}.png)", "",
+                      f"Level at which each input loses its last first-layer weight (mask/weights, seeds {seeds_of}):",
+                      "", *input_survival(subset, group, out / f"inputs_{name}.png",
+                                          f"{experiment}: {group} input layer (mean ± sd, {len(seeds_of)} seeds)"),
+                      "", f"![{name} input masks](input_masks_{name}.png)", ""]
+            input_masks_across_levels(subset, tracking_uri, group, out / f"input_masks_{name}.png")
     summary = out / "summary.md"
     summary.write_text("\n".join(lines))
     if log_to_mlflow:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri)
-        run = client.create_run(chains[0].experiment_id, run_name="report", tags={"lth.role": "report"})
-        client.log_artifacts(run.info.run_id, str(out))
-        client.set_terminated(run.info.run_id)
+        log_folder(tracking_uri, chains[0].experiment, out, "report", {"lth.role": "report"})
     return summary
 

@@ -16,6 +16,18 @@ from lth.errors import ConfigError
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
+def resolve_tracking_uri(uri: str) -> str:
+    """``uri`` with a relative sqlite path made absolute (``sqlite:///mlruns/x.db`` -> ``sqlite:////cwd/mlruns/x.db``).
+
+    MLflow caches one store per URI string, so a relative URI would keep pointing at the first working
+    directory's database after a ``chdir`` (a long-lived process, or tests in temporary folders).
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
 def check_tracking_uri(uri: str) -> None:
     """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why."""
     from mlflow import MlflowClient
@@ -35,6 +47,19 @@ def check_tracking_uri(uri: str) -> None:
         ) from exc
     finally:
         quiet.setLevel(level)
+
+
+def log_folder(tracking_uri: str, experiment: str, folder: Path, run_name: str, tags: dict[str, str]) -> str:
+    """Log every file of ``folder`` as the artifacts of a new, finished run of ``experiment``; returns its id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    client.log_artifacts(run.info.run_id, str(folder))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
 
 
 class SaveConfigToMLflow(SaveConfigCallback):

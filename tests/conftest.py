@@ -11,6 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 
+def local_store() -> str:
+    """The default store of the current folder, as lth resolves it (absolute: MLflow caches stores per URI)."""
+    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+    return resolve_tracking_uri(DEFAULT_TRACKING_URI)
+
+
 @pytest.fixture()
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test from an empty folder so ``sqlite:///mlruns/mlflow.db`` lands there."""

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from lth.analysis import dead_inputs, input_mass, input_names, input_report, last_alive_level
 from lth.cli import main
 from lth.envs.mazegrid import CHANNELS
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, local_store
 
 
 def test_a_fully_pruned_column_is_a_dead_input() -> None:
@@ -66,8 +66,20 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     summary = Path("report/summary.md").read_text()
     assert "| mask/weights | 3 | 0.125 |" in summary and "| random/reinit | 0 | 1.000 |" in summary
     assert "| seed | cart position | cart velocity | pole angle | pole angular velocity |" in summary
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(local_store())
     exp = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
     reports = client.search_runs([exp.experiment_id], "tags.`lth.role` = 'report'")
     assert len(reports) == 1 and "return_vs_density.png" in {a.path for a in client.list_artifacts(
         reports[0].info.run_id)}
+
+    # Two experiments (e.g. two init schemes) share the return plot and get one input section each.
+    main(["imp", *tiny, "--imp.levels", "2", "--model.init_args.init", "xavier",
+          "--trainer.logger.init_args.experiment_name", "CartPole-v1/ppo/xavier"])
+    main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--experiment", "CartPole-v1/ppo/xavier",
+          "--out", "both", "--no_mlflow"])
+    both = Path("both/summary.md").read_text()
+    assert "## Inputs of the actor: CartPole-v1/ppo/mlp64x64" in both
+    assert "## Inputs of the actor: CartPole-v1/ppo/xavier" in both
+    assert "| CartPole-v1/ppo/xavier: mask/weights | 1 |" in both
+    assert {"inputs_actor_0.png", "inputs_actor_1.png", "input_masks_critic_1.png"} <= {
+        p.name for p in Path("both").iterdir()}

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from lth.cli import build_cli, main
 from lth.modules import PPO
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, local_store
 
 PPO_CONFIG = str(CONFIGS / "cartpole" / "ppo.yaml")
 TINY = ["--data.init_args.total_frames", "1024", "--data.init_args.eval_every", "512",
@@ -45,7 +45,7 @@ def test_bad_input_ends_with_one_clear_message(in_tmp: Path, capsys, extra: list
 
 def test_fit_logs_learning_curve_config_and_checkpoint_to_mlflow(in_tmp: Path) -> None:
     main(["fit", "--config", PPO_CONFIG, *TINY])
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(local_store())
     experiment = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
     (run,) = client.search_runs([experiment.experiment_id])
     curve = client.get_metric_history(run.info.run_id, "eval/return")

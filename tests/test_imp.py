@@ -12,9 +12,8 @@ import lth.imp
 from callbacks import PAPER_CONDITIONS
 from lth.cli import main
 from lth.tracking import ChainStore
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, local_store
 
-URI = "sqlite:///mlruns/mlflow.db"
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
         "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
         "--model.init_args.actor_hidden", "[16, 16]", "--model.init_args.critic_hidden", "[16, 16]",
@@ -32,13 +31,18 @@ def _levels(client: MlflowClient, parent) -> dict[int, object]:
     return {int(run.data.tags["level"]): run for run in children}
 
 
+def _ticket(parent, level_run) -> dict:
+    store = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id)
+    return store.load(level_run.info.run_id, "ticket.pt")
+
+
 def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
     main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "all", "--seed", "3"])
     out = capsys.readouterr().out
     assert "| level | density | mask/weights | mask/permuted | permuted/permuted | random/reinit |" in out
-    assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in out
+    assert f"mlflow ui --backend-store-uri {local_store()}" in out
 
-    client = MlflowClient(URI)
+    client = MlflowClient(local_store())
     chains = _chains(client, "CartPole-v1/ppo/mlp64x64")
     assert set(chains) == set(PAPER_CONDITIONS)
     for condition, parent in chains.items():
@@ -57,7 +61,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
             assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/return")] == [512]
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"ticket.pt", "next_state.pt", "densities.md", "inputs.png"} <= artifacts
-        ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[2].info.run_id, "ticket.pt")
+        ticket = _ticket(parent, levels[2])
         kept = sum(int(m.sum()) for m in ticket["masks"].values())
         total = sum(m.numel() for m in ticket["masks"].values())
         assert kept == total - round(0.2 * total) - round(0.2 * (total - round(0.2 * total)))
@@ -83,7 +87,7 @@ def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: py
     monkeypatch.setattr(lth.imp.L.Trainer, "fit", real_fit)
     main(["imp", *args, "--trainer.logger.init_args.experiment_name", "resumed", "--resume"])
 
-    client = MlflowClient(URI)
+    client = MlflowClient(local_store())
     straight = _chains(client, "straight")["mask/permuted"]
     resumed_runs = client.search_runs([client.get_experiment_by_name("resumed").experiment_id],
                                       "tags.`lth.role` = 'chain'")
@@ -91,7 +95,7 @@ def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: py
     resumed = resumed_runs[0]
     a, b = _levels(client, straight), _levels(client, resumed)
     assert sorted(b) == [0, 1, 2, 3]  # the killed level's partial run is gone, nothing duplicated
-    store = ChainStore(URI, straight.info.experiment_id, straight.info.run_id)
+    store = ChainStore(local_store(), straight.info.experiment_id, straight.info.run_id)
     for level in range(4):
         ta, tb = store.load(a[level].info.run_id, "ticket.pt"), store.load(b[level].info.run_id, "ticket.pt")
         assert all(torch.equal(ta["masks"][n], tb["masks"][n]) for n in ta["masks"]), level
@@ -101,13 +105,13 @@ def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: py
 
 def test_branch_mode_reuses_the_stored_ticket_masks(in_tmp: Path) -> None:
     main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/weights"])
-    client = MlflowClient(URI)
+    client = MlflowClient(local_store())
     ticket_chain = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/weights"]
     main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/reinit",
           "--imp.branch_from", ticket_chain.info.run_id])
     branch = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/reinit"]
     assert branch.data.tags["branch_from"] == ticket_chain.info.run_id
-    store = ChainStore(URI, branch.info.experiment_id, branch.info.run_id)
+    store = ChainStore(local_store(), branch.info.experiment_id, branch.info.run_id)
     a, b = _levels(client, ticket_chain), _levels(client, branch)
     for level in (1, 2):
         ta, tb = store.load(a[level].info.run_id, "ticket.pt"), store.load(b[level].info.run_id, "ticket.pt")
@@ -128,14 +132,14 @@ def test_imp_runs_dqn_on_mazegrid_with_every_condition(in_tmp: Path) -> None:
                 "--data.init_args.eval_episodes", "2", "--model.init_args.hidden", "[32]",
                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     main(["imp", *tiny_dqn, "--imp.levels", "2", "--imp.conditions", "all"])
-    client = MlflowClient(URI)
+    client = MlflowClient(local_store())
     chains = _chains(client, "lth/MazeGrid-v0/dqn/mlp256x256")
     assert set(chains) == set(PAPER_CONDITIONS)
     for parent in chains.values():
         assert parent.data.tags["algo"] == "dqn" and parent.data.tags["env"] == "lth/MazeGrid-v0"
         levels = _levels(client, parent)
         assert sorted(levels) == [0, 1]
-        ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[1].info.run_id, "ticket.pt")
+        ticket = _ticket(parent, levels[1])
         assert sorted(ticket["masks"]) == ["q_net.1.weight", "q_net.3.weight"]  # flatten, 1200 -> 32 -> 4 actions
         assert ticket["masks"]["q_net.1.weight"].shape == (32, 1200)
         kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
@@ -147,7 +151,7 @@ def test_imp_distils_cartpole_students_from_an_expert_run_with_every_condition(i
     main(["expert", *TINY, "--trainer.logger.init_args.experiment_name", "CartPole-v1/expert/tiny"])
     out = capsys.readouterr().out
     expert_run = out.split("expert stored: run id ")[1].split()[0]
-    client = MlflowClient(URI)
+    client = MlflowClient(local_store())
     assert client.get_run(expert_run).data.tags["lth.role"] == "expert"
     assert "expert/return" in client.get_run(expert_run).data.metrics
 
@@ -162,7 +166,7 @@ def test_imp_distils_cartpole_students_from_an_expert_run_with_every_condition(i
         assert parent.data.tags["algo"] == "distill"
         levels = _levels(client, parent)
         assert sorted(levels) == [0, 1]
-        ticket = ChainStore(URI, parent.info.experiment_id, parent.info.run_id).load(levels[1].info.run_id, "ticket.pt")
+        ticket = _ticket(parent, levels[1])
         assert all(name.startswith("student.") for name in ticket["masks"])  # the expert is not part of the model
         kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
         assert kept == pytest.approx(0.8, abs=2e-3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -127,8 +127,18 @@ def gym_vector_env(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.
     )
 
 
-def make_env(env_id: str, num_envs: int = 1, seed: int | None = None, **env_kwargs: Any) -> GymVectorEnv:
-    """``num_envs`` copies of ``env_id`` as one batched TorchRL env, seeded once with ``seed``."""
+def make_env(
+    env_id: str,
+    num_envs: int = 1,
+    seed: int | None = None,
+    keep_inputs: Sequence[int] | None = None,
+    **env_kwargs: Any,
+) -> GymVectorEnv:
+    """``num_envs`` copies of ``env_id`` as one batched TorchRL env, seeded once with ``seed``.
+
+    ``keep_inputs`` (also accepted inside a config's ``env_kwargs``) shows the agent only those flat
+    observation indices and zeroes the rest; every other keyword goes to the env's constructor.
+    """
     check_env_id(env_id)
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
@@ -136,7 +146,10 @@ def make_env(env_id: str, num_envs: int = 1, seed: int | None = None, **env_kwar
         vec = gym_vector_env(env_id, num_envs, **env_kwargs)
     except TypeError as exc:  # an unknown constructor keyword
         raise ConfigError(f"{env_id} does not accept env_kwargs {env_kwargs}: {exc}") from exc
-    env = GymVectorEnv(vec, env_id)
+    try:
+        env = GymVectorEnv(vec, env_id, keep_inputs=keep_inputs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if seed is not None:
         env.set_seed(seed)
     return env

@@ -7,6 +7,7 @@ gymnasium's ``SyncVectorEnv`` in same-step autoreset mode, so TorchRL's cost is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +30,17 @@ def _box_spec(space: gym.spaces.Box, batch: int) -> Bounded | Unbounded:
     return Unbounded(shape=shape, dtype=dtype)
 
 
+def _input_mask(shape: tuple[int, ...], keep: Sequence[int], env_id: str) -> np.ndarray:
+    """A 0/1 float32 array of one observation's ``shape`` with ones at the flat indices ``keep``."""
+    size = int(np.prod(shape))
+    keep = np.asarray(list(keep), dtype=np.int64)
+    if keep.size and (keep.min() < 0 or keep.max() >= size):
+        raise ValueError(f"{env_id}: keep_inputs must be flat indices in [0, {size}), got {keep.min()}..{keep.max()}")
+    visible = np.zeros(size, dtype=np.float32)
+    visible[keep] = 1.0
+    return visible.reshape(shape)
+
+
 class GymVectorEnv(EnvBase):
     """A gymnasium vector env (same-step autoreset) as one TorchRL env with batch size ``[num_envs]``.
 
@@ -36,9 +48,14 @@ class GymVectorEnv(EnvBase):
     ``done``/``terminated``/``truncated``. When a copy's episode ends, ``("next", "observation")`` holds its
     true final observation (needed to bootstrap truncated episodes) and the partial reset that TorchRL issues
     next returns the fresh observation gymnasium already produced.
+
+    ``keep_inputs`` (flat indices into one observation) zeroes every other input in every observation the
+    agent sees, final ones included: a dense agent then sees only a ticket's surviving inputs (``lth transfer``).
     """
 
-    def __init__(self, vec_env: gym.vector.VectorEnv, env_id: str = "env") -> None:
+    def __init__(
+        self, vec_env: gym.vector.VectorEnv, env_id: str = "env", keep_inputs: Sequence[int] | None = None
+    ) -> None:
         num_envs = vec_env.num_envs
         # Device-less (numpy-backed data on the CPU): TorchRL's collectors then skip a per-step device cast.
         super().__init__(batch_size=torch.Size([num_envs]), device=None)
@@ -61,9 +78,15 @@ class GymVectorEnv(EnvBase):
         self.reward_spec = Unbounded(shape=(num_envs, 1), dtype=torch.float32)
         flag = Categorical(2, shape=(num_envs, 1), dtype=torch.bool)
         self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=self.batch_size)
+        self._visible = None if keep_inputs is None else _input_mask(obs_space.shape, keep_inputs, env_id)
         self._pending_seed: int | None = None
         self._obs = np.zeros((num_envs, *obs_space.shape), dtype=np.float32)
         self._fresh_obs = self._obs.copy()
+
+    def _observed(self, obs: np.ndarray) -> np.ndarray:
+        """Observations as float32, with the inputs outside ``keep_inputs`` zeroed."""
+        obs = np.asarray(obs, dtype=np.float32)
+        return obs if self._visible is None else obs * self._visible
 
     def _set_seed(self, seed: int | None) -> None:
         self._pending_seed = seed
@@ -89,7 +112,7 @@ class GymVectorEnv(EnvBase):
         if mask is None or bool(mask.all()):
             obs, _ = self._env.reset(seed=self._pending_seed)
             self._pending_seed = None  # seed once; later full resets continue the seeded RNG stream
-            self._obs = np.asarray(obs, dtype=np.float32)
+            self._obs = self._observed(obs)
         else:
             reset = mask.reshape(self.num_envs).numpy()
             self._obs[reset] = self._fresh_obs[reset]
@@ -99,13 +122,13 @@ class GymVectorEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         action = tensordict.get("action").numpy()
         obs, reward, term, trunc, info = self._env.step(action)
-        obs = np.asarray(obs, dtype=np.float32)
+        obs = self._observed(obs)
         done = np.logical_or(term, trunc)
         next_obs = obs.copy()
         if done.any():
             # Same-step autoreset: ``obs`` already holds the fresh episode's start; keep it for the partial
             # reset and report the real final observation as this transition's next state.
-            next_obs[done] = np.stack(info["final_obs"][done]).astype(np.float32)
+            next_obs[done] = self._observed(np.stack(info["final_obs"][done]))
             self._fresh_obs = obs
         self._obs = obs
         return self._done_td(next_obs, reward, term, trunc)
