@@ -71,7 +71,8 @@ def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
     return chains
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation across seeds; sd 0 for one seed."""
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
@@ -91,7 +92,7 @@ def return_vs_density(chains: list[Chain], path: Path) -> list[str]:
     for (experiment, condition), group in _by_condition(chains).items():
         levels = sorted(set.intersection(*(set(c.levels) for c in group)))
         density = [statistics.fmean(c.levels[k]["density"] for c in group) for k in levels]
-        stats = [_mean_sd([c.levels[k]["ticket/best_return"] for c in group]) for k in levels]
+        stats = [mean_sd([c.levels[k]["ticket/best_return"] for c in group]) for k in levels]
         mean = np.array([m for m, _ in stats])
         sd = np.array([s for _, s in stats])
         label = f"{experiment}: {condition}" if several else condition
@@ -159,7 +160,7 @@ def input_survival(chains: list[Chain], group: str, path: Path, title: str = "")
     for metric, name in zip(metrics, names):
         levels = sorted(set.intersection(*(set(c.series(metric)) for c in chosen)))
         shares = [[c.levels[k][metric] / (c.levels[levels[0]][metric] or 1.0) for c in chosen] for k in levels]
-        stats = [_mean_sd(values) for values in shares]
+        stats = [mean_sd(values) for values in shares]
         mean, sd = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
         line, = ax.plot(levels, mean, marker="o", ms=3, label=name)
         ax.fill_between(levels, np.maximum(mean - sd, 0), mean + sd, color=line.get_color(), alpha=0.2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ def check_tracking_uri(uri: str) -> None:
         ) from exc
     finally:
         quiet.setLevel(level)
+
+
+def tag_query(tags: Mapping[str, str]) -> str:
+    """An MLflow search filter matching runs that carry every one of ``tags``."""
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
 
 
 def log_folder(tracking_uri: str, experiment: str, folder: Path, run_name: str, tags: dict[str, str]) -> str:
@@ -118,8 +123,7 @@ class ChainStore:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment)
         if resume:
-            query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-            runs = client.search_runs([experiment_id], f"{query} and tags.`lth.role` = 'chain'",
+            runs = client.search_runs([experiment_id], f"{tag_query(tags)} and tags.`lth.role` = 'chain'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
                 return cls(tracking_uri, experiment_id, runs[0].info.run_id)

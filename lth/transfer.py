@@ -9,7 +9,6 @@ a PNG and a Markdown table, on disk and in a run tagged ``lth.role=report``.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ import torch  # noqa: E402
 
 from lth.analysis.inputs import input_layers  # noqa: E402
 from lth.errors import ConfigError  # noqa: E402
-from lth.tracking import ChainStore, log_folder  # noqa: E402
+from lth.report import mean_sd  # noqa: E402
+from lth.tracking import ChainStore, log_folder, tag_query  # noqa: E402
 
 #: The two arms of a transfer: every input, or only the ticket's surviving inputs.
 ARMS = ("all", "ticket")
@@ -81,8 +81,7 @@ def finished_fit(tracking_uri: str, experiment: str, tags: Mapping[str, str]) ->
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return False
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    return bool(client.search_runs([found.experiment_id], f"{query} and attributes.status = 'FINISHED'"))
+    return bool(client.search_runs([found.experiment_id], f"{tag_query(tags)} and attributes.status = 'FINISHED'"))
 
 
 @dataclass
@@ -117,10 +116,6 @@ def load_curves(tracking_uri: str, experiment: str, ticket: str, level: int) -> 
     return curves
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
-
-
 def plot_curves(curves: list[Curve], path: Path, title: str) -> list[str]:
     """Mean ± 1 sd of the eval return per arm, on the frames every seed evaluated at; returns a Markdown table."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -132,13 +127,13 @@ def plot_curves(curves: list[Curve], path: Path, title: str) -> list[str]:
             continue
         frames = sorted(set.intersection(*(set(c.frames) for c in group)))
         at = [dict(zip(c.frames, c.returns)) for c in group]
-        stats = [_mean_sd([a[f] for a in at]) for f in frames]
+        stats = [mean_sd([a[f] for a in at]) for f in frames]
         mean, sd = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
         label = "all inputs" if arm == "all" else f"ticket inputs ({group[0].kept})"
         line, = ax.plot(frames, mean, label=f"{label}, n={len(group)}")
         ax.fill_between(frames, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-        best = _mean_sd([max(c.returns) for c in group])
-        final = _mean_sd([c.returns[-1] for c in group])
+        best = mean_sd([max(c.returns) for c in group])
+        final = mean_sd([c.returns[-1] for c in group])
         rows.append(f"| {arm} | {group[0].kept} | {len(group)} | {best[0]:.1f} ± {best[1]:.1f} | "
                     f"{final[0]:.1f} ± {final[1]:.1f} |")
     ax.set_xlabel("environment frames")
