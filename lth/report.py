@@ -217,7 +217,7 @@ def input_masks_across_levels(chains: list[Chain], tracking_uri: str, group: str
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="share of the pixel's weights kept")
     else:
         axes[0][0].set_ylabel("share of the input's weights kept")
-    fig.suptitle(f"{group} input-layer mask, {chain.condition}, seed {chain.seed}")
+    fig.suptitle(f"{chain.experiment}: {group} input-layer mask, {chain.condition}, seed {chain.seed}", y=1.03)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
