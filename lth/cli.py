@@ -16,7 +16,6 @@ import sys
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 from jsonargparse import ActionYesNo
 from lightning.pytorch import LightningDataModule, seed_everything
@@ -27,7 +26,16 @@ from lth.experts import ExportExpert
 from lth.imp import ImpSettings, Study, run_study, summary_table
 from lth.modules import AgentModule
 from lth.tracking import DEFAULT_TRACKING_URI, SaveConfigToMLflow, check_tracking_uri, resolve_tracking_uri
-from lth.transfer import ARMS, TransferSettings, finished_fit, ticket_inputs, transfer_report, transfer_tags
+from lth.transfer import (
+    ARMS,
+    TransferSettings,
+    describe_inputs,
+    finished_fit,
+    ticket_inputs,
+    transfer_experiment,
+    transfer_report,
+    transfer_tags,
+)
 
 
 class LthCLI(LightningCLI):
@@ -136,27 +144,10 @@ class TransferCLI(LthCLI):
             env_kwargs = {**(config.data.init_args.env_kwargs or {}), "keep_inputs": keep}
             config.data.init_args.env_kwargs = env_kwargs
             config.model.init_args.env_kwargs = env_kwargs
-            tags["kept_inputs"] = _describe_inputs(config.data.init_args.env_id, keep, env_kwargs)
+            tags["kept_inputs"] = describe_inputs(config.data.init_args.env_id, keep, env_kwargs)
         logger.init_args.experiment_name = transfer_experiment(logger.init_args.experiment_name)
         logger.init_args.run_name = f"{settings.arm} inputs, seed {config.seed_everything}"
         logger.init_args.tags = {**(logger.init_args.tags or {}), **tags}
-
-
-def transfer_experiment(experiment: str) -> str:
-    """Where the transfer fits of a config's experiment go."""
-    return f"{experiment}/transfer"
-
-
-def _describe_inputs(env_id: str, keep: list[int], env_kwargs: dict[str, Any]) -> str:
-    """The kept inputs by name for vector observations (``pole angle, ...``), else ``n of N``."""
-    from lth.analysis.inputs import input_names
-    from lth.envs import env_shapes
-
-    obs_shape = env_shapes(env_id, **{k: v for k, v in env_kwargs.items() if k != "keep_inputs"})[0]
-    if len(obs_shape) == 1:
-        names = input_names(env_id, obs_shape)
-        return ", ".join(names[i] for i in keep) or "none"
-    return f"{len(keep)} of {int(np.prod(obs_shape))}"
 
 
 def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[LthCLI] = LthCLI) -> LthCLI:

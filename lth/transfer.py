@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lth.analysis.inputs import input_layers  # noqa: E402
+from lth.analysis.inputs import input_layers, input_names  # noqa: E402
+from lth.envs import env_shapes  # noqa: E402
 from lth.errors import ConfigError  # noqa: E402
 from lth.report import mean_sd  # noqa: E402
 from lth.tracking import ChainStore, log_folder, tag_query  # noqa: E402
@@ -71,6 +73,20 @@ def transfer_tags(settings: TransferSettings, seed: int) -> dict[str, str]:
     """The MLflow tags that identify one transfer fit (also used to skip fits already finished)."""
     return {"lth.role": "transfer", "ticket": settings.ticket, "level": str(settings.level),
             "inputs": settings.arm, "seed": str(seed)}
+
+
+def transfer_experiment(experiment: str) -> str:
+    """Where the transfer fits of a config's experiment go."""
+    return f"{experiment}/transfer"
+
+
+def describe_inputs(env_id: str, keep: list[int], env_kwargs: dict[str, Any]) -> str:
+    """The kept inputs by name for vector observations (``pole angle, ...``), else ``n of N``."""
+    obs_shape = env_shapes(env_id, **{k: v for k, v in env_kwargs.items() if k != "keep_inputs"})[0]
+    if len(obs_shape) == 1:
+        names = input_names(env_id, obs_shape)
+        return ", ".join(names[i] for i in keep) or "none"
+    return f"{len(keep)} of {int(np.prod(obs_shape))}"
 
 
 def finished_fit(tracking_uri: str, experiment: str, tags: Mapping[str, str]) -> bool:
