@@ -220,7 +220,7 @@ def transfer(args: list[str]) -> None:
             print(f"[transfer seed {seed}] {arm} inputs ({logger.tags.get('kept_inputs', 'all')}): "
                   f"best return {cli.model.best_return:.1f}", flush=True)
     out = ns.out or Path("reports") / f"transfer_{ns.ticket[:8]}_level{ns.level}"
-    summary = transfer_report(uri, experiment, ns.ticket, ns.level, out)
+    summary = transfer_report(uri, experiment, TransferSettings(ns.ticket, ns.level, ns.modules), out)
     print(f"wrote {summary} and its figure; runs in MLflow experiment {experiment!r}")
 
 

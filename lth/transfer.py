@@ -69,10 +69,13 @@ def ticket_inputs(tracking_uri: str, settings: TransferSettings) -> list[int]:
     return kept_inputs(masks, settings.modules)
 
 
-def transfer_tags(settings: TransferSettings, seed: int) -> dict[str, str]:
-    """The MLflow tags that identify one transfer fit (also used to skip fits already finished)."""
-    return {"lth.role": "transfer", "ticket": settings.ticket, "level": str(settings.level),
-            "inputs": settings.arm, "seed": str(seed)}
+def transfer_tags(settings: TransferSettings, seed: int | None = None) -> dict[str, str]:
+    """The MLflow tags of a transfer's fits; with ``seed``, of one fit (used to skip fits already finished)."""
+    tags = {"lth.role": "transfer", "ticket": settings.ticket, "level": str(settings.level),
+            "modules": ",".join(settings.modules) if settings.modules else "all"}
+    if seed is not None:
+        tags.update(inputs=settings.arm, seed=str(seed))
+    return tags
 
 
 def transfer_experiment(experiment: str) -> str:
@@ -111,16 +114,15 @@ class Curve:
     kept: str
 
 
-def load_curves(tracking_uri: str, experiment: str, ticket: str, level: int) -> list[Curve]:
-    """The learning curves of the finished transfer fits of ``ticket`` at ``level``."""
+def load_curves(tracking_uri: str, experiment: str, settings: TransferSettings) -> list[Curve]:
+    """The learning curves of the finished fits of one transfer (both arms, every seed)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ConfigError(f"no experiment {experiment!r} in {tracking_uri}")
-    query = (f"tags.`lth.role` = 'transfer' and tags.ticket = '{ticket}' and tags.level = '{level}' "
-             "and attributes.status = 'FINISHED'")
+    query = f"{tag_query(transfer_tags(settings))} and attributes.status = 'FINISHED'"
     curves = []
     for run in client.search_runs([found.experiment_id], query, max_results=10_000):
         history = sorted(client.get_metric_history(run.info.run_id, "eval/return"), key=lambda m: m.step)
@@ -128,7 +130,8 @@ def load_curves(tracking_uri: str, experiment: str, ticket: str, level: int) -> 
         curves.append(Curve(tags["inputs"], int(tags["seed"]), [m.step for m in history],
                             [m.value for m in history], tags.get("kept_inputs", "all")))
     if not curves:
-        raise ConfigError(f"no finished transfer fits of chain {ticket} level {level} in {experiment!r}")
+        raise ConfigError(f"no finished transfer fits of chain {settings.ticket} level {settings.level} "
+                          f"in {experiment!r}")
     return curves
 
 
@@ -163,19 +166,22 @@ def plot_curves(curves: list[Curve], path: Path, title: str) -> list[str]:
     return rows
 
 
-def transfer_report(tracking_uri: str, experiment: str, ticket: str, level: int, out: Path,
+def transfer_report(tracking_uri: str, experiment: str, settings: TransferSettings, out: Path,
                     log_to_mlflow: bool = True) -> Path:
     """Write ``learning_curves.png`` and ``summary.md`` for one transfer to ``out`` (and MLflow)."""
-    curves = load_curves(tracking_uri, experiment, ticket, level)
+    curves = load_curves(tracking_uri, experiment, settings)
+    ticket, level = settings.ticket, settings.level
     out.mkdir(parents=True, exist_ok=True)
     title = f"Dense agents on all inputs vs the inputs of ticket level {level} (mean ± 1 sd)"
     rows = plot_curves(curves, out / "learning_curves.png", title)
     summary = out / "summary.md"
     summary.write_text("\n".join([
         f"# Input-mask transfer: {experiment}", "",
-        f"Ticket: chain `{ticket}`, level {level}. Seeds: {sorted({c.seed for c in curves})}.", "",
+        f"Ticket: chain `{ticket}`, level {level}; kept inputs: those with a weight left in the input layer of "
+        f"{', '.join(settings.modules) if settings.modules else 'any pruned sub-module'}. "
+        f"Seeds: {sorted({c.seed for c in curves})}.", "",
         "![learning curves](learning_curves.png)", "", *rows, ""]))
     if log_to_mlflow:
         log_folder(tracking_uri, experiment, out, f"transfer report, level {level}",
-                   {"lth.role": "report", "ticket": ticket, "level": str(level)})
+                   {**transfer_tags(settings), "lth.role": "report"})
     return summary
