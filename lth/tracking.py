@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +30,11 @@ def resolve_tracking_uri(uri: str) -> str:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why."""
+    """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why.
+
+    A new sqlite store is created under a file lock: MLflow's schema migration fails when two processes (say
+    two ``lth imp`` seeds started together) create the same database at once.
+    """
     from mlflow import MlflowClient
 
     quiet = logging.getLogger("alembic")
@@ -37,8 +42,13 @@ def check_tracking_uri(uri: str) -> None:
     quiet.setLevel(logging.WARNING)
     try:
         if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        MlflowClient(uri).search_experiments(max_results=1)
+            db = Path(uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with open(db.parent / f"{db.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                MlflowClient(uri).search_experiments(max_results=1)
+        else:
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure to open the store is the user's to fix
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

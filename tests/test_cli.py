@@ -73,3 +73,16 @@ def test_every_shipped_config_instantiates(in_tmp: Path, config: Path) -> None:
     assert cli.model.hparams.env_id == cli.datamodule.hparams.env_id
     assert cli.trainer.val_check_interval == cli.datamodule.eval_interval
     assert cli.config.trainer.logger.init_args.experiment_name.startswith(cli.datamodule.hparams.env_id)
+
+
+def test_processes_that_create_one_new_store_together_all_open_it(in_tmp: Path) -> None:
+    """Two ``lth imp`` seeds started at once on a fresh store must not collide in MLflow's schema migration."""
+    import subprocess
+    import sys
+
+    code = ("from lth.tracking import check_tracking_uri, resolve_tracking_uri;"
+            "check_tracking_uri(resolve_tracking_uri('sqlite:///mlruns/mlflow.db'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert MlflowClient(local_store()).search_experiments()  # the store holds its default experiment
