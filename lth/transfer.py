@@ -138,8 +138,8 @@ def load_curves(tracking_uri: str, experiment: str, settings: TransferSettings) 
 def plot_curves(curves: list[Curve], path: Path, title: str) -> list[str]:
     """Mean ± 1 sd of the eval return per arm, on the frames every seed evaluated at; returns a Markdown table."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = ["| inputs | kept | seeds | best return (mean ± sd) | final return (mean ± sd) |",
-            "| --- | --- | ---: | ---: | ---: |"]
+    rows = ["| inputs | kept | seeds | best return (mean ± sd) | return averaged over the evaluations (mean ± sd) | "
+            "final return (mean ± sd) |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for arm in ARMS:
         group = [c for c in curves if c.arm == arm and c.frames]
         if not group:
@@ -152,9 +152,10 @@ def plot_curves(curves: list[Curve], path: Path, title: str) -> list[str]:
         line, = ax.plot(frames, mean, label=f"{label}, n={len(group)}")
         ax.fill_between(frames, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
         best = mean_sd([max(c.returns) for c in group])
+        average = mean_sd([float(np.mean(c.returns)) for c in group])
         final = mean_sd([c.returns[-1] for c in group])
         rows.append(f"| {arm} | {group[0].kept} | {len(group)} | {best[0]:.1f} ± {best[1]:.1f} | "
-                    f"{final[0]:.1f} ± {final[1]:.1f} |")
+                    f"{average[0]:.1f} ± {average[1]:.1f} | {final[0]:.1f} ± {final[1]:.1f} |")
     ax.set_xlabel("environment frames")
     ax.set_ylabel("mean evaluation return")
     ax.set_title(title)
