@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,7 @@ def check_tracking_uri(uri: str) -> None:
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
-        if uri.startswith("sqlite:///"):
-            db = Path(uri.removeprefix("sqlite:///"))
-            db.parent.mkdir(parents=True, exist_ok=True)
-            with open(db.parent / f"{db.name}.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                MlflowClient(uri).search_experiments(max_results=1)
-        else:
+        with _creation_lock(uri):
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure to open the store is the user's to fix
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -57,6 +52,25 @@ def check_tracking_uri(uri: str) -> None:
         ) from exc
     finally:
         quiet.setLevel(level)
+
+
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """For a local sqlite store, create its folder and hold an exclusive lock beside the database."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f"{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The id of the MLflow experiment ``name``, created if it does not exist yet."""
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
 
 
 def tag_query(tags: Mapping[str, str]) -> str:
@@ -69,9 +83,7 @@ def log_folder(tracking_uri: str, experiment: str, folder: Path, run_name: str, 
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
     client.log_artifacts(run.info.run_id, str(folder))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -130,16 +142,15 @@ class ChainStore:
 
         check_tracking_uri(tracking_uri)
         client = MlflowClient(tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        exp_id = experiment_id(client, experiment)
         if resume:
-            runs = client.search_runs([experiment_id], f"{tag_query(tags)} and tags.`lth.role` = 'chain'",
+            runs = client.search_runs([exp_id], f"{tag_query(tags)} and tags.`lth.role` = 'chain'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
-                return cls(tracking_uri, experiment_id, runs[0].info.run_id)
+                return cls(tracking_uri, exp_id, runs[0].info.run_id)
         name = f"{tags['condition']} seed {tags['seed']}"
-        run = client.create_run(experiment_id, run_name=name, tags={**tags, "lth.role": "chain"})
-        return cls(tracking_uri, experiment_id, run.info.run_id)
+        run = client.create_run(exp_id, run_name=name, tags={**tags, "lth.role": "chain"})
+        return cls(tracking_uri, exp_id, run.info.run_id)
 
     def _children(self) -> list[Any]:
         return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'")

@@ -85,7 +85,7 @@ def transfer_experiment(experiment: str) -> str:
 
 def describe_inputs(env_id: str, keep: list[int], env_kwargs: dict[str, Any]) -> str:
     """The kept inputs by name for vector observations (``pole angle, ...``), else ``n of N``."""
-    obs_shape = env_shapes(env_id, **{k: v for k, v in env_kwargs.items() if k != "keep_inputs"})[0]
+    obs_shape = env_shapes(env_id, **env_kwargs)[0]
     if len(obs_shape) == 1:
         names = input_names(env_id, obs_shape)
         return ", ".join(names[i] for i in keep) or "none"
