@@ -26,7 +26,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from callbacks.masks import CONDITIONS, apply_condition, density, full_masks, global_magnitude_masks
+from .masks import CONDITIONS, apply_condition, density, full_masks, global_magnitude_masks
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MaskSource = Callable[[int], Mapping[str, Tensor] | None]

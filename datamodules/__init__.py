@@ -1,7 +1,7 @@
 """LightningDataModules fed by TorchRL collectors."""
 
-from datamodules.expert import ExpertDataModule
-from datamodules.onpolicy import OnPolicyDataModule
-from datamodules.replay import ReplayDataModule
+from .expert import ExpertDataModule
+from .onpolicy import OnPolicyDataModule
+from .replay import ReplayDataModule
 
 __all__ = ["ExpertDataModule", "OnPolicyDataModule", "ReplayDataModule"]

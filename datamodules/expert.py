@@ -7,8 +7,8 @@ from typing import Any
 
 from tensordict.nn import TensorDictModuleBase
 
-from datamodules.envs import EnvDataModule
-from datamodules.onpolicy import RolloutStream
+from .envs import EnvDataModule
+from .onpolicy import RolloutStream
 from lth.experts import load_agent
 from lth.modules import AgentModule
 from lth.tracking import DEFAULT_TRACKING_URI

@@ -9,7 +9,7 @@ from typing import Any
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 
-from datamodules.envs import EnvDataModule
+from .envs import EnvDataModule
 
 
 class RolloutStream:

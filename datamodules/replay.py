@@ -10,7 +10,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
 
-from datamodules.envs import EnvDataModule
+from .envs import EnvDataModule
 from lth.errors import ConfigError
 from lth.schedules import linear_schedule
 

@@ -50,7 +50,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import PruningCallback
+from lth.callbacks import PruningCallback
 
 SIDE = 8  #: the digits are SIDE x SIDE images
 FIRST = "net.0.weight"  #: name of the first-layer weight in ``DigitsMLP``

@@ -1,6 +1,6 @@
 """IMP studies: one chain of fits per ticket condition, every level recorded in MLflow, resumable.
 
-A chain is ``levels`` fits of the same model with one :class:`callbacks.PruningCallback`; level k trains the
+A chain is ``levels`` fits of the same model with one :class:`lth.callbacks.PruningCallback`; level k trains the
 network of density 0.8^k. Each level is a nested MLflow run holding the learning curve, the ticket
 (masks + rewind weights, ``ticket.pt``), the state the next level starts from (``next_state.pt``), a
 per-layer density table and a picture of the input-layer masks; the chain's parent run logs
@@ -19,8 +19,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
-from callbacks import CONDITIONS, PAPER_CONDITIONS, PruningCallback
-from callbacks.masks import density, layer_densities
+from lth.callbacks import CONDITIONS, PAPER_CONDITIONS, PruningCallback
+from lth.callbacks.masks import density, layer_densities
 from lth.analysis.inputs import InputReport, input_report
 from lth.envs import env_shapes
 from lth.errors import ConfigError

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from datamodules import ExpertDataModule, OnPolicyDataModule
+from lth.datamodules import ExpertDataModule, OnPolicyDataModule
 from lth.errors import ConfigError
 from lth.experts import load_agent
 from lth.modules import PPO, Distill

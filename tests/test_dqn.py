@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import yaml
 from tensordict import TensorDict
 
-from callbacks import PruningCallback
-from datamodules import ReplayDataModule
+from lth.callbacks import PruningCallback
+from lth.datamodules import ReplayDataModule
 from lth.agents import EpsilonGreedyActing
 from lth.modules import DQN
 from lth.schedules import linear_schedule

@@ -9,7 +9,7 @@ import torch
 from mlflow import MlflowClient
 
 import lth.imp
-from callbacks import PAPER_CONDITIONS
+from lth.callbacks import PAPER_CONDITIONS
 from lth.cli import main
 from lth.tracking import ChainStore
 from tests.conftest import CONFIGS, local_store

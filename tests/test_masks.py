@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from callbacks.masks import (
+from lth.callbacks.masks import (
     CONDITIONS,
     apply_condition,
     count,

@@ -25,6 +25,7 @@ from lth.envs.mazegrid import (
     MazeGridEnv,
     MazeGridVectorEnv,
 )
+from lth.registration import register_envs
 
 UP, DOWN, LEFT, RIGHT = range(4)
 ROWS = LAYOUT.strip().splitlines()
@@ -295,8 +296,7 @@ def test_enemies_only_visit_their_patrol_segments() -> None:
 
 
 def test_registration_make_and_make_vec() -> None:
-    mg.register_mazegrid()
-    mg.register_mazegrid()
+    register_envs()  # `import lth` registered the ids already: registering again changes nothing
     env = gym.make(ENV_ID, obs_type="rgb")
     assert isinstance(env.unwrapped, MazeGridEnv) and env.spec.max_episode_steps is None
     assert not any(isinstance(w, gym.wrappers.TimeLimit) for w in _wrappers(env))

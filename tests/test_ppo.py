@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lth.modules.base as base
-from datamodules import OnPolicyDataModule
+from lth.datamodules import OnPolicyDataModule
 from lth.envs import make_env
 from lth.evaluation import evaluate_episodes
 from lth.modules import PPO

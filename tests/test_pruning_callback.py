@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import PruningCallback
-from callbacks.masks import count, global_magnitude_masks
+from lth.callbacks import PruningCallback
+from lth.callbacks.masks import count, global_magnitude_masks
 
 
 class Regressor(L.LightningModule):
@@ -187,7 +187,7 @@ def test_state_dict_restores_a_chain_exactly() -> None:
 
 
 def _ppo_fit(model, cb, probe=None) -> None:
-    from datamodules import OnPolicyDataModule
+    from lth.datamodules import OnPolicyDataModule
 
     dm = OnPolicyDataModule(
         "CartPole-v1", num_envs=2, rollout_steps=64, total_frames=512, eval_every=256, eval_episodes=2

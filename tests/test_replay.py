@@ -8,8 +8,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from datamodules import ReplayDataModule
-from datamodules.replay import ReplayStream, updates_due
+from lth.datamodules import ReplayDataModule
+from lth.datamodules.replay import ReplayStream, updates_due
 from lth.errors import ConfigError
 
 NUM_ENVS, STEPS = 4, 8

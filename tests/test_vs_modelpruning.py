@@ -28,8 +28,8 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import PruningCallback
-from callbacks.masks import count
+from lth.callbacks import PruningCallback
+from lth.callbacks.masks import count
 
 WEIGHTS = ("net.0.weight", "net.2.weight", "net.4.weight")
 BIASES = ("net.0.bias", "net.2.bias", "net.4.bias")
@@ -316,7 +316,7 @@ def test_biases_are_not_pruned() -> None:
 # ---------------------------------------------------------------------------------------------- 4. TorchRL losses
 def _ppo_fit(model: L.LightningModule, *callbacks: Callback) -> None:
     """2 rollouts of 2 envs x 32 steps, a greedy evaluation (Lightning validation) after each."""
-    from datamodules import OnPolicyDataModule
+    from lth.datamodules import OnPolicyDataModule
 
     dm = OnPolicyDataModule("CartPole-v1", num_envs=2, rollout_steps=32, total_frames=128, eval_every=64,
                             eval_episodes=2)

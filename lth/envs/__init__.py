@@ -39,18 +39,12 @@ def _register_ale() -> None:
     gym.register_envs(ale_py)
 
 
-def _register_mazegrid() -> None:
-    from lth.envs.mazegrid import register_mazegrid
-
-    register_mazegrid()
-
-
-# Registration on demand, keyed by a substring of the ids each one provides (imports are slow or noisy).
+# Registration on demand, keyed by a substring of the ids each one provides (imports are slow or noisy);
+# lth's own ids are registered by ``import lth`` (lth.registration).
 _REGISTRARS: dict[str, Callable[[], None]] = {
     "BulletEnv": _register_pybullet,
     "MinAtar/": _register_minatar,
     "ALE/": _register_ale,
-    "lth/MazeGrid": _register_mazegrid,
 }
 
 #: The ids the shipped configs use; shown first when an id is unknown.

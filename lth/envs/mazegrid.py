@@ -21,7 +21,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-ENV_ID = "lth/MazeGrid-v0"
+from lth.registration import MAZEGRID_ID
+
+ENV_ID = MAZEGRID_ID
 
 #: The game board, top row first. ``#`` wall, ``.`` empty, ``@`` agent start, ``$`` coin, ``x`` poison,
 #: ``-`` an enemy's patrol cell, ``a``/``b`` enemy A/B start. An enemy patrols the horizontal run of
@@ -381,18 +383,6 @@ class MazeGridEnv(gym.Env):
         return frame(self._game.labels()[0], scale=20)
 
 
-def register_mazegrid() -> None:
-    """Register ``lth/MazeGrid-v0`` (single and vector entry points) with gymnasium; safe to call again."""
-    if ENV_ID in gym.registry:
-        return
-    gym.register(
-        id=ENV_ID,
-        entry_point="lth.envs.mazegrid:MazeGridEnv",
-        vector_entry_point="lth.envs.mazegrid:MazeGridVectorEnv",
-        max_episode_steps=None,  # the env truncates itself after MAX_EPISODE_STEPS; no TimeLimit on top
-    )
-
-
 def layout_image(scale: int = 20) -> np.ndarray:
     """The start of every episode as a (10*scale, 20*scale, 3) uint8 picture."""
     return frame(_Game(1, MAX_EPISODE_STEPS).labels()[0], scale)
@@ -425,7 +415,6 @@ def save_layout_figure(path: str | Path, scale: int = 20) -> None:
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
-register_mazegrid()
 
 if __name__ == "__main__":
     save_layout_figure(sys.argv[1] if len(sys.argv) > 1 else "docs/mazegrid.png")

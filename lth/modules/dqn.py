@@ -17,7 +17,7 @@ from lth.schedules import linear_schedule
 
 
 class DQN(AgentModule):
-    """Double Q-learning (paper Tables 8 and 11) on minibatches from :class:`datamodules.ReplayDataModule`.
+    """Double Q-learning (paper Tables 8 and 11) on minibatches from :class:`lth.datamodules.ReplayDataModule`.
 
     Each training batch is one prioritized minibatch and one gradient step: TorchRL's ``DQNLoss`` with
     ``double_dqn`` (online argmax, target value), a Huber loss (delta 1) weighted by the importance weights,

@@ -1,0 +1,23 @@
+"""Gymnasium ids of lth's own environments, registered by ``import lth``.
+
+The entry points are strings, so registering imports only gymnasium: the env module (and numpy-heavy code)
+loads when an env is made, and pybullet/ALE/MinAtar are registered on demand by :mod:`lth.envs`.
+"""
+
+from __future__ import annotations
+
+MAZEGRID_ID = "lth/MazeGrid-v0"
+
+
+def register_envs() -> None:
+    """Register ``lth/MazeGrid-v0`` (single and vector entry points) with gymnasium; safe to call again."""
+    import gymnasium as gym
+
+    if MAZEGRID_ID in gym.registry:
+        return
+    gym.register(
+        id=MAZEGRID_ID,
+        entry_point="lth.envs.mazegrid:MazeGridEnv",
+        vector_entry_point="lth.envs.mazegrid:MazeGridVectorEnv",
+        max_episode_steps=None,  # the env truncates itself after MAX_EPISODE_STEPS; no TimeLimit on top
+    )
