@@ -10,9 +10,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
 
-from .envs import EnvDataModule
 from lth.errors import ConfigError
 from lth.schedules import linear_schedule
+
+from .envs import EnvDataModule
 
 #: What a transition keeps in replay (the acting path's extras are dropped).
 TRANSITION_KEYS: tuple[Any, ...] = (
@@ -40,10 +41,13 @@ def updates_due(frames: int, warmup_frames: int, replay_ratio: float, batch_size
 class ReplayStream:
     """Collects chunks into the buffer and yields the updates they pay for, each a TensorDict with batch size [].
 
-    Each item holds ``sample`` (a prioritized minibatch with ``index`` and ``priority_weight``) and
-    ``new_frames`` (env frames collected since the previous item). After the module's step the loss has
-    written ``td_error`` into the sample; the stream then sets those transitions' priorities to ``|td_error|``.
-    Lightning fetches the next item only after the step because the stream has a length (no prefetching).
+    Each item holds ``sample`` (a prioritized minibatch with the transitions' buffer ``index`` and importance
+    weights ``priority_weight``) and ``new_frames`` (env frames collected since the previous item). The stream
+    knows nothing of the learner's loss: the learner reaches the buffer as the training dataloader's
+    :attr:`buffer` (``trainer.train_dataloader.buffer``) and writes new priorities with
+    ``buffer.update_priority(sample["index"], priorities)``, as TorchRL's own training loops do.
+    Lightning fetches the next item only after the step because the stream has a length (no prefetching), so
+    each minibatch is drawn after the previous update's priorities are written.
     """
 
     def __init__(
@@ -69,8 +73,6 @@ class ReplayStream:
                 yield TensorDict({"sample": sample, "new_frames": torch.tensor(pending)}, batch_size=[])
                 pending = 0
                 updates += 1
-                # TorchRL's DQNLoss writes the squared TD error; Schaul et al. (and rlpyt) prioritise by |delta|.
-                self.buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt())
 
 
 class ReplayDataModule(EnvDataModule):
@@ -118,22 +120,17 @@ class ReplayDataModule(EnvDataModule):
         hp = self.hparams
         return max(1, min(self.total_updates, round(hp.eval_every * hp.replay_ratio / hp.batch_size)))
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Hand the module the sampled TensorDict itself (Lightning's default makes a copy), so the stream reads
-        # back the TD errors the loss writes into it. Replay lives on the CPU, and so does training here.
-        if device.type != "cpu":
-            raise ConfigError(f"ReplayDataModule trains on the CPU only, got accelerator device {device}")
-        return batch
-
     def make_buffer(self) -> TensorDictPrioritizedReplayBuffer:
-        """An empty prioritized buffer; its storage is allocated on the first write and then written in place."""
+        """An empty prioritized buffer; its storage is allocated on the first write and then written in place.
+
+        New transitions enter with the largest priority so far; the learner sets priorities after each update.
+        """
         hp = self.hparams
         return TensorDictPrioritizedReplayBuffer(
             alpha=hp.alpha,
             beta=hp.beta_start,
             storage=LazyTensorStorage(hp.buffer_size),
             batch_size=hp.batch_size,
-            priority_key="td_error",
         )
 
     def train_dataloader(self) -> ReplayStream:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -16,12 +15,14 @@ from torchrl.envs import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor, QValueActor, TanhNormal, ValueOperator
 
 from lth.errors import ConfigError
-from lth.networks import initialize, network
+from lth.networks import NetworkSpec
 
 ObsShape = int | Sequence[int]
 
 DISCRETE_DISTRIBUTIONS: tuple[str, ...] = ("categorical",)
 CONTINUOUS_DISTRIBUTIONS: tuple[str, ...] = ("tanh_normal",)
+#: The network a builder makes when none is given: an MLP, tanh, Kaiming (PyTorch's default) init.
+DEFAULT_NETWORK = NetworkSpec()
 
 
 def is_discrete(action_spec: TensorSpec) -> bool:
@@ -43,38 +44,33 @@ def resolve_distribution(action_spec: TensorSpec, requested: str | None, env_id:
 
 
 def build_network(
-    obs_shape: ObsShape,
-    out_features: int,
-    hidden: Sequence[int],
-    arch: str = "mlp",
-    activation: str = "tanh",
-    dropout: float = 0.0,
-    init: str = "kaiming",
-    input_scale: float = 1.0,
-    obs_scale: float = 1.0,
+    obs_shape: ObsShape, out_features: int, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK
 ) -> nn.Sequential:
-    """:func:`lth.networks.network` initialised with ``init`` (first layer scaled by ``input_scale``)."""
+    """A network for observations of ``obs_shape`` built and initialised as ``network`` describes."""
     shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
-    net = network(shape, out_features, hidden, arch, activation, dropout, obs_scale)
-    return initialize(net, init, input_scale)
+    return network.build(shape, out_features, hidden)
 
 
 def make_actor(
-    obs_shape: ObsShape, action_spec: TensorSpec, hidden: Sequence[int], distribution: str, **arch: Any
+    obs_shape: ObsShape,
+    action_spec: TensorSpec,
+    hidden: Sequence[int],
+    distribution: str,
+    network: NetworkSpec = DEFAULT_NETWORK,
 ) -> ProbabilisticActor:
     """A stochastic policy reading ``observation`` and writing ``action`` and ``action_log_prob``.
 
     Discrete actions: a categorical over logits. Continuous: a tanh-squashed Gaussian whose mean and
-    (softplus) scale come from the network, bounded by the action spec. ``arch`` goes to :func:`build_network`.
+    (softplus) scale come from the network, bounded by the action spec.
     """
     if distribution == "categorical":
-        net = build_network(obs_shape, int(action_spec.n), hidden, **arch)
+        net = build_network(obs_shape, int(action_spec.n), hidden, network)
         module = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
         return ProbabilisticActor(
             module, in_keys=["logits"], distribution_class=Categorical, spec=action_spec, return_log_prob=True
         )
     act_dim = action_spec.shape[-1]
-    net = build_network(obs_shape, 2 * act_dim, hidden, **arch)
+    net = build_network(obs_shape, 2 * act_dim, hidden, network)
     module = TensorDictModule(
         nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]
     )
@@ -123,9 +119,9 @@ def acting_policy(actor: ProbabilisticActor) -> TensorDictModuleBase:
     return actor
 
 
-def make_critic(obs_shape: ObsShape, hidden: Sequence[int], **arch: Any) -> ValueOperator:
+def make_critic(obs_shape: ObsShape, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK) -> ValueOperator:
     """A state-value network reading ``observation`` and writing ``state_value``."""
-    return ValueOperator(build_network(obs_shape, 1, hidden, **arch), in_keys=["observation"])
+    return ValueOperator(build_network(obs_shape, 1, hidden, network), in_keys=["observation"])
 
 
 def make_q_actor(q_net: nn.Module, action_spec: TensorSpec) -> QValueActor:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -12,10 +13,11 @@ from torch import nn
 from lth.errors import ConfigError
 
 InitScheme = Literal["kaiming", "xavier"]
-INIT_SCHEMES: tuple[str, ...] = ("kaiming", "xavier")
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
+Activation = Literal["tanh", "relu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 Architecture = Literal["mlp", "minatar_cnn", "nature_cnn"]
-ARCHITECTURES: tuple[str, ...] = ("mlp", "minatar_cnn", "nature_cnn")
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 
 
 class Scale(nn.Module):
@@ -142,3 +144,54 @@ def initialize(module: nn.Module, scheme: str = "kaiming", input_scale: float = 
     if layers and input_scale != 1.0:
         layers[0].weight.data.mul_(input_scale)
     return module
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """How an agent's networks are built and initialised (one spec for every network of a module).
+
+    The hidden widths are the module's own arguments (``actor_hidden``/``critic_hidden``, ``hidden``): they
+    differ per network, while everything here is shared.
+
+    Args:
+        arch: ``mlp`` (observations flattened), or the ``minatar_cnn`` / ``nature_cnn`` conv trunk before the MLP.
+        activation: the nonlinearity after every hidden layer.
+        init: ``kaiming`` (PyTorch's default layer init) or ``xavier`` (Glorot-uniform, zero biases); section 4.2.
+        input_scale: multiplies the first layer's initial weights (the paper's 0.1 lets pruning cut inputs early).
+        obs_scale: multiplies observations before the first layer (1/255 for pixels).
+        dropout: dropout probability after every hidden activation (SI Figure 14).
+    """
+
+    arch: Architecture = "mlp"
+    activation: Activation = "tanh"
+    init: InitScheme = "kaiming"
+    input_scale: float = 1.0
+    obs_scale: float = 1.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, valid in (("arch", ARCHITECTURES), ("activation", tuple(ACTIVATIONS)), ("init", INIT_SCHEMES)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"unknown network {name} {getattr(self, name)!r}; valid: {list(valid)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"network dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def of(cls, spec: NetworkSpec | Mapping[str, Any], default: NetworkSpec | None = None) -> NetworkSpec:
+        """``spec`` itself, or ``default`` with the options a mapping gives (checkpoints store a plain dict)."""
+        if isinstance(spec, cls):
+            return spec
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(spec) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown network option(s) {unknown}; valid: {names}")
+        return replace(default or cls(), **spec)
+
+    def build(self, obs_shape: Sequence[int], out_features: int, hidden: Sequence[int]) -> nn.Sequential:
+        """:func:`network` for this spec, initialised with :meth:`initialize`."""
+        net = network(obs_shape, out_features, hidden, self.arch, self.activation, self.dropout, self.obs_scale)
+        return self.initialize(net)
+
+    def initialize(self, module: nn.Module) -> nn.Module:
+        """Fresh initial weights for every Linear/Conv layer of ``module`` (:func:`initialize` with this spec)."""
+        return initialize(module, self.init, self.input_scale)

@@ -1,10 +1,13 @@
-"""Bookkeeping every RL agent shares: env frames, greedy evaluation as Lightning validation, best return."""
+"""What every RL agent shares: its env's shapes, its networks' spec and initialisation, hyperparameters, env
+frames, greedy evaluation as Lightning validation, best return."""
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -12,7 +15,9 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
+from lth.envs import env_shapes
 from lth.evaluation import evaluate_episodes
+from lth.networks import NetworkSpec
 
 
 def shuffled_minibatches(data: TensorDictBase, minibatches: int, epochs: int) -> Iterator[TensorDictBase]:
@@ -27,16 +32,46 @@ def shuffled_minibatches(data: TensorDictBase, minibatches: int, epochs: int) ->
 class AgentModule(LightningModule):
     """A LightningModule whose data are env frames and whose validation is a set of greedy episodes.
 
-    Subclasses define :attr:`policy` (what collectors act with), ``training_step`` and the hyperparameters
-    ``lr``, ``weight_decay`` and ``max_grad_norm`` (Adam, manual optimisation through :meth:`update`). Every
-    metric goes to the loggers with ``step`` = env frames seen in this fit, so learning curves share one x-axis;
-    the best mean evaluation return of the fit (the paper's ticket score) is logged as ``eval/best_return``.
+    A subclass takes ``env_id``, ``env_kwargs`` and ``network`` (a :class:`NetworkSpec` with the subclass's
+    default; a dict of some options amends that default) among its constructor arguments and passes them to
+    ``super().__init__``, which saves every constructor
+    argument as a hyperparameter, probes the env once (:attr:`obs_shape`, :attr:`action_spec`) and keeps the
+    spec as :attr:`network_spec`. The subclass then builds its networks from these, names them in
+    :attr:`network_names` (what :meth:`reset_parameters` re-initialises), and defines :attr:`policy` (what
+    collectors act with), its losses and ``training_step`` with the hyperparameters ``lr``, ``weight_decay``
+    and ``max_grad_norm`` (Adam, manual optimisation through :meth:`update`). Every metric goes to the loggers
+    with ``step`` = env frames seen in this fit, so learning curves share one x-axis; the best mean evaluation
+    return of the fit (the paper's ticket score) is logged as ``eval/best_return``.
     """
 
-    def __init__(self) -> None:
+    #: The sub-modules built from :attr:`network_spec`, in construction order.
+    network_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self, env_id: str, env_kwargs: dict[str, Any] | None, network: NetworkSpec | Mapping[str, Any]
+    ) -> None:
         super().__init__()
+        self.network_spec = NetworkSpec.of(network, default=self.default_network())
+        # Lightning collects the arguments of the whole __init__ chain, so this saves the subclass's too; the spec
+        # is stored as a plain dict (checkpoints load without pickled classes, loggers get network/<option>).
+        self.save_hyperparameters()
+        self.save_hyperparameters({"network": asdict(self.network_spec)})
+        self.automatic_optimization = False
+        self.obs_shape, self.action_spec = env_shapes(env_id, **(env_kwargs or {}))
         self.frames = 0
         self.best_return = -math.inf
+
+    @classmethod
+    def default_network(cls) -> NetworkSpec:
+        """The ``network`` default of the subclass's constructor (a mapping given instead amends it)."""
+        param = inspect.signature(cls).parameters.get("network")
+        default = None if param is None else param.default
+        return default if isinstance(default, NetworkSpec) else NetworkSpec()
+
+    def reset_parameters(self) -> None:
+        """Fresh initial weights for every network in :attr:`network_names` (re-initialised baselines call this)."""
+        for name in self.network_names:
+            self.network_spec.initialize(getattr(self, name))
 
     @property
     def policy(self) -> TensorDictModuleBase:

@@ -11,10 +11,9 @@ from tensordict.nn import TensorDictModuleBase
 from torch.distributions import Normal, kl_divergence
 
 from lth.agents import EpsilonGreedyActing, acting_policy, build_network, make_actor, resolve_distribution
-from lth.envs import env_shapes
 from lth.errors import ConfigError
 from lth.modules.base import AgentModule, shuffled_minibatches
-from lth.networks import Architecture, InitScheme, initialize
+from lth.networks import NetworkSpec
 
 Imitated = Literal["policy", "q_values"]
 
@@ -45,7 +44,14 @@ class Distill(AgentModule):
     Q-values. Each batch is a rollout of the expert with its outputs; it is used for ``epochs`` passes of
     ``minibatches`` minibatches. The student (sub-module ``student``, what pruning selects) is scored like an
     agent: by the best mean return of its own greedy policy.
+
+    Args:
+        imitate: what the student imitates: the expert's ``policy`` or its ``q_values``.
+        hidden: the student's hidden layer widths.
+        network: how the student is built and initialised (tanh by default).
     """
+
+    network_names = ("student",)
 
     def __init__(
         self,
@@ -53,12 +59,7 @@ class Distill(AgentModule):
         env_kwargs: dict[str, Any] | None = None,
         imitate: Imitated = "policy",
         hidden: list[int] = [128, 128],  # noqa: B006 - jsonargparse needs a literal default
-        arch: Architecture = "mlp",
-        activation: str = "tanh",
-        dropout: float = 0.0,
-        init: InitScheme = "kaiming",
-        input_scale: float = 1.0,
-        obs_scale: float = 1.0,
+        network: NetworkSpec = NetworkSpec(activation="tanh"),  # noqa: B008 - frozen, and shown by --help
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         epochs: int = 4,
@@ -67,26 +68,16 @@ class Distill(AgentModule):
         huber_delta: float = 1.0,
         eps_eval: float = 0.001,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        obs_shape, action_spec = env_shapes(env_id, **(env_kwargs or {}))
-        net = {
-            "arch": arch,
-            "activation": activation,
-            "dropout": dropout,
-            "init": init,
-            "input_scale": input_scale,
-            "obs_scale": obs_scale,
-        }
+        super().__init__(env_id, env_kwargs, network)
+        action_spec = self.action_spec
         if imitate == "policy":
             dist = resolve_distribution(action_spec, None, env_id)
-            self.student = make_actor(obs_shape, action_spec, hidden, dist, **net)
+            self.student = make_actor(self.obs_shape, action_spec, hidden, dist, self.network_spec)
             self._acting = acting_policy(self.student)
         elif imitate == "q_values":
             if not hasattr(action_spec, "n"):
                 raise ConfigError(f"imitate='q_values' needs discrete actions; {env_id} has continuous ones")
-            self.student = build_network(obs_shape, int(action_spec.n), hidden, **net)
+            self.student = build_network(self.obs_shape, int(action_spec.n), hidden, self.network_spec)
             self._acting = EpsilonGreedyActing(self.student, int(action_spec.n), eps_eval)
         else:
             raise ConfigError(f"unknown imitate={imitate!r}; valid: ['policy', 'q_values']")
@@ -95,10 +86,6 @@ class Distill(AgentModule):
     def policy(self) -> TensorDictModuleBase:
         """The student's own policy (it only acts in evaluation: the expert collects the data)."""
         return self._acting
-
-    def reset_parameters(self) -> None:
-        """Draw fresh initial weights with the configured scheme (re-initialised baselines call this)."""
-        initialize(self.student, self.hparams.init, self.hparams.input_scale)
 
     def distillation_loss(self, batch: TensorDictBase) -> torch.Tensor:
         """The student's divergence from the expert outputs stored in ``batch``."""

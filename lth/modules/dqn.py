@@ -7,12 +7,13 @@ from typing import Any
 
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from torchrl.data import ReplayBuffer
 from torchrl.objectives import DQNLoss, HardUpdate
 
 from lth.agents import EpsilonGreedyActing, build_network, make_q_actor
-from lth.envs import env_shapes
+from lth.errors import ConfigError
 from lth.modules.base import AgentModule
-from lth.networks import Architecture, InitScheme, initialize
+from lth.networks import NetworkSpec
 from lth.schedules import linear_schedule
 
 
@@ -21,22 +22,24 @@ class DQN(AgentModule):
 
     Each training batch is one prioritized minibatch and one gradient step: TorchRL's ``DQNLoss`` with
     ``double_dqn`` (online argmax, target value), a Huber loss (delta 1) weighted by the importance weights,
-    gradients clipped to ``max_grad_norm``, and a hard target update every ``target_update_interval`` steps.
+    gradients clipped to ``max_grad_norm``, and a hard target update every ``target_update_interval`` steps;
+    the sampled transitions' priorities in :attr:`replay_buffer` then become their ``|TD error|``.
     Exploration is epsilon-greedy, annealed from ``eps_start`` to ``eps_end`` over ``eps_frames`` env frames;
     evaluation acts with ``eps_eval``. The Q-network is the sub-module ``q_net`` (what pruning selects).
+
+    Args:
+        hidden: the Q-network's hidden layer widths.
+        network: how the Q-network is built and initialised (ReLU by default).
     """
+
+    network_names = ("q_net",)
 
     def __init__(
         self,
         env_id: str = "CartPole-v1",
         env_kwargs: dict[str, Any] | None = None,
         hidden: list[int] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
-        arch: Architecture = "mlp",
-        activation: str = "relu",
-        dropout: float = 0.0,
-        init: InitScheme = "kaiming",
-        input_scale: float = 1.0,
-        obs_scale: float = 1.0,
+        network: NetworkSpec = NetworkSpec(activation="relu"),  # noqa: B008 - frozen, and shown by --help
         lr: float = 5e-4,
         weight_decay: float = 0.0,
         gamma: float = 0.99,
@@ -47,21 +50,9 @@ class DQN(AgentModule):
         eps_frames: int = 1_000_000,
         eps_eval: float = 0.001,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        obs_shape, action_spec = env_shapes(env_id, **(env_kwargs or {}))
-        self.q_net = build_network(
-            obs_shape,
-            int(action_spec.n),
-            hidden,
-            arch=arch,
-            activation=activation,
-            dropout=dropout,
-            init=init,
-            input_scale=input_scale,
-            obs_scale=obs_scale,
-        )
+        super().__init__(env_id, env_kwargs, network)
+        action_spec = self.action_spec
+        self.q_net = build_network(self.obs_shape, int(action_spec.n), hidden, self.network_spec)
         # reduction="none" returns the importance-weighted per-transition losses; their plain mean is Schaul et
         # al.'s (and rlpyt's) loss, where TorchRL's "mean" would renormalise by the sum of the weights.
         self.loss_module = DQNLoss(
@@ -84,10 +75,6 @@ class DQN(AgentModule):
     def eval_policy(self) -> TensorDictModuleBase:
         return self._eval_acting
 
-    def reset_parameters(self) -> None:
-        """Draw fresh initial weights with the configured scheme (re-initialised baselines call this)."""
-        initialize(self.q_net, self.hparams.init, self.hparams.input_scale)
-
     def on_train_start(self) -> None:
         # The target starts as a copy of the online net as it stands after any pruning/rewinding (masked too),
         # and exploration restarts from the schedule: each fit is a fresh learning run.
@@ -100,11 +87,23 @@ class DQN(AgentModule):
         hp = self.hparams
         self._acting.eps.fill_(linear_schedule(hp.eps_start, hp.eps_end, hp.eps_frames, self.frames))
 
+    @property
+    def replay_buffer(self) -> ReplayBuffer:
+        """The buffer the training minibatches come from: the training dataloader's ``buffer``."""
+        buffer = getattr(self.trainer.train_dataloader, "buffer", None)
+        if not isinstance(buffer, ReplayBuffer):
+            raise ConfigError("DQN trains on a replay stream with a buffer, e.g. lth.datamodules.ReplayDataModule's")
+        return buffer
+
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(int(batch["new_frames"]), batch_idx)
         self._set_epsilon()
-        loss = self.loss_module(batch["sample"])["loss"].mean()
+        sample = batch["sample"]
+        loss = self.loss_module(sample)["loss"].mean()
         self.update(loss)
         self.target_updater.step()
+        # The loss wrote the squared TD error of each sampled transition into the sample; Schaul et al. (and rlpyt,
+        # the paper's framework) prioritise by |delta| (the sampler adds its eps and raises to alpha).
+        self.replay_buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt())
         if batch_idx % self.trainer.log_every_n_steps == 0:
             self.log_at_frames({"train/loss": loss.item(), "train/epsilon": self._acting.eps.item()})

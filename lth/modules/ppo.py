@@ -11,9 +11,8 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
-from lth.envs import env_shapes
 from lth.modules.base import AgentModule, shuffled_minibatches
-from lth.networks import Architecture, InitScheme, initialize
+from lth.networks import NetworkSpec
 
 
 class PPO(AgentModule):
@@ -22,7 +21,15 @@ class PPO(AgentModule):
     Each training batch is one rollout from the collector: GAE is computed once, then ``epochs`` passes of
     ``minibatches`` shuffled minibatches are optimised manually (one Lightning step = one rollout).
     Sub-modules ``actor`` and ``critic`` are the names pruning selects by.
+
+    Args:
+        actor_hidden: the actor's hidden layer widths.
+        critic_hidden: the critic's hidden layer widths.
+        network: how both networks are built and initialised (tanh by default).
+        distribution: the policy distribution; by default categorical or tanh-Gaussian, as the actions are.
     """
+
+    network_names = ("actor", "critic")
 
     def __init__(
         self,
@@ -30,12 +37,7 @@ class PPO(AgentModule):
         env_kwargs: dict[str, Any] | None = None,
         actor_hidden: list[int] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
         critic_hidden: list[int] = [64, 64],  # noqa: B006
-        arch: Architecture = "mlp",
-        activation: str = "tanh",
-        dropout: float = 0.0,
-        init: InitScheme = "kaiming",
-        input_scale: float = 1.0,
-        obs_scale: float = 1.0,
+        network: NetworkSpec = NetworkSpec(activation="tanh"),  # noqa: B008 - frozen, and shown by --help
         distribution: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 0.0,
@@ -48,21 +50,10 @@ class PPO(AgentModule):
         minibatches: int = 4,
         max_grad_norm: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        obs_shape, action_spec = env_shapes(env_id, **(env_kwargs or {}))
-        dist = resolve_distribution(action_spec, distribution, env_id)
-        net = {
-            "arch": arch,
-            "activation": activation,
-            "dropout": dropout,
-            "init": init,
-            "input_scale": input_scale,
-            "obs_scale": obs_scale,
-        }
-        self.actor = make_actor(obs_shape, action_spec, actor_hidden, dist, **net)
-        self.critic = make_critic(obs_shape, critic_hidden, **net)
+        super().__init__(env_id, env_kwargs, network)
+        dist = resolve_distribution(self.action_spec, distribution, env_id)
+        self.actor = make_actor(self.obs_shape, self.action_spec, actor_hidden, dist, self.network_spec)
+        self.critic = make_critic(self.obs_shape, critic_hidden, self.network_spec)
         self._acting = acting_policy(self.actor)  # shares the actor's weights
         self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True)
         self.loss_module = ClipPPOLoss(
@@ -79,11 +70,6 @@ class PPO(AgentModule):
     @property
     def policy(self) -> TensorDictModuleBase:
         return self._acting
-
-    def reset_parameters(self) -> None:
-        """Draw fresh initial weights with the configured scheme (re-initialised baselines call this)."""
-        for net in (self.actor, self.critic):
-            initialize(net, self.hparams.init, self.hparams.input_scale)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(batch.numel(), batch_idx)
