@@ -1,6 +1,14 @@
 """Lightning callbacks usable in any Lightning project (they import nothing from ``lth``)."""
 
-from .masks import CONDITIONS, PAPER_CONDITIONS
+from .conditions import Condition, condition_names, get_condition, register_condition, unregister_condition
 from .pruning import PruningCallback
 
-__all__ = ["CONDITIONS", "PAPER_CONDITIONS", "PruningCallback"]
+__all__ = [
+    "Condition",
+    "PruningCallback",
+    "condition_names",
+    "get_condition",
+    "register_condition",
+    "unregister_condition",
+]
+

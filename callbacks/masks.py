@@ -1,7 +1,8 @@
 """Pure mask maths for iterative magnitude pruning and the ticket conditions (no Lightning, no RL).
 
 Masks and weights are dicts ``{tensor name: tensor}`` with matching shapes; a mask is a bool tensor whose
-``True`` entries survive. Every random choice takes an explicit ``torch.Generator``.
+``True`` entries survive. Every random choice takes an explicit ``torch.Generator``. The ticket conditions
+built from these pieces live in :mod:`.conditions`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from torch import Tensor
 
 Masks = dict[str, Tensor]
 Weights = dict[str, Tensor]
-
-#: The paper's four conditions (Table 1) plus ``mask/reinit``; CLI values, MLflow tags and legends use these.
-CONDITIONS: tuple[str, ...] = ("mask/weights", "mask/permuted", "permuted/permuted", "random/reinit", "mask/reinit")
-PAPER_CONDITIONS: tuple[str, ...] = CONDITIONS[:4]
 
 
 def full_masks(weights: Mapping[str, Tensor]) -> Masks:
@@ -105,39 +102,10 @@ def place_survivors(
     return out
 
 
-def apply_condition(
-    condition: str,
-    imp_masks: Mapping[str, Tensor],
-    rewind: Mapping[str, Tensor],
-    fresh: Mapping[str, Tensor],
-    generator: torch.Generator,
-) -> tuple[Masks, Weights]:
-    """The next level's masks and starting weights for ``condition`` (paper Table 1).
-
-    ``imp_masks`` come from magnitude pruning, ``rewind`` holds the rewind-point values of the pruned
-    tensors and ``fresh`` a fresh initialisation of them (used by the ``*/reinit`` conditions).
-    """
-    if condition == "mask/weights":
-        masks = dict(imp_masks)
-        return masks, {n: rewind[n] * masks[n] for n in masks}
-    if condition == "mask/permuted":
-        masks = dict(imp_masks)
-        return masks, place_survivors(rewind, masks, masks, generator)
-    if condition == "permuted/permuted":
-        masks = shuffle_masks(imp_masks, generator)
-        return masks, place_survivors(rewind, imp_masks, masks, generator)
-    if condition == "random/reinit":
-        masks = random_masks(imp_masks, count(imp_masks), generator)
-        return masks, {n: fresh[n] * masks[n] for n in masks}
-    if condition == "mask/reinit":
-        masks = dict(imp_masks)
-        return masks, {n: fresh[n] * masks[n] for n in masks}
-    raise ValueError(f"unknown condition {condition!r}; valid: {list(CONDITIONS)}")
-
-
 def _unflatten(flat: Tensor, like: Mapping[str, Tensor]) -> Masks:
     out, start = {}, 0
     for name, m in like.items():
         out[name] = flat[start : start + m.numel()].reshape(m.shape).to(m.device)
         start += m.numel()
     return out
+

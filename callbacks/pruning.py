@@ -26,19 +26,20 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from .masks import CONDITIONS, apply_condition, density, full_masks, global_magnitude_masks
+from .conditions import get_condition
+from .masks import density, full_masks, global_magnitude_masks
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MaskSource = Callable[[int], Mapping[str, Tensor] | None]
 
 
 class PruningCallback(Callback):
-    """Global magnitude pruning between fits (DESIGN.md "Normative semantics").
+    """Global magnitude pruning between fits (docs/ARCHITECTURE.md, "Pruning rules the code holds to").
 
     Args:
         amount: fraction of the remaining prunable weights removed per level.
-        condition: one of ``mask/weights``, ``mask/permuted``, ``permuted/permuted``, ``random/reinit``,
-            ``mask/reinit``.
+        condition: a registered condition (:mod:`.conditions`): ``mask/weights``, ``mask/permuted``,
+            ``permuted/permuted``, ``random/reinit``, ``mask/reinit``, or one added with ``register_condition``.
         modules: names or glob patterns of sub-modules whose Linear/Conv weights are pruned (a name also
             selects everything below it); ``None`` selects every such layer.
         rewind: ``"init"``, or an int: late rewinding to the weights after that many optimizer steps of the
@@ -63,8 +64,7 @@ class PruningCallback(Callback):
         seed: int = 0,
         mask_source: MaskSource | None = None,
     ) -> None:
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r}; valid: {list(CONDITIONS)}")
+        get_condition(condition)  # a ValueError naming the valid ones
         if not 0.0 <= amount < 1.0:
             raise ValueError(f"amount must be in [0, 1), got {amount}")
         if prune_from not in ("best", "last"):
@@ -262,13 +262,12 @@ class PruningCallback(Callback):
             imp_masks = {name: m.to(torch.bool) for name, m in stored.items()}
         else:
             imp_masks = global_magnitude_masks(source, self.masks, self.amount)
-        reinit = self.condition.endswith("/reinit")
-        base = self._fresh_init(pl_module, generator) if reinit else self._rewind_state
-        masks, weights = apply_condition(
-            self.condition,
+        condition = get_condition(self.condition)
+        base = self._fresh_init(pl_module, generator) if condition.fresh_init else self._rewind_state
+        masks, weights = condition.make(
             imp_masks,
             {n: self._rewind_state[n] for n in self._prunable},
-            {n: base[n] for n in self._prunable},
+            {n: base[n] for n in self._prunable} if condition.fresh_init else {},
             generator,
         )
         self._write({**base, **weights})

@@ -19,10 +19,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
-from lth.callbacks import CONDITIONS, PAPER_CONDITIONS, PruningCallback
-from lth.callbacks.masks import density, layer_densities
 from lth.analysis.inputs import InputReport, input_report
-from lth.envs import env_shapes
+from lth.callbacks import PruningCallback, condition_names
+from lth.callbacks.masks import density, layer_densities
 from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.plots import save_inputs_png
@@ -47,12 +46,12 @@ class ImpSettings:
         if self.conditions is None:
             chosen = [self.condition]
         elif self.conditions == "all":
-            chosen = list(PAPER_CONDITIONS)
+            chosen = list(condition_names(paper=True))
         else:
             chosen = [c.strip() for c in self.conditions.split(",") if c.strip()]
-        unknown = [c for c in chosen if c not in CONDITIONS]
+        unknown = [c for c in chosen if c not in condition_names()]
         if unknown:
-            raise ConfigError(f"unknown condition(s) {unknown}; valid: {list(CONDITIONS)} or 'all'")
+            raise ConfigError(f"unknown condition(s) {unknown}; valid: {list(condition_names())} or 'all'")
         if self.levels < 1:
             raise ConfigError(f"imp.levels must be >= 1, got {self.levels}")
         return chosen
@@ -77,12 +76,6 @@ class Study:
     experiment: str
     seed: int
     tags: dict[str, str]
-
-    @property
-    def obs_shape(self) -> tuple[int, ...]:
-        """The per-copy observation shape, for the input-layer analysis."""
-        hp = self.datamodule.hparams
-        return env_shapes(hp.env_id, **(hp.get("env_kwargs") or {}))[0]
 
 
 class FinalWeights(L.Callback):
@@ -145,7 +138,7 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
     trained = trained or {n: torch.ones_like(m) for n, m in callback.masks.items()}
     result = LevelResult(condition, level, density(trained), study.model.best_return)
     per_layer = layer_densities(trained)
-    inputs = input_report(final.weights, trained, study.datamodule.hparams.env_id, study.obs_shape)
+    inputs = input_report(final.weights, trained, study.datamodule.hparams.env_id, study.model.obs_shape)
     ticket = {"level": level, "condition": condition, "seed": study.seed, "masks": trained,
               "rewind_state": callback.rewind_state}
     next_state = callback.state_dict()

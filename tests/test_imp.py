@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from lth.callbacks import condition_names
 from mlflow import MlflowClient
 
 import lth.imp
-from lth.callbacks import PAPER_CONDITIONS
 from lth.cli import main
 from lth.tracking import ChainStore
 from tests.conftest import CONFIGS, local_store
@@ -44,7 +44,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
 
     client = MlflowClient(local_store())
     chains = _chains(client, "CartPole-v1/ppo/mlp64x64")
-    assert set(chains) == set(PAPER_CONDITIONS)
+    assert set(chains) == set(condition_names(paper=True))
     for condition, parent in chains.items():
         assert parent.data.tags["seed"] == "3" and parent.data.tags["env"] == "CartPole-v1"
         assert parent.data.tags["algo"] == "ppo"
@@ -134,7 +134,7 @@ def test_imp_runs_dqn_on_mazegrid_with_every_condition(in_tmp: Path) -> None:
     main(["imp", *tiny_dqn, "--imp.levels", "2", "--imp.conditions", "all"])
     client = MlflowClient(local_store())
     chains = _chains(client, "lth/MazeGrid-v0/dqn/mlp256x256")
-    assert set(chains) == set(PAPER_CONDITIONS)
+    assert set(chains) == set(condition_names(paper=True))
     for parent in chains.values():
         assert parent.data.tags["algo"] == "dqn" and parent.data.tags["env"] == "lth/MazeGrid-v0"
         levels = _levels(client, parent)
@@ -161,7 +161,7 @@ def test_imp_distils_cartpole_students_from_an_expert_run_with_every_condition(i
           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
           "--imp.levels", "2", "--imp.conditions", "all"])
     chains = _chains(client, "CartPole-v1/distill/mlp128x128")
-    assert set(chains) == set(PAPER_CONDITIONS)
+    assert set(chains) == set(condition_names(paper=True))
     for parent in chains.values():
         assert parent.data.tags["algo"] == "distill"
         levels = _levels(client, parent)

@@ -1,15 +1,12 @@
-"""Mask maths against torch's own global pruning as an oracle, and the invariants of each condition."""
+"""Mask maths against torch's own global pruning as an oracle, the invariants of each condition, and the
+uniformity of the random masks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from torch.nn.utils import prune
-
+from lth.callbacks.conditions import apply_condition, condition_names
 from lth.callbacks.masks import (
-    CONDITIONS,
-    apply_condition,
     count,
     density,
     full_masks,
@@ -17,6 +14,8 @@ from lth.callbacks.masks import (
     random_masks,
     shuffle_masks,
 )
+from torch import nn
+from torch.nn.utils import prune
 
 
 def _layers(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -79,7 +78,7 @@ def _run(condition: str, seed: int = 0):
     return imp, rewind, fresh, masks, weights
 
 
-@pytest.mark.parametrize("condition", CONDITIONS)
+@pytest.mark.parametrize("condition", condition_names())
 def test_pruned_positions_are_zero_and_count_is_kept(condition: str) -> None:
     imp, _, _, masks, weights = _run(condition)
     assert count(masks) == count(imp)
@@ -87,14 +86,29 @@ def test_pruned_positions_are_zero_and_count_is_kept(condition: str) -> None:
         assert torch.all(weights[name][~masks[name]] == 0)
 
 
-@pytest.mark.parametrize("condition", CONDITIONS)
+@pytest.mark.parametrize("condition", condition_names())
 def test_same_seed_same_result_bit_for_bit(condition: str) -> None:
     *_, m1, w1 = _run(condition, seed=5)
     *_, m2, w2 = _run(condition, seed=5)
-    *_, m3, w3 = _run(condition, seed=6)
     assert all(torch.equal(m1[n], m2[n]) and torch.equal(w1[n], w2[n]) for n in m1)
-    if condition not in ("mask/weights", "mask/reinit"):
-        assert any(not torch.equal(w1[n], w3[n]) for n in w1)
+
+
+@pytest.mark.parametrize("condition", ["mask/permuted", "permuted/permuted", "random/reinit"])
+def test_random_conditions_depend_on_the_seed(condition: str) -> None:
+    *_, m1, w1 = _run(condition, seed=5)
+    *_, m3, w3 = _run(condition, seed=6)
+    assert any(not torch.equal(w1[n], w3[n]) for n in w1)
+    assert any(not torch.equal(m1[n], m3[n]) for n in m1) == (condition != "mask/permuted")
+
+
+@pytest.mark.parametrize("condition", ["mask/weights", "mask/reinit"])
+def test_deterministic_conditions_draw_nothing_from_the_generator(condition: str) -> None:
+    """They leave the generator untouched, so the draws of everything after them do not move."""
+    imp, rewind, fresh = _setup()
+    g = torch.Generator().manual_seed(5)
+    before = g.get_state()
+    apply_condition(condition, imp, rewind, fresh, g)
+    assert torch.equal(g.get_state(), before)
 
 
 def test_ticket_keeps_mask_and_rewind_values() -> None:
@@ -142,6 +156,48 @@ def test_shuffle_and_random_masks_counts() -> None:
     g = torch.Generator().manual_seed(0)
     assert {n: int(m.sum()) for n, m in shuffle_masks(imp, g).items()} == {n: int(m.sum()) for n, m in imp.items()}
     assert count(random_masks(imp, 17, g)) == 17
+
+
+def _survival_frequency(draw, seeds: int) -> torch.Tensor:
+    return torch.stack([draw(torch.Generator().manual_seed(s)) for s in range(seeds)]).double().mean(0)
+
+
+def _assert_uniform(freq: torch.Tensor, p: float, seeds: int) -> None:
+    """Every position's survival frequency over ``seeds`` draws is ``p`` within sampling error: no position is
+    more than 5 binomial sd off and the chi-square statistic over positions stays below dof + 5 sqrt(2 dof)."""
+    sd = (p * (1 - p) / seeds) ** 0.5
+    assert float((freq - p).abs().max()) < 5 * sd, (freq, p)
+    chi2 = float((((freq - p) / sd) ** 2).sum())
+    dof = freq.numel()
+    assert chi2 < dof + 5 * (2 * dof) ** 0.5, chi2
+
+
+def test_random_masks_are_uniform_over_all_positions_of_all_tensors() -> None:
+    masks = {"a": torch.zeros(3, 4, dtype=torch.bool), "b": torch.ones(5, dtype=torch.bool),
+             "c": torch.eye(2, dtype=torch.bool)}  # 21 positions; the input pattern must not matter
+    seeds, survivors = 3000, 7
+
+    def draw(g):
+        out = random_masks(masks, survivors, g)
+        assert count(out) == survivors
+        assert {n: m.shape for n, m in out.items()} == {n: m.shape for n, m in masks.items()}
+        return torch.cat([m.reshape(-1) for m in out.values()])
+
+    _assert_uniform(_survival_frequency(draw, seeds), survivors / 21, seeds)
+
+
+def test_shuffled_masks_are_uniform_within_each_tensor() -> None:
+    masks = {"a": torch.arange(12).reshape(3, 4) < 3, "b": torch.arange(8) >= 2}  # survivors bunched at one end
+    seeds = 3000
+
+    def draw(g):
+        out = shuffle_masks(masks, g)
+        assert all(int(out[n].sum()) == int(masks[n].sum()) for n in masks)
+        return torch.cat([m.reshape(-1) for m in out.values()])
+
+    freq = _survival_frequency(draw, seeds)
+    _assert_uniform(freq[:12], 3 / 12, seeds)
+    _assert_uniform(freq[12:], 6 / 8, seeds)
 
 
 def test_unknown_condition_names_the_valid_ones() -> None:

@@ -1,4 +1,7 @@
-"""PruningCallback in real fits: supervised (automatic optimisation) and PPO (manual, TorchRL losses)."""
+"""PruningCallback in real fits: supervised (automatic optimisation) and PPO (manual, TorchRL losses); pruning
+from the best or last weights against masks worked out by hand; each of the two masking mechanisms (gradient
+hook, re-zero after the optimizer step) shown necessary with optimizers carried across prunes, restored from
+checkpoints and evaluating closures."""
 
 from __future__ import annotations
 
@@ -9,19 +12,24 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
 from lth.callbacks import PruningCallback
-from lth.callbacks.masks import count, global_magnitude_masks
+from lth.callbacks.masks import count
+from torch import nn
+from torch.nn.utils import prune
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class Regressor(L.LightningModule):
     """A plain supervised module; validation logs a score that the callback can monitor."""
 
-    def __init__(self, optimizer: str = "adam") -> None:
+    def __init__(
+        self, optimizer: str = "adam", keep_optimizer: bool = False, scores: list[float] | None = None
+    ) -> None:
         super().__init__()
         self.optimizer = optimizer
+        self.keep_optimizer = keep_optimizer  # one optimizer, its state carried across fits (and so across prunes)
+        self.scores = scores  # logged as val/score at each epoch instead of the real one
+        self._optimizer: torch.optim.Optimizer | None = None
         self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
 
     def training_step(self, batch, batch_idx):
@@ -30,15 +38,20 @@ class Regressor(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/score", -nn.functional.mse_loss(self.net(x), y))
+        score = -nn.functional.mse_loss(self.net(x), y)
+        self.log("val/score", score if self.scores is None else torch.tensor(self.scores[self.current_epoch]))
 
     def configure_optimizers(self):
+        if self.keep_optimizer and self._optimizer is not None:
+            return self._optimizer
         params = self.parameters()
-        return {
+        self._optimizer = {
             "adam": lambda: torch.optim.Adam(params, lr=1e-2),
             "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1),
             "sgd": lambda: torch.optim.SGD(params, lr=1e-2, momentum=0.9),
+            "lbfgs": lambda: torch.optim.LBFGS(params, lr=0.5, max_iter=5),
         }[self.optimizer]()
+        return self._optimizer
 
 
 def _loader() -> DataLoader:
@@ -61,7 +74,34 @@ class MaskProbe(Callback):
         self.checks += 1
 
 
-def _fit(model, cb, *extra, epochs: int = 2, ckpt_path: str | None = None) -> L.Trainer:
+class ForwardProbe(Callback):
+    """Checks that every pruned weight is exactly zero in every forward pass (called after each training_step,
+    before its backward: inside an LBFGS step that is every closure evaluation)."""
+
+    def __init__(self, cb: PruningCallback) -> None:
+        self.cb, self.checks = cb, 0
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        params = dict(pl_module.named_parameters())
+        for name, mask in self.cb.masks.items():
+            assert torch.all(params[name][~mask] == 0), name
+        self.checks += 1
+
+
+class GradProbe(Callback):
+    """Checks before every optimizer step that no pruned weight has a gradient."""
+
+    def __init__(self, cb: PruningCallback) -> None:
+        self.cb, self.checks = cb, 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        params = dict(pl_module.named_parameters())
+        for name, mask in self.cb.masks.items():
+            assert torch.all(params[name].grad[~mask] == 0), name
+        self.checks += 1
+
+
+def _fit(model, cb, *extra, epochs: int = 2, ckpt_path: str | None = None, loader=None) -> L.Trainer:
     trainer = L.Trainer(
         max_epochs=epochs,
         callbacks=[cb, *extra],
@@ -71,7 +111,8 @@ def _fit(model, cb, *extra, epochs: int = 2, ckpt_path: str | None = None) -> L.
         enable_checkpointing=bool(extra and isinstance(extra[0], ModelCheckpoint)),
         num_sanity_val_steps=0,
     )
-    trainer.fit(model, _loader(), _loader(), ckpt_path=ckpt_path)
+    loader = loader or _loader()
+    trainer.fit(model, loader, loader, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -99,25 +140,81 @@ def test_levels_density_masks_and_rewind(optimizer: str) -> None:
     assert set(cb.masks) == {"net.0.weight", "net.2.weight", "net.4.weight"}
 
 
-def test_prunes_from_the_best_validated_weights() -> None:
+class Scripted(L.LightningModule):
+    """One bias-free Linear(8, 1) whose weights after each epoch (one step) and validation score follow a script."""
+
+    def __init__(self, weights: list[list[float]], scores: list[float]) -> None:
+        super().__init__()
+        self.layer = nn.Linear(8, 1, bias=False)
+        self.weights, self.scores = weights, scores
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def on_train_batch_end(self, *args) -> None:
+        with torch.no_grad():
+            self.layer.weight.copy_(torch.tensor([self.weights[self.current_epoch]]))
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", torch.tensor(self.scores[self.current_epoch]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+SCRIPT = [
+    [1.0, -2.0, 3.0, -4.0, 5.0, -6.0, 7.0, -8.0],
+    [-8.0, 7.0, -6.0, 5.0, -4.0, 3.0, -2.0, 1.0],
+    [1.0, -8.0, 2.0, -7.0, 3.0, -6.0, 4.0, -5.0],
+]
+T, F = True, False
+
+
+@pytest.mark.parametrize(
+    ("prune_from", "mode", "scores", "expected"),
+    [
+        ("best", "max", [0.1, 0.9, 0.3], [T, T, T, T, F, F, F, F]),  # peaks at epoch 1, then drops
+        ("best", "min", [0.5, 0.9, 0.7], [F, F, F, F, T, T, T, T]),  # lowest at epoch 0
+        ("best", "min", [0.9, 0.1, 0.3], [T, T, T, T, F, F, F, F]),
+        ("last", "max", [0.1, 0.9, 0.3], [F, T, F, T, F, T, F, T]),
+    ],
+)
+def test_prunes_from_the_best_or_last_weights_by_hand(prune_from, mode, scores, expected) -> None:
+    """Half of 8 weights pruned by |w| from the scripted weights of the chosen epoch; masks worked out by hand."""
+    loader = DataLoader(TensorDataset(torch.randn(4, 8), torch.zeros(4, 1)), batch_size=4)  # one step per epoch
+    model = Scripted(SCRIPT, scores)
+    cb = PruningCallback(amount=0.5, monitor="score", mode=mode, prune_from=prune_from)
+    _fit(model, cb, epochs=3, loader=loader)
+    assert cb.masks["layer.weight"][0].tolist() == expected
+
+
+def test_prunes_from_the_best_validated_weights_of_a_real_fit() -> None:
+    """A real fit whose monitored score peaks at epoch 1 and then drops; torch's own global pruning of the
+    weights recorded at that validation is the oracle, and it differs from pruning the last weights."""
+
     class Snapshot(Callback):
         def __init__(self):
-            self.best, self.score = None, None
+            self.weights = []
 
         def on_validation_end(self, trainer, pl_module):
-            score = float(trainer.callback_metrics["val/score"])
-            if self.score is None or score > self.score:
-                self.score = score
-                self.best = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            self.weights.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
 
-    torch.manual_seed(0)
-    model = Regressor("sgd")
+    def torch_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        layers = {f"net.{i}.weight": nn.Linear(1, 1) for i in (0, 2, 4)}
+        for name, layer in layers.items():
+            layer.weight = nn.Parameter(state[name].clone())
+        total = sum(state[n].numel() for n in layers)
+        prune.global_unstructured([(m, "weight") for m in layers.values()], pruning_method=prune.L1Unstructured,
+                                  amount=round(0.2 * total))
+        return {name: layer.weight_mask.bool() for name, layer in layers.items()}
+
+    model = Regressor("sgd", scores=[1.0, 3.0, 2.0, 0.0])
     cb = PruningCallback(monitor="val/score")
     snap = Snapshot()
     _fit(model, cb, snap, epochs=4)
-    before = {name: torch.ones_like(m) for name, m in cb.masks.items()}
-    expected = global_magnitude_masks({n: snap.best[n] for n in before}, before, 0.2)
-    assert all(torch.equal(cb.masks[n], expected[n]) for n in expected)
+    best, last = torch_masks(snap.weights[1]), torch_masks(snap.weights[-1])
+    assert any(not torch.equal(best[n], last[n]) for n in best)
+    assert all(torch.equal(cb.masks[n], best[n]) for n in best)
 
 
 def test_late_rewinding_resets_to_the_weights_after_n_steps() -> None:
@@ -224,9 +321,10 @@ def test_ppo_manual_optimisation_and_torchrl_loss_params_stay_masked() -> None:
 
 def test_reinit_draws_fresh_weights_with_the_modules_own_init_scheme() -> None:
     from lth.modules import PPO
+    from lth.networks import NetworkSpec
 
     L.seed_everything(0)
-    model = PPO("CartPole-v1", actor_hidden=[16, 16], critic_hidden=[16, 16], input_scale=0.1)
+    model = PPO("CartPole-v1", actor_hidden=[16, 16], critic_hidden=[16, 16], network=NetworkSpec(input_scale=0.1))
     first = "actor.module.0.module.0.weight"
     init = dict(model.named_parameters())[first].detach().clone()
     cb = PruningCallback(condition="random/reinit", seed=0)
@@ -234,3 +332,84 @@ def test_reinit_draws_fresh_weights_with_the_modules_own_init_scheme() -> None:
     fresh = dict(model.named_parameters())[first]
     assert not torch.equal(fresh[cb.masks[first]], init[cb.masks[first]])
     assert fresh.abs().max() <= 0.1 / 2  # kaiming bound 1/sqrt(4), times the 0.1 input-layer factor
+
+
+# ---------------------------------------------------------------------- each masking mechanism is needed
+# A fresh optimizer per level hides both: with zero gradients on pruned weights a fresh optimizer never moves
+# them. These cases are the ones where only one of the two mechanisms protects the mask.
+
+
+def _moments(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> list[torch.Tensor]:
+    state = optimizer.state[param]
+    return [state[k] for k in ("momentum_buffer", "exp_avg", "exp_avg_sq") if state.get(k) is not None]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_pruned_weights_stay_zero_with_an_optimizer_carried_across_a_prune(optimizer: str) -> None:
+    """Momentum / Adam moments carried over from the dense fit keep moving newly pruned weights despite their
+    zero gradients: only the re-zero after each optimizer step keeps them at 0."""
+    model = Regressor(optimizer, keep_optimizer=True)
+    cb = PruningCallback(monitor="val/score")
+    _fit(model, cb)
+    params = dict(model.named_parameters())
+    carried = [m[~cb.masks[n]] for n in cb.masks for m in _moments(model._optimizer, params[n])]
+    assert carried and all(bool(c.ne(0).any()) for c in carried)  # the premise: state at pruned weights is not 0
+    probe = MaskProbe(cb)
+    _fit(model, cb, probe, GradProbe(cb))
+    assert probe.checks == 16 and model._optimizer is not None
+
+
+def test_the_optimizer_state_of_pruned_weights_stays_zero() -> None:
+    """With a fresh optimizer per level, pruned weights get no gradient, so Adam's moments for them stay 0."""
+
+    class StateProbe(Callback):  # at the end of training, before the callback prunes the next level
+        def on_train_end(self, trainer, pl_module):
+            params = dict(pl_module.named_parameters())
+            for name, mask in cb.masks.items():
+                moments = _moments(trainer.optimizers[0], params[name])
+                assert len(moments) == 2 and all(torch.all(m[~mask] == 0) for m in moments), name
+                assert all(bool(m[mask].ne(0).any()) for m in moments), name
+            self.checked = True
+
+    model = Regressor("adam")
+    cb = PruningCallback(monitor="val/score")
+    _fit(model, cb)
+    grads, state = GradProbe(cb), StateProbe()
+    _fit(model, cb, grads, state, epochs=1)
+    assert grads.checks == 8 and state.checked
+
+
+def test_a_closure_optimizer_sees_zero_pruned_weights_in_every_forward_pass() -> None:
+    """LBFGS evaluates its closure several times inside one ``step``; the step post-hook runs only after it,
+    so only zero gradients on pruned weights keep them at 0 in those forward passes."""
+    model = Regressor("lbfgs")
+    cb = PruningCallback(monitor="val/score")
+    _fit(model, cb, epochs=1)
+    forward, after = ForwardProbe(cb), MaskProbe(cb)
+    _fit(model, cb, forward, after, epochs=1)
+    assert forward.checks > after.checks == 8  # more forward passes than steps: the closure ran inside steps
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_pruned_weights_stay_zero_when_resumed_from_a_checkpoint(tmp_path, optimizer: str) -> None:
+    """A level resumed from a Lightning checkpoint, optimizer state restored: the resumed fit re-installs both
+    mechanisms with the restored masks. Adam's state was carried across the prune, so it is nonzero at pruned
+    weights (needs the re-zero); LBFGS evaluates its closure inside a step (needs the gradient hook)."""
+    keep = optimizer == "adam"
+    model = Regressor(optimizer, keep_optimizer=keep)
+    cb = PruningCallback(monitor="val/score")
+    _fit(model, cb)  # level 0 -> 1
+    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="level1-{epoch}", save_top_k=-1)
+    _fit(model, cb, ckpt, epochs=1)  # one epoch of level 1, saved before it prunes to level 2
+    saved = torch.load(tmp_path / "level1-epoch=0.ckpt", weights_only=False)
+    assert saved["callbacks"]["PruningCallback"]["level"] == 1 and saved["optimizer_states"][0]["state"]
+    if keep:
+        masks = saved["callbacks"]["PruningCallback"]["masks"]
+        moments = saved["optimizer_states"][0]["state"][0]["exp_avg"]  # net.0.weight
+        assert bool(moments[~masks["net.0.weight"]].ne(0).any())  # the premise: restored state moves pruned weights
+
+    resumed_cb = PruningCallback(monitor="val/score")
+    probes = [MaskProbe(resumed_cb), ForwardProbe(resumed_cb), GradProbe(resumed_cb)]
+    _fit(Regressor(optimizer, keep_optimizer=keep), resumed_cb, *probes, epochs=3,
+         ckpt_path=str(tmp_path / "level1-epoch=0.ckpt"))
+    assert resumed_cb.level == 2 and probes[0].checks == 16 and probes[1].checks >= 16 and probes[2].checks >= 16
