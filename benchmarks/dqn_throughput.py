@@ -74,11 +74,12 @@ def _random_return() -> float:
 def run_lth(seed: int, frames: int) -> RunResult:
     """Train lth's DQN module through a Lightning Trainer fed by :class:`ReplayDataModule`."""
     import lightning as L
-
     from lth.datamodules import ReplayDataModule
+
     from lth.envs import make_env
     from lth.evaluation import evaluate_episodes
     from lth.modules import DQN
+    from lth.networks import NetworkSpec
 
     L.seed_everything(seed, verbose=False)
     datamodule = ReplayDataModule(
@@ -86,7 +87,8 @@ def run_lth(seed: int, frames: int) -> RunResult:
         batch_size=BATCH_SIZE, replay_ratio=REPLAY_RATIO, warmup_frames=WARMUP, seed=seed,
     )
     module = DQN(
-        env_id=ENV_ID, hidden=HIDDEN, arch="mlp", activation="relu", lr=LR, gamma=GAMMA, max_grad_norm=MAX_GRAD_NORM,
+        env_id=ENV_ID, hidden=HIDDEN, network=NetworkSpec(arch="mlp", activation="relu"), lr=LR, gamma=GAMMA,
+        max_grad_norm=MAX_GRAD_NORM,
         target_update_interval=TARGET_EVERY_UPDATES, eps_start=1.0, eps_end=EPS_END,
         eps_frames=int(EPS_FRACTION * frames),
     )
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     import lightning  # noqa: F401 - configures its loggers on import; quieten them afterwards
 
-    from lth.cli import configure_process
+    from lth.runner import configure_process
 
     configure_process(args.threads)
     for name in ("lightning.pytorch", "lightning.fabric", "torchrl"):

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+from lth.experts import load_agent
+from lth.tracking import DEFAULT_TRACKING_URI
 
 from .envs import EnvDataModule
 from .onpolicy import RolloutStream
-from lth.experts import load_agent
-from lth.modules import AgentModule
-from lth.tracking import DEFAULT_TRACKING_URI
+
+#: Loads a frozen expert from its reference and a tracking URI: a module whose ``policy`` (a TensorDict policy
+#: writing its outputs next to the action) the datamodule rolls out. Default: :func:`lth.experts.load_agent`,
+#: which rebuilds any lth agent from its checkpoint's class path. (Typed ``Any``: with a class as its return
+#: type, ``lth fit --help`` would list every ``nn.Module`` subclass as a choice.)
+ExpertLoader = Callable[[str, str], Any]
 
 
 class ExpertDataModule(EnvDataModule):
@@ -21,6 +29,8 @@ class ExpertDataModule(EnvDataModule):
     policy, as in the paper; a value-based (DQN) expert acts epsilon-greedily with ``expert_eps``. Each frame
     keeps what the expert computed while acting (``logits``, ``loc``/``scale`` or ``action_value``), so the
     data distribution is the expert's and never shifts with the student. Evaluation envs are the student's.
+    ``loader`` turns ``expert`` into the agent (see :data:`ExpertLoader`); pass another to roll out any
+    module with a ``policy``.
     """
 
     def __init__(
@@ -36,18 +46,20 @@ class ExpertDataModule(EnvDataModule):
         seed: int = 0,
         env_kwargs: dict[str, Any] | None = None,
         tracking_uri: str = DEFAULT_TRACKING_URI,
+        loader: ExpertLoader = load_agent,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["loader"])
         self.frames_per_batch = num_envs * rollout_steps
         self.batches = math.ceil(total_frames / self.frames_per_batch)
-        self._expert: AgentModule | None = None
+        self._loader = loader
+        self._expert: nn.Module | None = None
 
     @property
-    def expert(self) -> AgentModule:
+    def expert(self) -> nn.Module:
         """The frozen expert agent (loaded on first use)."""
         if self._expert is None:
-            self._expert = load_agent(self.hparams.expert, self.hparams.tracking_uri)
+            self._expert = self._loader(self.hparams.expert, self.hparams.tracking_uri)
         return self._expert
 
     @property

@@ -1,11 +1,13 @@
 """Regenerate ``docs/RESULTS.md``: the CartPole input-mask study of the paper's section 4 (Figure 8), from runs
-made on this machine. ``make results`` runs it; every step resumes from MLflow, so a rerun only redraws.
+made on this machine. ``make results`` runs it; every step resumes from MLflow, so a rerun only redraws. Each
+step calls the library function behind an ``lth`` command (:mod:`lth.runner`, :mod:`lth.report`).
 
-1. ``lth imp`` on ``configs/init_study/cartpole_kaiming_input0.1.yaml`` (PPO, input layer scaled by 0.1) for
-   each seed: the ticket chain (mask/weights) of ``--levels`` levels.
-2. ``lth report`` on that experiment: figures and per-seed tables under ``docs/results/cartpole_input0.1``.
-3. ``lth transfer``: dense agents on the inputs the first seed's actor keeps at the first level where it
-   sees only the pole, against dense agents on all inputs.
+1. ``lth imp`` (``run_imp``) on ``configs/init_study/cartpole_kaiming_input0.1.yaml`` (PPO, input layer scaled
+   by 0.1) for each seed: the ticket chain (mask/weights) of ``--levels`` levels.
+2. ``lth report`` (``run_report``) on that experiment: figures and per-seed tables under
+   ``docs/results/cartpole_input0.1``.
+3. ``lth transfer`` (``run_transfer``): dense agents on the inputs the first seed's actor keeps at the first
+   level where it sees only the pole, against dense agents on all inputs.
 4. The same ticket chains with plain Kaiming and Xavier initialisation (``--scheme_seeds``), reported together
    under ``docs/results/cartpole_init_schemes``.
 5. ``docs/RESULTS.md`` from those numbers, with the comparison to the paper's claims.
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from lth.cli import configure_process, main
 from lth.report import Chain, load_chains, mean_sd, run_report
+from lth.runner import configure_process, run_imp, run_transfer
 from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
-from lth.transfer import ARMS, Curve, TransferSettings, load_curves
+from lth.transfer import ARMS
+from lth.transfer_report import Curve, load_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMES = ("kaiming_input0.1", "kaiming", "xavier")  # section 4.2's three input-layer initialisations
@@ -271,7 +274,7 @@ Every scheme's per-seed table and figures: [the scheme report](results/cartpole_
 def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
     uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)
     for seed in seeds:
-        main(["imp", "--config", str(CONFIG), "--imp.levels", str(levels), "--seed", str(seed), *QUIET])
+        run_imp(["--config", str(CONFIG), "--imp.levels", str(levels), "--seed", str(seed), *QUIET])
     run_report([EXPERIMENT], uri, OUT / "cartpole_input0.1")
     chains = [c for c in load_chains(uri, [EXPERIMENT]) if c.seed in seeds]
     first = min((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
@@ -279,15 +282,13 @@ def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
     rows: list[str] = []
     curves: list[Curve] = []
     if level is not None:
-        main(["transfer", "--config", str(CONFIG), "--ticket", first.run_id, "--level", str(level),
-              "--modules", "actor", "--seeds", *map(str, seeds), "--out", str(OUT / "cartpole_transfer"), *QUIET])
-        summary = (OUT / "cartpole_transfer" / "summary.md").read_text()
-        rows = [row for row in summary.split("\n") if row.startswith("|")]
-        curves = load_curves(uri, f"{EXPERIMENT}/transfer", TransferSettings(first.run_id, level, ["actor"]))
+        transfer = run_transfer(["--config", str(CONFIG), *QUIET], ticket=first.run_id, level=level, seeds=seeds,
+                                modules=["actor"], out=OUT / "cartpole_transfer")
+        rows = [row for row in transfer.summary.read_text().split("\n") if row.startswith("|")]
+        curves = load_curves(transfer.tracking_uri, transfer.experiment, transfer.settings)
     for scheme in SCHEMES[1:]:
         for seed in scheme_seeds:
-            main(["imp", "--config", str(scheme_config(scheme)), "--imp.levels", str(levels), "--seed", str(seed),
-                  *QUIET])
+            run_imp(["--config", str(scheme_config(scheme)), "--imp.levels", str(levels), "--seed", str(seed), *QUIET])
     experiments = [scheme_experiment(scheme) for scheme in SCHEMES]
     run_report(experiments, uri, OUT / "cartpole_init_schemes")
     by_scheme = [c for c in load_chains(uri, experiments)

@@ -1,10 +1,15 @@
-"""Experts for distillation: export a trained agent to MLflow, and load any agent back by path or run id."""
+"""Experts for distillation: export a trained agent to MLflow, and load any agent back by path or run id.
+
+:func:`load_agent` finds the agent's class through the checkpoint's class path, so this module does not import
+:mod:`lth.modules` (an :class:`lth.datamodules.ExpertDataModule` uses it as its default expert loader).
+"""
 
 from __future__ import annotations
 
 import importlib
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -12,8 +17,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.errors import ConfigError
-from lth.modules import AgentModule
 from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from lth.modules import AgentModule
 
 #: The artifact an expert run stores its best checkpoint under.
 EXPERT_ARTIFACT = "expert.ckpt"

@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from lth.analysis.inputs import InputReport, dead_inputs  # noqa: E402
+from lth import figures as plt  # pyplot's subplots/close/get_cmap on bare Figures: no backend is touched
+from lth.analysis.inputs import InputReport, dead_inputs
 
 
 def save_inputs_png(reports: Mapping[str, InputReport], path: Path, title: str) -> None:

@@ -15,18 +15,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names  # noqa: E402
-from lth.envs import env_shapes  # noqa: E402
-from lth.errors import ConfigError  # noqa: E402
-from lth.tracking import ChainStore, log_folder  # noqa: E402
-
-CONDITION_ORDER = ("mask/weights", "mask/permuted", "permuted/permuted", "random/reinit")
+from lth import figures as plt  # pyplot's subplots/close on bare Figures: drawing leaves the user's backend alone
+from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names
+from lth.callbacks import condition_names
+from lth.envs import env_shapes
+from lth.errors import ConfigError
+from lth.tracking import ChainStore, log_folder
 
 
 @dataclass
@@ -80,7 +76,7 @@ def _by_condition(chains: list[Chain]) -> dict[tuple[str, str], list[Chain]]:
     groups: dict[tuple[str, str], list[Chain]] = defaultdict(list)
     for chain in chains:
         groups[(chain.experiment, chain.condition)].append(chain)
-    order = {c: i for i, c in enumerate(CONDITION_ORDER)}
+    order = {c: i for i, c in enumerate(condition_names())}  # the registry's order: the paper's first
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][1])))
 
 

@@ -1,31 +1,29 @@
-"""Input-mask transfer (paper Figures 5 and 8, bottom): dense agents that see only a ticket's surviving inputs.
+"""Input-mask transfer (paper Figures 5 and 8, bottom): which inputs a ticket keeps, and what one transfer fit is.
 
 ``lth transfer`` reads the masks of one level of a stored IMP chain, keeps the observation inputs that still
 have a weight in an input layer of the ticket, and trains dense agents, seed by seed, once on those inputs
 (every other input zeroed, see :class:`lth.envs.GymVectorEnv`) and once on all inputs, in the experiment
-``<config experiment>/transfer``. Their learning curves (mean and one standard deviation across seeds) go to
-a PNG and a Markdown table, on disk and in a run tagged ``lth.role=report``.
+``<config experiment>/transfer``. This module picks the inputs and turns a parsed fit config into one arm's
+fit (its env's inputs, its MLflow experiment, run name and tags); :func:`lth.runner.run_transfer` runs the
+fits and :mod:`lth.transfer_report` draws their learning curves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from lth.analysis.inputs import input_layers, input_names
+from lth.envs import env_shapes
+from lth.errors import ConfigError
+from lth.tracking import ChainStore
 
-from lth.analysis.inputs import input_layers, input_names  # noqa: E402
-from lth.envs import env_shapes  # noqa: E402
-from lth.errors import ConfigError  # noqa: E402
-from lth.report import mean_sd  # noqa: E402
-from lth.tracking import ChainStore, log_folder, tag_query  # noqa: E402
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
 
 #: The two arms of a transfer: every input, or only the ticket's surviving inputs.
 ARMS = ("all", "ticket")
@@ -92,97 +90,19 @@ def describe_inputs(env_id: str, keep: list[int], env_kwargs: dict[str, Any]) ->
     return f"{len(keep)} of {int(np.prod(obs_shape))}"
 
 
-def finished_fit(tracking_uri: str, experiment: str, tags: Mapping[str, str]) -> bool:
-    """Whether a finished run with exactly these tags exists in ``experiment``."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return False
-    return bool(client.search_runs([found.experiment_id], f"{tag_query(tags)} and attributes.status = 'FINISHED'"))
-
-
-@dataclass
-class Curve:
-    """One fit's ``eval/return`` against env frames."""
-
-    arm: str
-    seed: int
-    frames: list[int]
-    returns: list[float]
-    kept: str
-
-
-def load_curves(tracking_uri: str, experiment: str, settings: TransferSettings) -> list[Curve]:
-    """The learning curves of the finished fits of one transfer (both arms, every seed)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ConfigError(f"no experiment {experiment!r} in {tracking_uri}")
-    query = f"{tag_query(transfer_tags(settings))} and attributes.status = 'FINISHED'"
-    curves = []
-    for run in client.search_runs([found.experiment_id], query, max_results=10_000):
-        history = sorted(client.get_metric_history(run.info.run_id, "eval/return"), key=lambda m: m.step)
-        tags = run.data.tags
-        curves.append(Curve(tags["inputs"], int(tags["seed"]), [m.step for m in history],
-                            [m.value for m in history], tags.get("kept_inputs", "all")))
-    if not curves:
-        raise ConfigError(f"no finished transfer fits of chain {settings.ticket} level {settings.level} "
-                          f"in {experiment!r}")
-    return curves
-
-
-def plot_curves(curves: list[Curve], path: Path, title: str) -> list[str]:
-    """Mean ± 1 sd of the eval return per arm, on the frames every seed evaluated at; returns a Markdown table."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = ["| inputs | kept | seeds | best return (mean ± sd) | return averaged over the evaluations (mean ± sd) | "
-            "final return (mean ± sd) |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for arm in ARMS:
-        group = [c for c in curves if c.arm == arm and c.frames]
-        if not group:
-            continue
-        frames = sorted(set.intersection(*(set(c.frames) for c in group)))
-        at = [dict(zip(c.frames, c.returns)) for c in group]
-        stats = [mean_sd([a[f] for a in at]) for f in frames]
-        mean, sd = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
-        label = "all inputs" if arm == "all" else f"ticket inputs ({group[0].kept})"
-        line, = ax.plot(frames, mean, label=f"{label}, n={len(group)}")
-        ax.fill_between(frames, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-        best = mean_sd([max(c.returns) for c in group])
-        average = mean_sd([float(np.mean(c.returns)) for c in group])
-        final = mean_sd([c.returns[-1] for c in group])
-        rows.append(f"| {arm} | {group[0].kept} | {len(group)} | {best[0]:.1f} ± {best[1]:.1f} | "
-                    f"{average[0]:.1f} ± {average[1]:.1f} | {final[0]:.1f} ± {final[1]:.1f} |")
-    ax.set_xlabel("environment frames")
-    ax.set_ylabel("mean evaluation return")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return rows
-
-
-def transfer_report(tracking_uri: str, experiment: str, settings: TransferSettings, out: Path,
-                    log_to_mlflow: bool = True) -> Path:
-    """Write ``learning_curves.png`` and ``summary.md`` for one transfer to ``out`` (and MLflow)."""
-    curves = load_curves(tracking_uri, experiment, settings)
-    ticket, level = settings.ticket, settings.level
-    out.mkdir(parents=True, exist_ok=True)
-    title = f"Dense agents on all inputs vs the inputs of ticket level {level} (mean ± 1 sd)"
-    rows = plot_curves(curves, out / "learning_curves.png", title)
-    summary = out / "summary.md"
-    summary.write_text("\n".join([
-        f"# Input-mask transfer: {experiment}", "",
-        f"Ticket: chain `{ticket}`, level {level}; kept inputs: those with a weight left in the input layer of "
-        f"{', '.join(settings.modules) if settings.modules else 'any pruned sub-module'}. "
-        f"Seeds: {sorted({c.seed for c in curves})}.", "",
-        "![learning curves](learning_curves.png)", "", *rows, ""]))
-    if log_to_mlflow:
-        log_folder(tracking_uri, experiment, out, f"transfer report, level {level}",
-                   {**transfer_tags(settings), "lth.role": "report"})
-    return summary
+def configure_fit(config: Namespace, logger: Namespace) -> TransferSettings:
+    """Make a parsed fit config (``--transfer.*``, seed applied) one arm's fit; ``logger``: its MLFlowLogger args."""
+    settings = TransferSettings(**config.transfer.as_dict())
+    if settings.arm not in ARMS:
+        raise ConfigError(f"transfer.arm must be one of {list(ARMS)}, got {settings.arm!r}")
+    tags = transfer_tags(settings, config.seed_everything)
+    if settings.arm == "ticket":
+        keep = ticket_inputs(logger.tracking_uri, settings)
+        env_kwargs = {**(config.data.init_args.env_kwargs or {}), "keep_inputs": keep}
+        config.data.init_args.env_kwargs = env_kwargs
+        config.model.init_args.env_kwargs = env_kwargs
+        tags["kept_inputs"] = describe_inputs(config.data.init_args.env_id, keep, env_kwargs)
+    logger.experiment_name = transfer_experiment(logger.experiment_name)
+    logger.run_name = f"{settings.arm} inputs, seed {config.seed_everything}"
+    logger.tags = {**(logger.tags or {}), **tags}
+    return settings

@@ -54,7 +54,7 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     tiny = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
             "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
             "--model.init_args.actor_hidden", "[8]", "--model.init_args.critic_hidden", "[8]",
-            "--model.init_args.input_scale", "0.1", "--imp.amount", "0.5",
+            "--model.init_args.network.input_scale", "0.1", "--imp.amount", "0.5",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     for seed in (0, 1):
         main(["imp", *tiny, "--imp.levels", "4", "--imp.conditions", "mask/weights,random/reinit", "--seed", str(seed)])
@@ -73,7 +73,7 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
         reports[0].info.run_id)}
 
     # Two experiments (e.g. two init schemes) share the return plot and get one input section each.
-    main(["imp", *tiny, "--imp.levels", "2", "--model.init_args.init", "xavier",
+    main(["imp", *tiny, "--imp.levels", "2", "--model.init_args.network.init", "xavier",
           "--trainer.logger.init_args.experiment_name", "CartPole-v1/ppo/xavier"])
     main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--experiment", "CartPole-v1/ppo/xavier",
           "--out", "both", "--no_mlflow"])

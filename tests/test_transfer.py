@@ -48,7 +48,7 @@ def test_transfer_trains_both_arms_on_a_stored_ticket_and_reports_them(in_tmp: P
     tiny = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "1024",
             "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
             "--model.init_args.actor_hidden", "[8]", "--model.init_args.critic_hidden", "[8]",
-            "--model.init_args.input_scale", "0.1",
+            "--model.init_args.network.input_scale", "0.1",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     main(["imp", *tiny, "--imp.levels", "3", "--imp.amount", "0.6"])
     client = MlflowClient(local_store())
