@@ -1,6 +1,7 @@
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.data import Categorical as CategoricalSpec
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from lth.agents import make_actor, make_critic, resolve_distribution
@@ -32,9 +33,74 @@ def test_continuous_head_stays_in_bounds_and_mean_is_deterministic() -> None:
     assert torch.equal(first, second)
 
 
-def test_critic_outputs_one_value_per_state() -> None:
+def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def test_critic_outputs_one_value_per_state_read_from_its_own_observation() -> None:
     critic = make_critic(4, [8])
-    assert critic(TensorDict(observation=torch.randn(5, 4), batch_size=[5]))["state_value"].shape == (5, 1)
+    obs = torch.randn(5, 4)
+    values = critic(TensorDict(observation=obs, batch_size=[5]))["state_value"]
+    assert values.shape == (5, 1) and values.unique().numel() == 5  # different states, different values
+    alone = critic(TensorDict(observation=obs[2:3], batch_size=[1]))["state_value"]
+    torch.testing.assert_close(alone, values[2:3])  # a state's value does not depend on the rest of the batch
+    with torch.no_grad():
+        _last_linear(critic).weight.zero_()
+        _last_linear(critic).bias.fill_(3.5)
+    assert torch.all(critic(TensorDict(observation=obs, batch_size=[5]))["state_value"] == 3.5)
+
+
+#: Hand-set logits of a 4-action categorical policy and their softmax probabilities.
+LOGITS = torch.tensor([1.0, 0.0, -1.0, 2.0])
+PROBS = torch.tensor([0.2369, 0.0871, 0.0321, 0.6439])  # exp(l) / sum(exp(l)), to 4 places
+
+
+def _four_action_actor() -> torch.nn.Module:
+    """A categorical actor whose logits are LOGITS for every observation."""
+    actor = make_actor(3, CategoricalSpec(4, shape=(1,)), [8], "categorical")
+    with torch.no_grad():
+        _last_linear(actor).weight.zero_()
+        _last_linear(actor).bias.copy_(LOGITS)
+    return actor
+
+
+@pytest.mark.parametrize("path", ["actor", "lean"])
+def test_categorical_policy_samples_its_softmax_and_reports_its_log_probability(path: str) -> None:
+    """The ProbabilisticActor and the lean acting path both sample softmax(logits), report the log-probability
+    torch.distributions.Categorical gives the sampled action, and act by argmax under deterministic exploration."""
+    from lth.agents import acting_policy
+
+    actor = _four_action_actor()
+    policy = actor if path == "actor" else acting_policy(actor)
+    td = TensorDict(observation=torch.randn(20_000, 3), batch_size=[20_000])
+    torch.manual_seed(0)
+    with set_exploration_type(ExplorationType.RANDOM):
+        out = policy(td.clone())
+    torch.testing.assert_close(out["logits"], LOGITS.expand(20_000, 4))
+    frequencies = torch.bincount(out["action"], minlength=4).float() / 20_000
+    assert torch.all((frequencies - PROBS).abs() < 0.015), frequencies
+    reference = torch.distributions.Categorical(logits=out["logits"]).log_prob(out["action"])
+    torch.testing.assert_close(out["action_log_prob"], reference)
+    torch.testing.assert_close(out["action_log_prob"], PROBS.log()[out["action"]], atol=0, rtol=2e-3)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        greedy = policy(td[:100].clone())
+    assert torch.all(greedy["action"] == 3)  # the largest logit
+    torch.testing.assert_close(greedy["action_log_prob"], PROBS[3].log().expand(100), atol=0, rtol=2e-3)
+
+
+def test_epsilon_greedy_acting_explores_with_probability_eps() -> None:
+    """eps = 0.4, 4 actions: the greedy action with probability 0.6 + 0.4/4 = 0.7, each other one 0.1."""
+    from lth.agents import EpsilonGreedyActing
+
+    net = torch.nn.Linear(3, 4)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.copy_(torch.tensor([0.0, 5.0, 1.0, -1.0]))  # action 1 is greedy everywhere
+    torch.manual_seed(0)
+    out = EpsilonGreedyActing(net, 4, eps=0.4)(TensorDict(observation=torch.randn(20_000, 3), batch_size=[20_000]))
+    frequencies = torch.bincount(out["action"], minlength=4).float() / 20_000
+    assert torch.all((frequencies - torch.tensor([0.1, 0.7, 0.1, 0.1])).abs() < 0.015), frequencies
+    torch.testing.assert_close(out["action_value"], net.bias.detach().expand(20_000, 4))
 
 
 def test_distribution_that_does_not_fit_the_env_is_refused() -> None:

@@ -67,12 +67,28 @@ def test_accuracy_stays_far_above_chance(stats: list) -> None:
     assert all(s.val_acc > 0.8 for s in stats), [s.val_acc for s in stats]  # chance is 0.1
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def test_plot_and_command_line(example: ModuleType, stats: list, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     png = example.plot_maps(stats, example.load_data(0).ink, tmp_path / "maps.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the ink map and levels 1, 2, 4, 5 (four levels spread over 1..5): (2.7 * 5 + 1.6) x 3.7 inches at 120 dpi
+    assert _png_size(png) == (1812, 444)
     out = tmp_path / "sub" / "cli.png"
     assert example.main(["--levels", "1", "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert out.exists()
-    assert "density" in printed and "rim" in printed and "centre" in printed
+    assert _png_size(out) == (840, 444)  # the ink map and level 1
     assert len([line for line in printed.splitlines() if line.split() and line.split()[0].isdigit()]) == 2
+    header, *rows = [line.split() for line in printed.splitlines() if line.split()][:3]
+    assert header == ["level", "density", "weights", "val", "acc", "rim", "centre", "rim/ctr", "blank"]
+    rows = [[float(x) for x in row] for row in rows]
+    assert [row[:3] for row in rows] == [[0, 1.0, TOTAL], [1, 0.8, TOTAL - round(0.2 * TOTAL)]]
+    assert rows[0][4:] == [1.0, 1.0, 1.0, 1.0]  # nothing pruned yet
+    level1 = dict(zip(["acc", "rim", "centre", "ratio", "blank"], rows[1][3:]))
+    assert level1["blank"] < level1["rim"] < level1["centre"] < 1.0  # one pruning already prefers the ink
+    assert level1["ratio"] == pytest.approx(level1["rim"] / level1["centre"], abs=0.01)
+    assert all(row[3] > 0.6 for row in rows), rows  # one epoch per level is far above chance (0.1)

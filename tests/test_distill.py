@@ -8,8 +8,10 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-
 from lth.datamodules import ExpertDataModule, OnPolicyDataModule
+from tensordict import TensorDict
+from torch.distributions import Categorical, Independent, Normal, kl_divergence
+
 from lth.errors import ConfigError
 from lth.experts import load_agent
 from lth.modules import PPO, Distill
@@ -34,6 +36,52 @@ def test_each_loss_is_zero_for_an_identical_student_and_positive_otherwise() -> 
     q = torch.randn(8, 4)
     assert q_huber(q, q.clone()).item() == 0.0
     assert q_huber(q, q + 0.1).item() > 0
+
+
+def test_kl_losses_are_kl_from_expert_to_student_as_torch_computes_it() -> None:
+    """Independent references, direction included: KL(expert || student), never KL(student || expert)."""
+    # by hand: KL([.5, .5] || [.9, .1]) = .5 ln(.5/.9) + .5 ln(.5/.1) = 0.5108; the reverse would be 0.3681
+    assert categorical_kl(torch.tensor([[0.5, 0.5]]).log(), torch.tensor([[0.9, 0.1]]).log()).item() == \
+        pytest.approx(0.5108256, abs=1e-5)
+    # by hand: KL(N(0, 1) || N(1, 2)) = ln 2 + (1 + 1) / 8 - 1/2 = 0.4431; the reverse would be 1.3069
+    one = torch.ones(1, 1)
+    assert gaussian_kl(0 * one, one, one, 2 * one).item() == pytest.approx(0.4431472, abs=1e-5)
+
+    g = torch.Generator().manual_seed(0)
+    expert, student = 2 * torch.randn(16, 5, generator=g), 2 * torch.randn(16, 5, generator=g)
+    forward = kl_divergence(Categorical(logits=expert), Categorical(logits=student)).mean()
+    backward = kl_divergence(Categorical(logits=student), Categorical(logits=expert)).mean()
+    assert abs(forward - backward) > 0.1  # asymmetric enough to tell the directions apart
+    torch.testing.assert_close(categorical_kl(expert, student), forward)
+
+    loc, scale = torch.randn(16, 3, generator=g), 0.2 + torch.rand(16, 3, generator=g)
+    loc2, scale2 = torch.randn(16, 3, generator=g), 0.2 + 2 * torch.rand(16, 3, generator=g)
+    diagonal = lambda m, s: Independent(Normal(m, s), 1)  # noqa: E731 - KL summed over the action dims
+    forward = kl_divergence(diagonal(loc, scale), diagonal(loc2, scale2)).mean()
+    backward = kl_divergence(diagonal(loc2, scale2), diagonal(loc, scale)).mean()
+    assert abs(forward - backward) > 0.1
+    torch.testing.assert_close(gaussian_kl(loc, scale, loc2, scale2), forward)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_distillation_loss_is_the_kl_from_the_experts_outputs_to_the_students_policy(env_id: str) -> None:
+    student = Distill(env_id, hidden=[16])
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(32, 4 if env_id == "CartPole-v1" else 3, generator=g)
+    with torch.no_grad():
+        own = student.student(TensorDict(observation=obs, batch_size=[32]))
+    if env_id == "CartPole-v1":
+        expert_logits = 3 * torch.randn(32, 2, generator=g)
+        batch = TensorDict(observation=obs, logits=expert_logits, batch_size=[32])
+        expert, mine = Categorical(logits=expert_logits), Categorical(logits=own["logits"])
+    else:
+        loc, scale = torch.randn(32, 1, generator=g), 0.1 + 0.3 * torch.rand(32, 1, generator=g)
+        batch = TensorDict(observation=obs, loc=loc, scale=scale, batch_size=[32])
+        expert, mine = Independent(Normal(loc, scale), 1), Independent(Normal(own["loc"], own["scale"]), 1)
+    forward, backward = kl_divergence(expert, mine).mean(), kl_divergence(mine, expert).mean()
+    assert abs(forward - backward) > 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(student.distillation_loss(batch), forward)
 
 
 def _expert_checkpoint(tmp_path: Path, frames: int, seed: int = 0) -> tuple[str, float]:

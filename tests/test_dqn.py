@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from tensordict import TensorDict
-
 from lth.callbacks import PruningCallback
 from lth.datamodules import ReplayDataModule
+from tensordict import TensorDict
+
+import lth.modules.base as base
 from lth.agents import EpsilonGreedyActing
 from lth.modules import DQN
 from lth.schedules import linear_schedule
@@ -65,10 +66,10 @@ def test_epsilon_greedy_acting_is_greedy_at_zero_and_uniform_at_one() -> None:
     assert torch.all((counts - 0.25).abs() < 0.04)
 
 
-def _fit(model: DQN, *callbacks, frames: int = 640, seed: int = 0) -> ReplayDataModule:
+def _fit(model: DQN, *callbacks, frames: int = 640, seed: int = 0, eval_every: int = 320) -> ReplayDataModule:
     L.seed_everything(seed)
     dm = ReplayDataModule("CartPole-v1", num_envs=4, collect_steps=8, total_frames=frames, buffer_size=1_000,
-                          batch_size=32, replay_ratio=4, warmup_frames=256, eval_every=320, eval_episodes=2,
+                          batch_size=32, replay_ratio=4, warmup_frames=256, eval_every=eval_every, eval_episodes=2,
                           seed=seed)
     L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
               enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval,
@@ -76,13 +77,47 @@ def _fit(model: DQN, *callbacks, frames: int = 640, seed: int = 0) -> ReplayData
     return dm
 
 
-def test_exploration_follows_its_schedule_and_evaluation_uses_eps_eval() -> None:
-    model = DQN("CartPole-v1", hidden=[16], eps_start=1.0, eps_end=0.1, eps_frames=1_000, eps_eval=0.001)
-    _fit(model)
+def test_linear_schedule_matches_hand_values() -> None:
+    # 1.0 -> 0.1 over 1000 frames: 1 - 0.9 * t / 1000, then flat; before 0 it is the start value
+    for t, eps in [(-10, 1.0), (0, 1.0), (250, 0.775), (500, 0.55), (999, 0.1009), (1_000, 0.1), (5_000, 0.1)]:
+        assert linear_schedule(1.0, 0.1, 1_000, t) == pytest.approx(eps, abs=1e-9), t
+    assert linear_schedule(0.4, 1.0, 200, 50) == pytest.approx(0.55)  # it may also rise
+    assert linear_schedule(1.0, 0.1, 0, 0) == 0.1  # no annealing: the end value at once
+
+
+class EpsilonProbe(L.Callback):
+    """Records (env frames, exploring epsilon) after every training step."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: DQN, outputs, batch, batch_idx: int) -> None:
+        self.seen.append((module.frames, module.policy.eps.item()))
+
+
+def test_exploration_follows_its_schedule_and_evaluation_uses_eps_eval(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = DQN("CartPole-v1", hidden=[16], eps_start=1.0, eps_end=0.1, eps_frames=600, eps_eval=0.001)
+    evaluations = []  # (epsilon evaluation acted with, exploring epsilon at that time, mean return)
+    real = base.evaluate_episodes
+
+    def spy(env, policy):
+        returns = real(env, policy)
+        evaluations.append((policy.eps.item(), model.policy.eps.item(), returns.mean().item()))
+        return returns
+
+    monkeypatch.setattr(base, "evaluate_episodes", spy)
+    probe = EpsilonProbe()
+    _fit(model, probe, eval_every=160)
     assert model.frames == 640
-    assert model.policy.eps.item() == pytest.approx(linear_schedule(1.0, 0.1, 1_000, 640))
-    assert model.eval_policy.eps.item() == pytest.approx(0.001)
-    assert model.best_return > 0
+    seen = dict(probe.seen)  # by hand: 1 - 0.9 * frames / 600 = 1 - 0.0015 * frames up to 600 frames, then 0.1
+    for frames, eps in [(288, 0.568), (320, 0.52), (384, 0.424), (480, 0.28), (576, 0.136), (608, 0.1), (640, 0.1)]:
+        assert seen[frames] == pytest.approx(eps, abs=1e-6), (frames, seen[frames])
+    assert min(seen) == 288  # the first update comes with the first collection after 256 warmup frames
+    assert all(0.1 - 1e-6 <= eps <= 0.568 + 1e-6 for _, eps in probe.seen)
+    assert len(evaluations) == 2  # every 160 frames after the 256 warmup frames: at 416 and 576 frames
+    assert all(acted == pytest.approx(0.001) for acted, _, _ in evaluations)
+    assert [exploring for _, exploring, _ in evaluations] == pytest.approx([0.376, 0.136])  # not the exploring one
+    assert model.best_return == max(mean for _, _, mean in evaluations)  # the best of the greedy evaluations
 
 
 class TargetMaskProbe(L.Callback):
@@ -113,7 +148,7 @@ def test_target_network_stays_masked_after_pruning() -> None:
 
 
 def test_minatar_cnn_q_network_is_pruned_like_an_mlp() -> None:
-    model = DQN("MinAtar/Breakout-v1", arch="minatar_cnn", hidden=[32, 16])
+    model = DQN("MinAtar/Breakout-v1", hidden=[32, 16], network={"arch": "minatar_cnn"})
     conv = model.q_net[0].layers[0]
     assert isinstance(conv, torch.nn.Conv2d) and (conv.in_channels, conv.out_channels) == (4, 16)
     L.seed_everything(0)

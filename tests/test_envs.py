@@ -2,8 +2,10 @@ import gymnasium as gym
 import pytest
 import torch
 from torchrl.data import Bounded, Categorical
+from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.envs.utils import check_env_specs
 
+from lth.agents import make_actor
 from lth.envs import make_env
 from lth.errors import ConfigError
 
@@ -45,12 +47,36 @@ def test_final_observation_and_partial_reset_match_gymnasium() -> None:
     pytest.fail("no episode ended")
 
 
-def test_continuous_pybullet_env_has_bounded_actions() -> None:
-    env = make_env("HopperBulletEnv-v0", 1, seed=0)
-    assert isinstance(env.action_spec, Bounded)
-    assert env.action_spec.shape == torch.Size([1, 3])
-    td = env.rand_step(env.reset())
-    assert td["next", "observation"].shape == (1, 15)
+@pytest.mark.parametrize("env_id, obs_dim, act_dim, bound", [
+    ("HopperBulletEnv-v0", 15, 3, 1.0),
+    ("HalfCheetahBulletEnv-v0", 26, 6, 1.0),
+    ("Walker2DBulletEnv-v0", 22, 6, 1.0),
+    ("AntBulletEnv-v0", 28, 8, 1.0),
+    ("Pendulum-v1", 3, 1, 2.0),  # torque in [-2, 2]: the actor must not squash it into [-1, 1]
+])
+def test_continuous_envs_have_bounded_actions_and_the_actor_acts_within_them(env_id: str, obs_dim: int,
+                                                                             act_dim: int, bound: float) -> None:
+    env = make_env(env_id, 2, seed=0)
+    spec = env.action_spec
+    assert isinstance(spec, Bounded) and spec.shape == torch.Size([2, act_dim])
+    assert torch.all(spec.space.low == -bound) and torch.all(spec.space.high == bound)
+    actor = make_actor(obs_dim, spec, [16], "tanh_normal")
+    last = [m for m in actor.modules() if isinstance(m, torch.nn.Linear)][-1]  # writes loc, then scale
+    loc = 5.0 * (-1.0) ** torch.arange(act_dim)  # +5, -5, ...: tanh(5) = 0.9999, close to the bounds
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()  # scale = biased softplus(0) = 1
+        last.bias[:act_dim] = loc
+    with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
+        rollout = env.rollout(40, actor, break_when_any_done=False)
+    actions = rollout["action"]
+    assert rollout["next", "observation"].shape == (2, 40, obs_dim)
+    assert torch.all(actions.abs() <= bound)
+    assert torch.all(actions * loc > 0)  # loc +-5 with scale 1: on the other side of 0 with p = 3e-7
+    assert actions.abs().max() > 0.95 * bound  # spans the whole range, up to the bounds
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        greedy = actor(env.reset())["action"]
+    torch.testing.assert_close(greedy, (bound * torch.tanh(loc)).expand(2, act_dim))
     env.close()
 
 

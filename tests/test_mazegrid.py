@@ -325,12 +325,47 @@ def test_bad_obs_type_raises(cls: type) -> None:
         cls(obs_type="pixels")
 
 
-def test_render_and_layout_picture(tmp_path: Path) -> None:
+#: The colours the render promises, written out by hand (not read from PALETTE): layout character -> RGB.
+COLOURS = {"#": (128, 128, 128), ".": (0, 0, 0), "-": (0, 0, 0), "$": (255, 255, 0), "x": (139, 69, 19),
+           "@": (0, 255, 255), "a": (255, 0, 255), "b": (0, 255, 0)}
+
+
+def _picture(rows: list[str], scale: int = 20) -> np.ndarray:
+    """A board drawn by hand: each character's colour filling a ``scale`` x ``scale`` block."""
+    image = np.array([[COLOURS[c] for c in row] for row in rows], dtype=np.uint8)
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _put(rows: list[str], row: int, col: int, char: str) -> list[str]:
+    rows = list(rows)
+    rows[row] = rows[row][:col] + char + rows[row][col + 1:]
+    return rows
+
+
+def test_render_draws_each_cell_in_its_objects_colour_for_the_first_copy() -> None:
     env = MazeGridVectorEnv(num_envs=2, render_mode="rgb_array")
-    env.reset()
+    env.reset(seed=0)
     picture = env.render()
     assert picture.shape == (200, 400, 3) and picture.dtype == np.uint8
-    np.testing.assert_array_equal(picture, mg.layout_image(scale=20))
+    np.testing.assert_array_equal(picture, _picture(ROWS))
+    np.testing.assert_array_equal(picture[4 * 20 + 7, 10 * 20 + 13], [0, 255, 255])  # the agent's block at (4, 10)
+    for _ in range(4):  # copy 0 walks left onto the coin at (4, 6); copy 1 walks right onto the coin at (4, 14)
+        obs, *_ = env.step(np.array([LEFT, RIGHT]))
+    # after 4 steps: enemy A (start (3, 5), rightwards) is at (3, 9); enemy B (start (6, 14), bouncing) at (6, 10)
+    rows = _put(_put(_put(ROWS, 4, 10, "."), 4, 6, "@"), 3, 5, "-")
+    rows = _put(_put(_put(rows, 3, 9, "a"), 6, 14, "-"), 6, 10, "b")
+    picture = env.render()
+    np.testing.assert_array_equal(picture, _picture(rows))
+    # the same picture from copy 0's object maps: each cell in its channel's colour, walls (no channel) grey
+    char = {"empty": ".", "agent": "@", "enemy_a": "a", "enemy_b": "b", "coin": "$", "poison": "x"}
+    by_channel = [COLOURS[char[name]] for name in CHANNELS]
+    from_obs = np.array([[by_channel[int(np.argmax(obs[0, :, r, c]))] if obs[0, :, r, c].any() else COLOURS["#"]
+                          for c in range(WIDTH)] for r in range(HEIGHT)], dtype=np.uint8)
+    np.testing.assert_array_equal(picture[10::20, 10::20], from_obs)
+
+
+def test_layout_picture(tmp_path: Path) -> None:
+    np.testing.assert_array_equal(mg.layout_image(scale=20), _picture(ROWS))
     small = mg.layout_image(scale=1)
     assert small.shape == (10, 20, 3) and small[START].tolist() == [0, 255, 255]
     mg.save_layout_figure(tmp_path / "mazegrid.png")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lth.datamodules import OnPolicyDataModule
 
 import lth.modules.base as base
-from lth.datamodules import OnPolicyDataModule
 from lth.envs import make_env
 from lth.evaluation import evaluate_episodes
 from lth.modules import PPO
@@ -61,15 +63,38 @@ def test_best_checkpoint_reproduces_the_best_return(tmp_path) -> None:
     assert evaluate_episodes(eval_env, reloaded.policy).mean().item() == pytest.approx(model.best_return)
 
 
-def test_continuous_actions_train_on_pybullet() -> None:
-    model = PPO("HopperBulletEnv-v0", actor_hidden=[32], critic_hidden=[32])
-    before = [p.detach().clone() for p in model.actor.parameters()]
+class FirstRollout(L.Callback):
+    """Keeps the first rollout and the weights that collected it, before the update changes either."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: PPO, batch, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.batch = batch.clone()
+            self.state = copy.deepcopy(module.state_dict())
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "HopperBulletEnv-v0"])  # categorical and tanh-Gaussian actions
+def test_one_update_moves_the_policy_towards_the_actions_with_positive_advantage(env_id: str) -> None:
+    """One training step (one rollout, 4 epochs x 4 minibatches) raises the clipped surrogate of its own rollout:
+    log-probabilities of actions with positive advantage go up, those with negative advantage go down."""
     L.seed_everything(0)
-    dm = OnPolicyDataModule("HopperBulletEnv-v0", num_envs=2, rollout_steps=64, total_frames=256,
-                            eval_every=256, eval_episodes=1)
-    _trainer(val_check_interval=dm.eval_interval, limit_val_batches=0).fit(model, dm)
-    assert model.frames == 256
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.actor.parameters()))
+    model = PPO(env_id, actor_hidden=[32], critic_hidden=[32], lr=3e-3, entropy_coef=0.0)
+    first = FirstRollout()
+    dm = OnPolicyDataModule(env_id, num_envs=2, rollout_steps=64, total_frames=128, eval_every=128,
+                            eval_episodes=1, seed=0)
+    _trainer(val_check_interval=dm.eval_interval, limit_val_batches=0, callbacks=[first]).fit(model, dm)
+    assert model.frames == 128
+    before = PPO(env_id, actor_hidden=[32], critic_hidden=[32], lr=3e-3, entropy_coef=0.0)
+    before.load_state_dict(first.state)
+    batch = first.batch
+    with torch.no_grad():
+        before.advantage(batch)  # GAE with the critic the update started from, as the update computed it
+        advantage = batch["advantage"].squeeze(-1)
+        old, new = before.actor.log_prob(batch.clone()), model.actor.log_prob(batch.clone())
+    torch.testing.assert_close(old, batch["action_log_prob"], rtol=1e-4, atol=1e-4)  # the collecting weights
+    assert (advantage > 0).any() and (advantage < 0).any()
+    moved = new - old
+    assert moved[advantage > 0].mean() > 0.005 and moved[advantage < 0].mean() < -0.005
+    assert ((moved.exp() * advantage).mean() - advantage.mean()).item() > 0.005  # the surrogate went up
 
 
 def _solves_cartpole(seed: int) -> float:

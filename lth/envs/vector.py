@@ -120,7 +120,7 @@ class GymVectorEnv(EnvBase):
         return self._done_td(self._obs.copy(), None, zeros, zeros)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
-        action = tensordict.get("action").numpy()
+        action = tensordict.get("action").detach().numpy()  # an actor outside no_grad works too
         obs, reward, term, trunc, info = self._env.step(action)
         obs = self._observed(obs)
         done = np.logical_or(term, trunc)
