@@ -10,18 +10,22 @@ per-layer density table and a picture of the input-layer masks; the chain's pare
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.analysis.inputs import InputReport, input_report
 from lth.callbacks import PruningCallback, condition_names
 from lth.callbacks.masks import density, layer_densities
+from lth.chain_identity import chain_description, describe_differences
 from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.plots import save_inputs_png
@@ -32,13 +36,13 @@ from lth.tracking import ChainStore
 class ImpSettings:
     """``--imp.*`` options of ``lth imp``."""
 
-    levels: int = 20
+    levels: PositiveInt = 20
     condition: str = "mask/weights"
     conditions: str | None = None  # "all" = the four paper conditions, or a comma-separated list
-    amount: float = 0.2
+    amount: OpenUnitInterval = 0.2  # the fraction of the remaining weights each level prunes
     modules: list[str] | None = None  # sub-modules to prune, e.g. [actor] (the paper's AP); None = all
-    rewind: str | int = "init"
-    prune_from: str = "best"
+    rewind: NonNegativeInt | Literal["init"] = "init"  # "init" or N optimizer steps of the first fit (late rewind)
+    prune_from: Literal["best", "last"] = "best"
     branch_from: str | None = None  # parent run id of a stored ticket chain whose masks to reuse per level
 
     def chain_conditions(self) -> list[str]:
@@ -51,7 +55,8 @@ class ImpSettings:
             chosen = [c.strip() for c in self.conditions.split(",") if c.strip()]
         unknown = [c for c in chosen if c not in condition_names()]
         if unknown:
-            raise ConfigError(f"unknown condition(s) {unknown}; valid: {list(condition_names())} or 'all'")
+            option = "imp.conditions" if self.conditions is not None else "imp.condition"
+            raise ConfigError(f"{option}: unknown condition(s) {unknown}; valid: {list(condition_names())} or 'all'")
         if self.levels < 1:
             raise ConfigError(f"imp.levels must be >= 1, got {self.levels}")
         return chosen
@@ -76,6 +81,7 @@ class Study:
     experiment: str
     seed: int
     tags: dict[str, str]
+    description: dict[str, Any] | None = None  # JSON data: model, data, trainer budget, seed (lth.chain_identity)
 
 
 class FinalWeights(L.Callback):
@@ -99,12 +105,31 @@ def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[
 
 
 def run_chain(study: Study, settings: ImpSettings, condition: str, resume: bool) -> list[LevelResult]:
+    """Find the chain of this configuration (or start one), claim it, train its missing levels, release it."""
     tags = {**study.tags, "condition": condition, "seed": str(study.seed)}
     if settings.branch_from:
         tags["branch_from"] = settings.branch_from
-    store = ChainStore.open(study.tracking_uri, study.experiment, tags, resume)
+    description = None
+    if study.description is not None:
+        description = chain_description(study.description, dataclasses.asdict(settings), condition)
+    store = ChainStore.open(study.tracking_uri, study.experiment, tags, resume, description)
+    try:
+        return _train_chain(study, settings, condition, store, tags)
+    finally:
+        store.release()
+
+
+def _train_chain(study: Study, settings: ImpSettings, condition: str, store: ChainStore,
+                 tags: dict[str, str]) -> list[LevelResult]:
+    prefix = f"[{condition} seed {study.seed}]"
+    if store.took_over:
+        print(f"{prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
+    if store.closest is not None:
+        chain, diffs = store.closest
+        print(f"{prefix} new chain: the configuration differs from chain {chain} in {describe_differences(diffs)}",
+              flush=True)
     store.discard_unfinished()
-    print(f"[{condition} seed {study.seed}] chain run id {store.parent_id}", flush=True)
+    print(f"{prefix} chain run id {store.parent_id}", flush=True)
     callback = PruningCallback(
         amount=settings.amount, condition=condition, modules=settings.modules, rewind=settings.rewind,
         prune_from=settings.prune_from, seed=study.seed, mask_source=_branch_masks(study, settings),
@@ -114,12 +139,14 @@ def run_chain(study: Study, settings: ImpSettings, condition: str, resume: bool)
     if finished != list(range(len(finished))):
         raise ConfigError(f"chain {store.parent_id} has gaps in its finished levels {finished}; start a new chain")
     results = [_recorded(runs[level], condition, level) for level in finished]
+    store.fill_parent_metrics(runs)
     if finished:
         callback.load_state_dict(store.load(runs[finished[-1]].info.run_id, "next_state.pt"))
         if callback.level != len(finished) and len(finished) < settings.levels:
             raise ConfigError(f"chain {store.parent_id} ended at level {finished[-1]} (its branch source has no "
                               "further masks); it cannot be extended")
     for level in range(len(finished), settings.levels):
+        store.heartbeat()  # at every level boundary too; raises if another process took the chain over
         results.append(_run_level(study, store, callback, condition, level, tags))
     store.finish_chain()
     return results
@@ -136,7 +163,11 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
     trained = dict(callback.masks)
     trainer.fit(study.model, study.datamodule)
     trained = trained or {n: torch.ones_like(m) for n, m in callback.masks.items()}
-    result = LevelResult(condition, level, density(trained), study.model.best_return)
+    # A diverged level is a result: its best return before divergence stands (NaN: it diverged before any
+    # evaluation), and the chain goes on, pruning from the best (else the last good, finite) weights.
+    diverged_at = study.model.diverged_at
+    best = study.model.best_return if study.model.best_return > -math.inf else math.nan
+    result = LevelResult(condition, level, density(trained), best)
     per_layer = layer_densities(trained)
     inputs = input_report(final.weights, trained, study.datamodule.hparams.env_id, study.model.obs_shape)
     ticket = {"level": level, "condition": condition, "seed": study.seed, "masks": trained,
@@ -152,9 +183,13 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
     summary = {"ticket/best_return": result.best_return, "density": result.density}
     metrics = {**summary, "level": level, **{f"density/{n}": v for n, v in per_layer.items()},
                **_input_metrics(inputs)}
+    if diverged_at is not None:
+        store.client.set_tag(run_id, "diverged", "true")  # the module logged the metric diverged_at_frames
     store.finish_level(run_id, level, metrics, summary, files)
+    note = "" if diverged_at is None else (
+        f" (training diverged at {diverged_at} frames: a non-finite loss, output or weight)")
     print(f"[{condition} seed {study.seed}] level {level}: density {result.density:.3f}, "
-          f"best return {result.best_return:.1f}", flush=True)
+          f"best return {result.best_return:.1f}{note}", flush=True)
     return result
 
 

@@ -22,7 +22,7 @@ from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names
 from lth.callbacks import condition_names
 from lth.envs import env_shapes
 from lth.errors import ConfigError
-from lth.tracking import ChainStore, log_folder
+from lth.tracking import ChainStore, check_tracking_uri, log_folder
 
 
 @dataclass
@@ -43,7 +43,12 @@ class Chain:
 
 
 def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
-    """Every chain (parent run tagged ``lth.role=chain``) of ``experiments`` with its finished levels."""
+    """The chains (parent runs tagged ``lth.role=chain``) of ``experiments`` with their finished levels.
+
+    A changed configuration starts a new chain in the same experiment (see :mod:`lth.chain_identity`), so of
+    several chains with the same condition, seed and branch source only the newest is read: a report shows one
+    study, never a mix of configurations.
+    """
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -53,8 +58,15 @@ def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
         if exp is None:
             known = [e.name for e in client.search_experiments()]
             raise ConfigError(f"no experiment {name!r} in {tracking_uri}; experiments: {known}")
-        for parent in client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'", max_results=10_000):
+        newest_first = client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'", max_results=10_000,
+                                          order_by=["attributes.start_time DESC"])
+        seen: set[tuple[str, str, str]] = set()
+        for parent in newest_first:
             tags = parent.data.tags
+            key = (tags["condition"], tags.get("seed", "0"), tags.get("branch_from", ""))
+            if key in seen:
+                continue
+            seen.add(key)
             chain = Chain(name, exp.experiment_id, parent.info.run_id, tags["condition"], int(tags.get("seed", 0)),
                           tags.get("env", ""))
             for level, run in ChainStore(tracking_uri, exp.experiment_id, parent.info.run_id).finished_runs().items():
@@ -219,7 +231,10 @@ def input_masks_across_levels(chains: list[Chain], tracking_uri: str, group: str
 
 
 def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlflow: bool = True) -> Path:
-    """Write every figure and ``summary.md`` to ``out`` (and log them to MLflow); returns the summary path."""
+    """Write every figure and ``summary.md`` to ``out`` (and log them to MLflow); returns the summary path.
+
+    An unopenable ``tracking_uri`` is a :class:`ConfigError` before anything is read or written."""
+    check_tracking_uri(tracking_uri)
     chains = load_chains(tracking_uri, experiments)
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({c.seed for c in chains})

@@ -5,8 +5,7 @@
 the same LightningCLI classes, :mod:`lth.parsing`), run, and return what they did. The ``lth`` command and
 ``make results`` (``docs/make_results.py``) call them; the benchmarks share :func:`configure_process` with the
 command. Configuration problems, bad arguments included, raise :class:`lth.errors.ConfigError` (the command
-prints it as one line with exit code 2, and passes ``exit_on_error=True`` so that a bad argument prints the
-parser's usage as before).
+prints it as one line with exit code 2). Every value is checked before anything trains or any MLflow run exists.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from lth.chain_identity import study_description
 from lth.errors import ConfigError
 from lth.imp import ImpSettings, LevelResult, Study, run_study
 from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse
@@ -45,7 +45,8 @@ def configure_process(threads: int | None = None) -> None:
 
 
 def imp_study(cli: LthCLI) -> Study:
-    """The :class:`Study` of a parsed ``lth imp`` config: model, data, trainer options, MLflow store, seed, tags."""
+    """The :class:`Study` of a parsed ``lth imp`` config: model, data, trainer options, MLflow store, seed, tags,
+    and the plain description of the config that, with the ``--imp.*`` settings, identifies a chain."""
     config = cli.config
     logger = mlflow_logger(config, "imp")
     trainer_kwargs = {
@@ -59,6 +60,7 @@ def imp_study(cli: LthCLI) -> Study:
         experiment=logger.init_args.experiment_name,
         seed=config.seed_everything,
         tags={"env": config.data.init_args.env_id, "algo": type(cli.model).__name__.lower()},
+        description=study_description(config),
     )
 
 
@@ -128,7 +130,7 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
         common += ["--transfer.modules", json.dumps(modules)]
     fits: list[TransferFit] = []
     for seed in seeds:
-        for arm in ARMS:
+        for arm in ARMS:  # parsing either arm checks the ticket, level and modules, so nothing trains on bad ones
             cli = parse([*common, "--transfer.arm", arm, "--seed", str(seed)], TransferCLI, exit_on_error)
             logger = cli.config.trainer.logger.init_args
             uri, experiment = logger.tracking_uri, logger.experiment_name

@@ -1,9 +1,15 @@
-"""MLflow plumbing: the default store, a check that a tracking URI opens, and the config as a run artifact."""
+"""MLflow plumbing: the default store, a check that a tracking URI opens, the config as a run artifact, and
+:class:`ChainStore`: an IMP chain's runs, found by its configuration and written by one claimed process."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,24 +40,40 @@ def check_tracking_uri(uri: str) -> None:
     """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why.
 
     A new sqlite store is created under a file lock: MLflow's schema migration fails when two processes (say
-    two ``lth imp`` seeds started together) create the same database at once.
+    two ``lth imp`` seeds started together) create the same database at once. A server (``http(s)://``) is
+    probed once with a short timeout and no retries (MLflow's defaults retry for minutes): the environment
+    variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT`` are set for the probe only.
     """
+    import os
+
     from mlflow import MlflowClient
 
-    quiet = logging.getLogger("alembic")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
+    quiet = [logging.getLogger(name) for name in ("alembic", "mlflow.store.db.utils")]  # "Creating tables..."
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {key: os.environ.get(key) for key in probe_env}
+    if uri.startswith(("http://", "https://")):
+        os.environ.update(probe_env)
     try:
         with _creation_lock(uri):
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure to open the store is the user's to fix
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = str(exc).strip().splitlines()
+        first_line = lines[0] if lines else type(exc).__name__
         raise ConfigError(
             f"cannot open MLflow tracking URI {uri!r}: {first_line}. "
             f"Use a writable local store such as {DEFAULT_TRACKING_URI!r} or a server such as 'http://host:5000'."
         ) from exc
     finally:
-        quiet.setLevel(level)
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager
@@ -68,9 +90,24 @@ def _creation_lock(uri: str) -> Iterator[None]:
 
 
 def experiment_id(client: Any, name: str) -> str:
-    """The id of the MLflow experiment ``name``, created if it does not exist yet."""
+    """The id of the MLflow experiment ``name``, created if it does not exist yet.
+
+    Creating is also safe against another process creating it at the same moment (an http store has no
+    lock): "already exists" means it is there, so it is looked up again.
+    """
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as exc:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        logging.getLogger(__name__).debug("experiment %r created concurrently: %s", name, exc)
+        return found.experiment_id
 
 
 def tag_query(tags: Mapping[str, str]) -> str:
@@ -104,14 +141,45 @@ class SaveConfigToMLflow(SaveConfigCallback):
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
 
 
+CLAIM_TIMEOUT = 600.0
+"""Seconds without a heartbeat after which another process may take over a chain's claim."""
+HEARTBEAT_INTERVAL = 60.0
+"""Seconds between the heartbeats of a chain's claim (a daemon thread, plus one at every level boundary)."""
+
+
+class ChainBusyError(ConfigError):
+    """Another live process holds the claim of the chain this one was asked to train."""
+
+
 class ChainStore:
     """The MLflow records of one IMP chain: a parent run tagged with the chain, a nested child run per level.
 
     A level counts as finished only once its child run carries the tag ``lth.level_complete``, which is set
-    after every artifact is written; resuming discards children that never got it.
+    after every artifact is written; resuming discards children that never got it. The parent's per-level
+    metrics (:attr:`PARENT_METRICS`, step = level) are written after that mark, and a resume writes those a
+    kill left out (:meth:`fill_parent_metrics`): one point per level, whatever the moment of a kill.
+
+    **Identity.** :meth:`open` finds a chain by its tags and ``lth.chain_hash``, the hash of its configuration
+    (:mod:`lth.chain_identity`); a new chain stores that configuration flattened as params and as
+    ``chain.json``, so that the next different configuration can name what differs.
+
+    **One writer.** A chain being trained carries a claim, the tags ``lth.claim.owner`` (an id per
+    :meth:`open`), ``.host``, ``.pid`` and ``.heartbeat`` (UTC, ISO 8601). It is taken when the chain is
+    opened, in the same critical section that finds or creates the parent run (and its experiment): for the
+    embedded sqlite store that section holds the store's file lock, so two launches cannot both take it. A
+    daemon thread refreshes the heartbeat every :data:`HEARTBEAT_INTERVAL` seconds, independent of how long a
+    level or an evaluation takes; a claim is stale after :data:`CLAIM_TIMEOUT` seconds without one, or at once
+    when its process is gone from this host (a rerun after ``kill -9`` needs no wait), and is then taken over.
+    Every write of a level (start, discard, finish) first checks that the claim is still this store's.
+    :meth:`release` (call it in a ``finally``) removes the claim. An http store has no lock here, so two
+    machines can still race between reading and writing the claim; a server-side compare-and-set belongs in
+    :meth:`_locked` / :meth:`_take_claim` (issue 14).
     """
 
     COMPLETE = "lth.level_complete"
+    HASH = "lth.chain_hash"
+    OWNER, HOST, PID, HEARTBEAT = "lth.claim.owner", "lth.claim.host", "lth.claim.pid", "lth.claim.heartbeat"
+    PARENT_METRICS = ("ticket/best_return", "density")
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str) -> None:
         from mlflow import MlflowClient
@@ -120,6 +188,11 @@ class ChainStore:
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id
         self.parent_id = parent_id
+        self.owner: str | None = None  # the claim this store holds, if it was opened for training
+        self.created = False  # whether open() created the parent run
+        self.closest: tuple[str, list[tuple[str, str, str]]] | None = None  # (chain id, differences) when created
+        self.took_over: str | None = None  # the stale claim taken over, described
+        self._beat: _Heartbeat | None = None
 
     @classmethod
     def of_run(cls, tracking_uri: str, parent_id: str) -> ChainStore:
@@ -136,21 +209,134 @@ class ChainStore:
         return cls(tracking_uri, run.info.experiment_id, parent_id)
 
     @classmethod
-    def open(cls, tracking_uri: str, experiment: str, tags: dict[str, str], resume: bool) -> ChainStore:
-        """The chain's parent run: the newest with the same tags when resuming, else a new one."""
-        from mlflow import MlflowClient
+    def open(cls, tracking_uri: str, experiment: str, tags: dict[str, str], resume: bool,
+             description: Mapping[str, Any] | None = None) -> ChainStore:
+        """The chain's parent run, claimed by this process: when resuming, the newest with the same tags and
+        (given a ``description``) the same configuration hash, else a new one.
+
+        Raises :class:`ChainBusyError` when a live process holds the chain's claim.
+        """
+        from lth.chain_identity import canonical_json, chain_hash, flatten
 
         check_tracking_uri(tracking_uri)
+        chain_tags = dict(tags)
+        flat: dict[str, str] = {}
+        if description is not None:
+            chain_tags[cls.HASH] = chain_hash(description)
+            flat = flatten(description)
+        with cls._locked(tracking_uri):
+            store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume)
+        try:
+            if store.created and description is not None:
+                store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
+            store._beat = _Heartbeat(store)
+            store._beat.start()
+        except BaseException:
+            store.release()
+            raise
+        return store
+
+    @classmethod
+    def _find_or_create(cls, tracking_uri: str, experiment: str, tags: dict[str, str], chain_tags: dict[str, str],
+                        flat: dict[str, str], resume: bool) -> ChainStore:
+        """The critical section of :meth:`open`: experiment, parent run and claim (under :meth:`_locked`)."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
         client = MlflowClient(tracking_uri)
         exp_id = experiment_id(client, experiment)
+        closest = None
         if resume:
-            runs = client.search_runs([exp_id], f"{tag_query(tags)} and tags.`lth.role` = 'chain'",
+            runs = client.search_runs([exp_id], f"{tag_query(chain_tags)} and tags.`lth.role` = 'chain'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
-                return cls(tracking_uri, exp_id, runs[0].info.run_id)
+                store = cls(tracking_uri, exp_id, runs[0].info.run_id)
+                store._take_claim(runs[0].data.tags)
+                return store
+            if flat:
+                closest = cls._closest(client, exp_id, tags, flat)
+        store = cls(tracking_uri, exp_id, "")
+        store.owner = uuid.uuid4().hex
         name = f"{tags['condition']} seed {tags['seed']}"
-        run = client.create_run(exp_id, run_name=name, tags={**tags, "lth.role": "chain"})
-        return cls(tracking_uri, exp_id, run.info.run_id)
+        run = client.create_run(exp_id, run_name=name, tags={**chain_tags, "lth.role": "chain", **store._claim_tags()})
+        store.parent_id, store.created, store.closest = run.info.run_id, True, closest
+        params = [Param(k[:250], v if len(v) <= 6000 else v[:5990] + "...") for k, v in flat.items()]
+        for start in range(0, len(params), 100):
+            client.log_batch(store.parent_id, params=params[start:start + 100])
+        return store
+
+    @classmethod
+    def _closest(cls, client: Any, exp_id: str, tags: dict[str, str],
+                 flat: dict[str, str]) -> tuple[str, list[tuple[str, str, str]]] | None:
+        """The chain of the same env, algo, condition and seed whose stored configuration differs least."""
+        from lth.chain_identity import differences
+
+        same = {k: v for k, v in tags.items() if k in ("env", "algo", "condition", "seed")}
+        runs = client.search_runs([exp_id], f"{tag_query(same)} and tags.`lth.role` = 'chain'",
+                                  order_by=["attributes.start_time DESC"], max_results=1000)
+        found = [(run.info.run_id, differences(run.data.params, flat)) for run in runs
+                 if cls.HASH in run.data.tags and run.data.params]
+        return min(found, key=lambda f: len(f[1]), default=None)
+
+    @staticmethod
+    @contextmanager
+    def _locked(tracking_uri: str) -> Iterator[None]:
+        """The critical section of claims: the store's file lock for sqlite; nothing yet for a server (issue 14)."""
+        with _creation_lock(tracking_uri):
+            yield
+
+    def _claim_tags(self) -> dict[str, str]:
+        return {self.OWNER: self.owner or "", self.HOST: socket.gethostname(), self.PID: str(os.getpid()),
+                self.HEARTBEAT: _utc_now()}
+
+    def _take_claim(self, tags: Mapping[str, str]) -> None:
+        """Claim the chain (under the lock), refusing if a live process holds it, taking over a stale claim."""
+        holder = tags.get(self.OWNER)
+        if holder:
+            age = time.time() - _parse_utc(tags.get(self.HEARTBEAT, ""))
+            who = f"pid {tags.get(self.PID, '?')} on host {tags.get(self.HOST, '?')}"
+            if not _claim_is_stale(tags, age):
+                raise ChainBusyError(
+                    f"chain {self.parent_id} is being trained by another process ({who}, last heartbeat "
+                    f"{age:.0f} s ago); run again when it has finished (a claim without a heartbeat for "
+                    f"{CLAIM_TIMEOUT:.0f} s is taken over), or use --no_resume for a new chain")
+            self.took_over = f"{who}, last heartbeat {age:.0f} s ago"
+        self.owner = uuid.uuid4().hex
+        for key, value in self._claim_tags().items():
+            self.client.set_tag(self.parent_id, key, value)
+
+    def holds_claim(self) -> bool:
+        """Whether the parent run still carries this store's claim."""
+        return self.owner is not None and self.client.get_run(self.parent_id).data.tags.get(self.OWNER) == self.owner
+
+    def _require_claim(self) -> None:
+        if not self.holds_claim():
+            raise ChainBusyError(f"this process no longer holds the claim of chain {self.parent_id} "
+                                 "(another process took it over); stopping without writing to it")
+
+    def heartbeat(self) -> None:
+        """Refresh the claim's heartbeat; :class:`ChainBusyError` if the claim was lost."""
+        with self._locked(self.tracking_uri):
+            self._require_claim()
+            self.client.set_tag(self.parent_id, self.HEARTBEAT, _utc_now())
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the claim, if this store still holds it (idempotent)."""
+        from mlflow.exceptions import MlflowException
+
+        if self._beat is not None:
+            self._beat.stop()
+            self._beat = None
+        if self.owner is None:
+            return
+        with self._locked(self.tracking_uri):
+            if self.holds_claim():
+                for key in (self.OWNER, self.HOST, self.PID, self.HEARTBEAT):
+                    try:
+                        self.client.delete_tag(self.parent_id, key)
+                    except MlflowException:
+                        pass
+        self.owner = None
 
     def _children(self) -> list[Any]:
         return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'")
@@ -160,9 +346,20 @@ class ChainStore:
         return {int(r.data.tags["level"]): r for r in self._children() if r.data.tags.get(self.COMPLETE) == "true"}
 
     def discard_unfinished(self) -> None:
+        """Delete the level runs that never finished; only ever on a chain whose claim this store holds."""
+        self._require_claim()
         for run in self._children():
             if run.data.tags.get(self.COMPLETE) != "true":
                 self.client.delete_run(run.info.run_id)
+
+    def fill_parent_metrics(self, finished: Mapping[int, Any]) -> None:
+        """Log the parent's per-level metrics a kill left out (after a level's completion mark), from the
+        finished level runs: afterwards every finished level has exactly one point per parent metric."""
+        for key in self.PARENT_METRICS:
+            logged = {m.step for m in self.client.get_metric_history(self.parent_id, key)}
+            for level, run in sorted(finished.items()):
+                if level not in logged and key in run.data.metrics:
+                    self.client.log_metric(self.parent_id, key, run.data.metrics[key], step=level)
 
     def find_level_run(self, level: int) -> str | None:
         """The finished child run of ``level``, if there is one."""
@@ -170,6 +367,7 @@ class ChainStore:
         return None if run is None else run.info.run_id
 
     def start_level(self, level: int, tags: dict[str, str]) -> str:
+        self._require_claim()
         run = self.client.create_run(
             self.experiment_id, run_name=f"level {level}",
             tags={**tags, "level": str(level), "mlflow.parentRunId": self.parent_id},
@@ -178,7 +376,8 @@ class ChainStore:
 
     def finish_level(self, run_id: str, level: int, metrics: dict[str, float], parent_metrics: dict[str, float],
                      files: dict[str, Callable[[Path], None]]) -> None:
-        """Log a level's metrics and artifacts (each written by ``files[name](path)``), then mark it finished."""
+        """Log a level's metrics and artifacts (each written by ``files[name](path)``), mark it finished, then
+        log the parent's metrics at step = level (a kill before them is repaired by :meth:`fill_parent_metrics`)."""
         import tempfile
 
         for key, value in metrics.items():
@@ -188,10 +387,11 @@ class ChainStore:
                 path = Path(tmp) / name
                 write(path)
                 self.client.log_artifact(run_id, str(path))
-        for key, value in parent_metrics.items():
-            self.client.log_metric(self.parent_id, key, value, step=level)
+        self._require_claim()
         self.client.set_tag(run_id, self.COMPLETE, "true")
         self.client.set_terminated(run_id, "FINISHED")
+        for key, value in parent_metrics.items():
+            self.client.log_metric(self.parent_id, key, value, step=level)
 
     def load(self, run_id: str, name: str) -> Any:
         """``torch.load`` an artifact of a run."""
@@ -206,3 +406,62 @@ class ChainStore:
 
     def finish_chain(self) -> None:
         self.client.set_terminated(self.parent_id, "FINISHED")
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes a store's claim every :data:`HEARTBEAT_INTERVAL` seconds until stopped or the claim is lost.
+
+    A thread rather than a Lightning callback: the heartbeat says "this process is alive", which must hold
+    through long evaluations, env resets and artifact uploads as much as through training steps.
+    """
+
+    def __init__(self, store: ChainStore) -> None:
+        super().__init__(name=f"lth-claim-{store.parent_id[:8]}", daemon=True)
+        self.store = ChainStore(store.tracking_uri, store.experiment_id, store.parent_id)
+        self.store.owner = store.owner
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_INTERVAL):
+            try:
+                self.store.heartbeat()
+            except ChainBusyError:
+                return  # lost: the main thread's next write finds out and stops
+            except Exception:  # a busy database now and then: the next beat retries
+                logging.getLogger(__name__).debug("claim heartbeat failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self is not threading.current_thread():
+            self.join(timeout=30)
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _parse_utc(text: str) -> float:
+    """Seconds since the epoch of an ISO 8601 time (0 if it does not parse: then the claim is stale)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _claim_is_stale(tags: Mapping[str, str], age: float) -> bool:
+    """No heartbeat for :data:`CLAIM_TIMEOUT` seconds, or the claiming process is gone from this host."""
+    if age > CLAIM_TIMEOUT:
+        return True
+    if tags.get(ChainStore.HOST) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(tags.get(ChainStore.PID, "")), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError, OverflowError):
+        return False
+    return False

@@ -1,0 +1,232 @@
+"""One writer per chain, and one parent metric point per level whatever the moment of a kill."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+import lth.imp
+from lth.cli import main
+from lth.runner import run_imp
+from lth.tracking import ChainBusyError, ChainStore
+from tests.conftest import CONFIGS, local_store
+
+TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
+        "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
+        "--model.init_args.actor_hidden", "[16, 16]", "--model.init_args.critic_hidden", "[16, 16]",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--seed", "0"]
+EXPERIMENT = "CartPole-v1/ppo/mlp64x64"
+
+
+class Launch:
+    """``lth imp *TINY *args`` in a forked process (no second import of torch), started when ``go`` is set.
+
+    Forked before anything in this process opens the test's store, so no database connection is shared.
+    """
+
+    def __init__(self, folder: Path, go, *args: str) -> None:
+        self.out, self.err = folder / f"launch{id(self)}.out", folder / f"launch{id(self)}.err"
+        self.process = multiprocessing.get_context("fork").Process(target=self._main, args=(go, list(args)))
+        self.process.start()
+
+    def _main(self, go, args: list[str]) -> None:
+        code = 1
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            sys.stdout, sys.stderr = out, err
+            try:
+                go.wait(120)
+                main(["imp", *TINY, *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:  # noqa: BLE001 - reported through the exit code and the stderr file
+                traceback.print_exc()
+            finally:
+                out.flush()
+                err.flush()
+        os._exit(code)
+
+    def result(self, timeout: float = 120) -> tuple[int, str, str]:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            raise AssertionError(f"launch did not finish in {timeout} s")
+        return self.process.exitcode, self.out.read_text(), self.err.read_text()
+
+
+def _parents(client: MlflowClient) -> list:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'", run_view_type=ViewType.ALL)
+
+
+def _level_runs(client: MlflowClient, parent) -> list:
+    """Every level run of ``parent``, deleted ones included."""
+    return client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              run_view_type=ViewType.ALL)
+
+
+def _assert_each_level_trained_once(client: MlflowClient, parent, levels: int) -> None:
+    runs = _level_runs(client, parent)
+    assert sorted(int(r.data.tags["level"]) for r in runs) == list(range(levels))  # none deleted, none twice
+    assert all(r.info.status == "FINISHED" and r.data.tags[ChainStore.COMPLETE] == "true" for r in runs)
+    for key in ChainStore.PARENT_METRICS:
+        assert [m.step for m in client.get_metric_history(parent.info.run_id, key)] == list(range(levels)), key
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("lth: error:")]
+
+
+def test_a_second_launch_refuses_a_chain_in_training_and_leaves_its_level_alone(in_tmp: Path, monkeypatch) -> None:
+    go = multiprocessing.get_context("fork").Event()
+    second = Launch(in_tmp, go, "--imp.levels", "2")
+    real_fit = lth.imp.L.Trainer.fit
+    done: list[tuple[int, str, str]] = []
+
+    def fit_while_another_launch_tries(self, *args, **kwargs):
+        if not done:  # level 0 is in training, its run unfinished: the same command starts elsewhere
+            go.set()
+            done.append(second.result())
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(lth.imp.L.Trainer, "fit", fit_while_another_launch_tries)
+    try:
+        run_imp([*TINY, "--imp.levels", "2"])
+    finally:
+        second.process.kill()  # a no-op once it has finished
+
+    code, out, err = done[0]
+    assert code == 2, err[-3000:]
+    (line,) = _error_lines(err)
+    assert "is being trained by another process" in line and f"pid {os.getpid()}" in line
+    assert "best return" not in out
+    client = MlflowClient(local_store())
+    (parent,) = _parents(client)
+    _assert_each_level_trained_once(client, parent, 2)
+    assert ChainStore.OWNER not in client.get_run(parent.info.run_id).data.tags  # released
+
+
+def test_two_concurrent_launches_train_every_level_exactly_once(in_tmp: Path) -> None:
+    go = multiprocessing.get_context("fork").Event()
+    launches = [Launch(in_tmp, go, "--imp.levels", "2") for _ in range(2)]
+    go.set()  # both start at once, on a store that does not exist yet
+    done = [launch.result() for launch in launches]
+    codes = sorted(code for code, _, _ in done)
+    assert codes in ([0, 0], [0, 2]), [err[-2000:] for _, _, err in done]
+    trained = [out.count("best return") for _, out, _ in done]
+    assert sorted(trained) == [0, 2]  # the winner trained both levels; the other refused or found them done
+    for code, _, err in done:
+        if code == 2:
+            (line,) = _error_lines(err)
+            assert "is being trained by another process" in line
+    client = MlflowClient(local_store())
+    (parent,) = _parents(client)  # one chain: the experiment and the parent run were made under the lock
+    _assert_each_level_trained_once(client, parent, 2)
+
+
+def _claim(client: MlflowClient, parent_id: str, host: str, pid: int, age: float) -> None:
+    beat = (datetime.now(timezone.utc) - timedelta(seconds=age)).isoformat()
+    for key, value in {ChainStore.OWNER: "someone-else", ChainStore.HOST: host, ChainStore.PID: str(pid),
+                       ChainStore.HEARTBEAT: beat}.items():
+        client.set_tag(parent_id, key, value)
+
+
+def test_a_live_claim_refuses_and_a_stale_one_is_taken_over(in_tmp: Path, capsys) -> None:
+    run_imp([*TINY, "--imp.levels", "1"])
+    client = MlflowClient(local_store())
+    (parent,) = _parents(client)
+    theirs = client.create_run(parent.info.experiment_id, run_name="level 1",
+                               tags={"level": "1", "mlflow.parentRunId": parent.info.run_id})  # in training
+
+    _claim(client, parent.info.run_id, "another-host", 4242, age=30)
+    with pytest.raises(ChainBusyError, match="pid 4242 on host another-host"):
+        run_imp([*TINY, "--imp.levels", "2"])
+    assert client.get_run(theirs.info.run_id).info.lifecycle_stage == "active"  # nothing of theirs deleted
+    assert client.get_run(parent.info.run_id).data.tags[ChainStore.OWNER] == "someone-else"
+
+    _claim(client, parent.info.run_id, "another-host", 4242, age=3600)  # no heartbeat for an hour: stale
+    capsys.readouterr()
+    run_imp([*TINY, "--imp.levels", "2"])
+    assert "took over the stale claim" in capsys.readouterr().out
+    assert client.get_run(theirs.info.run_id).info.lifecycle_stage == "deleted"
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    _claim(client, parent.info.run_id, socket.gethostname(), gone.pid, age=1)  # this host, its process gone
+    run_imp([*TINY, "--imp.levels", "3"])
+    assert "took over the stale claim" in capsys.readouterr().out
+    assert ChainStore.OWNER not in client.get_run(parent.info.run_id).data.tags
+    _assert_finished_levels(client, parent, 3)
+
+
+def _assert_finished_levels(client: MlflowClient, parent, levels: int) -> None:
+    finished = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id).finished_runs()
+    assert sorted(finished) == list(range(levels))
+    for key in ChainStore.PARENT_METRICS:
+        history = client.get_metric_history(parent.info.run_id, key)
+        assert [m.step for m in history] == list(range(levels)), key
+        assert [m.value for m in history] == [finished[k].data.metrics[key] for k in range(levels)], key
+
+
+@pytest.mark.parametrize("kill_at", ["completion mark", "second parent metric"])
+def test_a_kill_around_the_parents_metrics_leaves_one_point_per_level(in_tmp: Path, monkeypatch, kill_at) -> None:
+    """Killed at level 1 either at the completion mark (today after the parent's metrics) or between the two
+    parent metrics; the resume leaves exactly one point per level and metric."""
+    real_set_tag, real_log_metric = MlflowClient.set_tag, MlflowClient.log_metric
+    killed = []
+
+    def set_tag(self, run_id, key, value, *args, **kwargs):
+        if (kill_at == "completion mark" and key == ChainStore.COMPLETE and not killed
+                and self.get_run(run_id).data.tags.get("level") == "1"):
+            killed.append(run_id)
+            raise KeyboardInterrupt("killed at the completion mark")
+        return real_set_tag(self, run_id, key, value, *args, **kwargs)
+
+    def log_metric(self, run_id, key, value, *args, step=None, **kwargs):
+        if (kill_at == "second parent metric" and key == "density" and step == 1 and not killed
+                and self.get_run(run_id).data.tags.get("lth.role") == "chain"):
+            killed.append(run_id)
+            raise KeyboardInterrupt("killed between the parent's metrics")
+        return real_log_metric(self, run_id, key, value, *args, step=step, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", set_tag)
+    monkeypatch.setattr(MlflowClient, "log_metric", log_metric)
+    with pytest.raises(KeyboardInterrupt):
+        run_imp([*TINY, "--imp.levels", "2"])
+    assert killed
+    monkeypatch.setattr(MlflowClient, "set_tag", real_set_tag)
+    monkeypatch.setattr(MlflowClient, "log_metric", real_log_metric)
+    run_imp([*TINY, "--imp.levels", "2"])  # resumed at once: the killed process released its claim
+
+    client = MlflowClient(local_store())
+    (parent,) = [p for p in _parents(client) if p.info.lifecycle_stage == "active"]
+    _assert_finished_levels(client, parent, 2)
+
+
+def test_the_claim_heartbeat_runs_in_the_background(in_tmp: Path, monkeypatch) -> None:
+    monkeypatch.setattr("lth.tracking.HEARTBEAT_INTERVAL", 0.2)
+    run_imp([*TINY, "--imp.levels", "1"])
+    client = MlflowClient(local_store())
+    (parent,) = _parents(client)
+    store = ChainStore.open(local_store(), EXPERIMENT, {k: parent.data.tags[k] for k in
+                                                        ("env", "algo", "condition", "seed")}, resume=True)
+    try:
+        first = client.get_run(parent.info.run_id).data.tags[ChainStore.HEARTBEAT]
+        time.sleep(1.0)
+        assert client.get_run(parent.info.run_id).data.tags[ChainStore.HEARTBEAT] > first
+        store.release()
+        with pytest.raises(ChainBusyError, match="no longer holds the claim"):
+            store.discard_unfinished()  # never deletes anything of a chain it does not hold
+    finally:
+        store.release()

@@ -1,0 +1,124 @@
+"""A chain is its configuration: the same command resumes it, a different one starts a new chain and says how it
+differs, more ``--imp.levels`` extends it; the identity hash is the same in every process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from lth.chain_identity import chain_description, chain_hash, describe_differences, differences, flatten
+from lth.cli import main
+from lth.imp import ImpSettings
+from lth.parsing import ImpCLI, parse
+from lth.report import load_chains
+from lth.runner import imp_study
+from tests.conftest import CONFIGS, ROOT, local_store
+
+TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
+        "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
+        "--model.init_args.actor_hidden", "[16, 16]", "--model.init_args.critic_hidden", "[16, 16]",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--seed", "0"]
+EXPERIMENT = "CartPole-v1/ppo/mlp64x64"
+
+
+def _chains(client: MlflowClient) -> list:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'", order_by=["attributes.start_time"])
+
+
+def _description(args: list[str]) -> dict:
+    cli = parse(args, ImpCLI)
+    settings = ImpSettings(**cli.config.imp.as_dict())
+    return chain_description(imp_study(cli).description, vars(settings), settings.condition)
+
+
+def test_a_changed_configuration_starts_a_new_chain_and_the_same_command_resumes_it(in_tmp: Path, capsys) -> None:
+    main(["imp", *TINY, "--imp.levels", "2"])
+    client = MlflowClient(local_store())
+    (old,) = _chains(client)
+    capsys.readouterr()
+
+    changed = [*TINY, "--imp.amount", "0.5", "--model.init_args.lr", "0.003"]
+    main(["imp", *changed, "--imp.levels", "3"])
+    out = capsys.readouterr().out
+    old_id = old.info.run_id
+    expected = (f"[mask/weights seed 0] new chain: the configuration differs from chain {old_id} in "
+                "imp.amount (0.2 -> 0.5), model.init_args.lr (0.0005 -> 0.003)")
+    assert [line for line in out.splitlines() if "new chain" in line] == [expected]
+    assert "| 0 | 1.000 |" in out and "| 1 | 0.500 |" in out and "| 2 | 0.250 |" in out  # only the new chain's
+    assert "| 1 | 0.800 |" not in out
+    first, new = _chains(client)
+    assert first.info.run_id == old_id
+    assert new.data.tags["lth.chain_hash"] != old.data.tags["lth.chain_hash"]
+    assert new.data.params["imp.amount"] == "0.5" and old.data.params["imp.amount"] == "0.2"
+    assert "lth.claim.owner" not in new.data.tags  # released when the chain finished
+    stored = json.loads(Path(client.download_artifacts(new.info.run_id, "chain.json", str(in_tmp))).read_text())
+    assert chain_hash(stored) == new.data.tags["lth.chain_hash"] and stored["imp"]["amount"] == 0.5
+
+    main(["imp", *changed, "--imp.levels", "3"])  # the same command: resumed, nothing trained
+    out = capsys.readouterr().out
+    assert "best return" not in out and "new chain" not in out and f"chain run id {new.info.run_id}" in out
+    assert len(_chains(client)) == 2
+
+    main(["imp", *changed, "--imp.levels", "4"])  # more levels: the same chain, extended by one level
+    out = capsys.readouterr().out
+    assert "new chain" not in out and "level 3: density 0.125" in out and "level 2:" not in out
+    assert len(_chains(client)) == 2
+    assert [m.step for m in client.get_metric_history(new.info.run_id, "density")] == [0, 1, 2, 3]
+    assert [m.step for m in client.get_metric_history(old_id, "density")] == [0, 1]
+    (reported,) = load_chains(local_store(), [EXPERIMENT])  # a report reads the newest chain, never a mix
+    assert reported.run_id == new.info.run_id and sorted(reported.levels) == [0, 1, 2, 3]
+
+    main(["imp", *changed, "--imp.levels", "1", "--no_resume"])  # still a new chain on request
+    assert len(_chains(client)) == 3
+
+
+def test_the_identity_ignores_where_and_how_a_chain_is_shown_and_levels(in_tmp: Path) -> None:
+    base = _description(TINY)
+    same = _description([*TINY, "--imp.levels", "7", "--trainer.enable_progress_bar", "true",
+                         "--trainer.logger.init_args.tracking_uri", f"sqlite:///{in_tmp}/elsewhere/mlflow.db",
+                         "--trainer.default_root_dir", "/somewhere/else", "--no_resume"])
+    assert chain_hash(same) == chain_hash(base)
+    for option, value, key in [("--imp.amount", "0.3", "imp.amount"), ("--seed", "1", "seed"),
+                               ("--data.init_args.total_frames", "1024", "data.init_args.total_frames"),
+                               ("--trainer.max_steps", "3", "trainer.max_steps"),
+                               ("--imp.condition", "mask/permuted", "condition"),
+                               ("--imp.modules", "[actor]", "imp.modules")]:
+        other = _description([*TINY, option, value])
+        assert chain_hash(other) != chain_hash(base), option
+        assert key in [k for k, _, _ in differences(flatten(base), flatten(other))], option
+    assert "trainer.logger" not in " ".join(flatten(base)) and "levels" not in " ".join(flatten(base))
+
+
+def test_the_hash_is_canonical_and_the_same_in_another_process(tmp_path: Path) -> None:
+    description = {"model": {"init_args": {"lr": 0.0005, "hidden": [16, 16]}, "class_path": "lth.modules.PPO"},
+                   "seed": 3, "imp": {"amount": 0.2, "rewind": "init", "modules": None}, "path": Path("/x")}
+    reordered = {"imp": {"modules": None, "rewind": "init", "amount": 0.2}, "path": "/x", "seed": 3,
+                 "model": {"class_path": "lth.modules.PPO", "init_args": {"hidden": (16, 16), "lr": 5e-4}}}
+    assert chain_hash(description) == chain_hash(reordered)
+    code = (f"from lth.chain_identity import chain_hash; import json; "
+            f"print(chain_hash(json.loads({json.dumps(json.dumps(reordered, default=str))})))")
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           check=False, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert other.stdout.strip() == chain_hash(description), other.stderr[-2000:]
+    assert chain_hash({**description, "seed": 4}) != chain_hash(description)
+
+
+def test_the_differences_line_names_options_with_old_and_new_values() -> None:
+    old = flatten({"imp": {"amount": 0.2, "rewind": "init"}, "model": {"init_args": {"lr": 0.0005}}})
+    new = flatten({"imp": {"amount": 0.5, "rewind": 100}, "model": {"init_args": {"lr": 0.0005}}})
+    assert describe_differences(differences(old, new)) == "imp.amount (0.2 -> 0.5), imp.rewind (init -> 100)"
+    many = differences({f"k{i}": "1" for i in range(10)}, {f"k{i}": "2" for i in range(10)})
+    assert describe_differences(many, limit=2) == "k0 (1 -> 2), k1 (1 -> 2) and 8 more"
+
+
+@pytest.mark.parametrize("value", [float("nan"), object()])
+def test_unusual_values_hash_without_addresses(value: object) -> None:
+    assert "0x" not in json.dumps(flatten({"v": value}))
+    assert chain_hash({"v": value}) == chain_hash({"v": value})
