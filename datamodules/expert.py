@@ -6,13 +6,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
 from lth.experts import load_agent
 from lth.tracking import DEFAULT_TRACKING_URI
 
-from .envs import EnvDataModule
+from .envs import EnvDataModule, check_domains
 from .onpolicy import RolloutStream
 
 #: Loads a frozen expert from its reference and a tracking URI: a module whose ``policy`` (a TensorDict policy
@@ -37,12 +38,12 @@ class ExpertDataModule(EnvDataModule):
         self,
         expert: str,
         env_id: str = "CartPole-v1",
-        num_envs: int = 4,
-        rollout_steps: int = 128,
-        total_frames: int = 10_000,
-        expert_eps: float = 0.0,
-        eval_every: int = 1_000,
-        eval_episodes: int = 10,
+        num_envs: PositiveInt = 4,
+        rollout_steps: PositiveInt = 128,
+        total_frames: PositiveInt = 10_000,
+        expert_eps: ClosedUnitInterval = 0.0,
+        eval_every: PositiveInt = 1_000,
+        eval_episodes: PositiveInt = 10,
         seed: int = 0,
         env_kwargs: dict[str, Any] | None = None,
         tracking_uri: str = DEFAULT_TRACKING_URI,
@@ -50,6 +51,7 @@ class ExpertDataModule(EnvDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["loader"])
+        check_domains(ExpertDataModule, dict(self.hparams))
         self.frames_per_batch = num_envs * rollout_steps
         self.batches = math.ceil(total_frames / self.frames_per_batch)
         self._loader = loader

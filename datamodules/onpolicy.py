@@ -6,10 +6,11 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from jsonargparse.typing import PositiveInt
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 
-from .envs import EnvDataModule
+from .envs import EnvDataModule, check_domains
 
 
 class RolloutStream:
@@ -37,16 +38,17 @@ class OnPolicyDataModule(EnvDataModule):
     def __init__(
         self,
         env_id: str = "CartPole-v1",
-        num_envs: int = 4,
-        rollout_steps: int = 128,
-        total_frames: int = 80_000,
-        eval_every: int = 5_000,
-        eval_episodes: int = 10,
+        num_envs: PositiveInt = 4,
+        rollout_steps: PositiveInt = 128,
+        total_frames: PositiveInt = 80_000,
+        eval_every: PositiveInt = 5_000,
+        eval_episodes: PositiveInt = 10,
         seed: int = 0,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_domains(OnPolicyDataModule, dict(self.hparams))
         self.frames_per_batch = num_envs * rollout_steps
         self.batches = math.ceil(total_frames / self.frames_per_batch)
 

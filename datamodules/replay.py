@@ -7,13 +7,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
 
 from lth.errors import ConfigError
 from lth.schedules import linear_schedule
 
-from .envs import EnvDataModule
+from .envs import EnvDataModule, check_domains
 
 #: What a transition keeps in replay (the acting path's extras are dropped).
 TRANSITION_KEYS: tuple[Any, ...] = (
@@ -87,23 +88,24 @@ class ReplayDataModule(EnvDataModule):
     def __init__(
         self,
         env_id: str = "CartPole-v1",
-        num_envs: int = 8,
-        collect_steps: int = 8,
-        total_frames: int = 100_000,
-        buffer_size: int = 100_000,
-        batch_size: int = 256,
-        replay_ratio: float = 4.0,
-        warmup_frames: int = 5_000,
-        alpha: float = 0.6,
-        beta_start: float = 0.4,
-        beta_end: float = 1.0,
-        eval_every: int = 10_000,
-        eval_episodes: int = 10,
+        num_envs: PositiveInt = 8,
+        collect_steps: PositiveInt = 8,
+        total_frames: PositiveInt = 100_000,
+        buffer_size: PositiveInt = 100_000,
+        batch_size: PositiveInt = 256,
+        replay_ratio: PositiveFloat = 4.0,
+        warmup_frames: NonNegativeInt = 5_000,
+        alpha: ClosedUnitInterval = 0.6,
+        beta_start: ClosedUnitInterval = 0.4,
+        beta_end: ClosedUnitInterval = 1.0,
+        eval_every: PositiveInt = 10_000,
+        eval_episodes: PositiveInt = 10,
         seed: int = 0,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_domains(ReplayDataModule, dict(self.hparams))
         if warmup_frames < batch_size:
             raise ConfigError(f"warmup_frames ({warmup_frames}) must be at least batch_size ({batch_size})")
         if warmup_frames > buffer_size:

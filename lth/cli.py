@@ -17,15 +17,23 @@ import sys
 import warnings
 from pathlib import Path
 
+from lth.errors import ConfigError
 from lth.imp import summary_table
-from lth.parsing import ExpertCLI, ImpCLI, LthCLI, TransferCLI, build_cli, config_error
+from lth.parsing import ExpertCLI, ImpCLI, LthCLI, TransferCLI, build_cli, config_error, parse
 from lth.runner import configure_process, run_imp, run_transfer
 from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are :class:`ConfigError` (one ``lth: error:`` line, exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
 def imp(args: list[str]) -> None:
     """``lth imp``: run or resume the IMP chains a config and ``--imp.*`` describe, then print a summary."""
-    run = run_imp(args, exit_on_error=True)
+    run = run_imp(args)
     print("\nBest evaluation return per level and condition:\n")
     print(summary_table(run.results))
     print(f"\nCompare the chains in the MLflow UI:  mlflow ui --backend-store-uri {run.tracking_uri}")
@@ -33,7 +41,7 @@ def imp(args: list[str]) -> None:
 
 def transfer(args: list[str]) -> None:
     """``lth transfer --config CFG --ticket RUN --level K``: dense agents on all inputs and on the ticket's."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lth transfer", description=transfer.__doc__,
         epilog="Every other argument (--config, overrides such as --data.init_args.total_frames) configures the fits.",
     )
@@ -43,7 +51,7 @@ def transfer(args: list[str]) -> None:
     parser.add_argument("--modules", nargs="+", default=None, help="input layers of these sub-modules only")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: reports/transfer_...)")
     ns, rest = parser.parse_known_args(args)
-    run = run_transfer(rest, ns.ticket, ns.level, ns.seeds, ns.modules, ns.out, exit_on_error=True)
+    run = run_transfer(rest, ns.ticket, ns.level, ns.seeds, ns.modules, ns.out)
     print(f"wrote {run.summary} and its figure; runs in MLflow experiment {run.experiment!r}")
 
 
@@ -51,7 +59,7 @@ def report(args: list[str]) -> None:
     """``lth report --experiment NAME [--experiment NAME ...]``: figures and a summary from MLflow."""
     from lth.report import run_report
 
-    parser = argparse.ArgumentParser(prog="lth report", description=report.__doc__)
+    parser = _Parser(prog="lth report", description=report.__doc__)
     parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
     parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<experiment>)")
@@ -75,9 +83,12 @@ def main(argv: list[str] | None = None) -> None:
         elif argv[:1] == ["transfer"]:
             transfer(argv[1:])
         elif argv[:1] == ["expert"]:
-            build_cli(["fit", *argv[1:]], cli_class=ExpertCLI)
+            parse(["fit", *argv[1:]], ExpertCLI, run=True)
         else:
-            build_cli(argv)
+            parse(argv, LthCLI, run=True)
+    except KeyboardInterrupt:  # Ctrl-C outside a fit (Lightning handles it inside one): no traceback
+        print("lth: interrupted; the same command resumes where this one stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as exc:
         problem = config_error(exc)
         if problem is None:

@@ -2,17 +2,33 @@
 
 :mod:`lth.runner` parses through :func:`parse` and runs; :mod:`lth.cli` (the ``lth`` command) only maps
 arguments to those calls and prints. Configuration problems raise :class:`lth.errors.ConfigError`.
+
+Every value is checked before anything trains or any MLflow run exists. Domains are declared once, as the
+annotations of the constructors and of ``ImpSettings``/``TransferSettings`` (jsonargparse's restricted types such
+as ``PositiveInt`` or ``OpenUnitInterval``, ``Literal`` choices), which jsonargparse checks while parsing;
+:func:`one_line` turns its nested report into one line naming the option and its valid values (:func:`describe`).
+Checks that need the built objects (``--imp.modules``, ``--imp.branch_from``, a late ``--imp.rewind``, lth
+expert's checkpoint callback, lth transfer's ticket and level) run right after instantiation.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import logging
+import math
+import re
+import types
+import typing
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from jsonargparse import ActionYesNo, Namespace
 from lightning.pytorch import LightningDataModule, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lth.errors import ConfigError
@@ -21,6 +37,122 @@ from lth.imp import ImpSettings
 from lth.modules import AgentModule
 from lth.tracking import DEFAULT_TRACKING_URI, SaveConfigToMLflow, check_tracking_uri, resolve_tracking_uri
 from lth.transfer import TransferSettings, configure_fit
+
+_OPS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def describe(hint: Any) -> str:
+    """A type annotation as the valid values it allows: ``PositiveInt`` -> ``an integer > 0``,
+    ``NonNegativeInt | Literal["init"]`` -> ``an integer >= 0 or 'init'``, ``OpenUnitInterval`` -> ``a number
+    in (0, 1)``. The domains are declared once, as the annotations (jsonargparse checks values against them)."""
+    restrictions = getattr(hint, "_restrictions", None)
+    if restrictions:
+        base = "an integer" if issubclass(getattr(hint, "_type", float), int) else "a number"
+        bounds = {_OPS.get(getattr(op, "__name__", str(op)), str(op)): value for op, value in restrictions}
+        low = next(((op, v) for op, v in bounds.items() if op in (">", ">=")), None)
+        high = next(((op, v) for op, v in bounds.items() if op in ("<", "<=")), None)
+        if low and high:
+            return f"{base} in {'(' if low[0] == '>' else '['}{low[1]}, {high[1]}{')' if high[0] == '<' else ']'}"
+        return f"{base} " + " and ".join(f"{op} {v}" for op, v in bounds.items())
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else describe(a) for a in args)
+    if origin in (list, tuple, Sequence) and args:
+        return f"a list of values each {describe(args[0])}"
+    if hint is bool:
+        return "true or false"
+    if isinstance(hint, type) and issubclass(hint, int):
+        return "an integer"
+    if isinstance(hint, type) and issubclass(hint, float):
+        return "a number"
+    if hint is str:
+        return "a string"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _init_hint(class_path: str, key: str) -> Any:
+    """The annotation of ``key`` (``lr``, ``network.input_scale``) among ``class_path``'s constructor arguments."""
+    try:
+        module, _, name = class_path.rpartition(".")
+        target: Any = getattr(importlib.import_module(module), name)
+        for part in key.split("."):
+            target = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)[part]
+        return target
+    except Exception:  # noqa: BLE001 - no annotation found: the message says less, nothing else changes
+        return None
+
+
+def _parser_hint(parser: Any, key: str) -> Any:
+    if key.startswith("trainer."):
+        return _init_hint("lightning.pytorch.Trainer", key.removeprefix("trainer."))
+    action = getattr(parser, "_option_string_actions", {}).get(f"--{key}") if parser is not None else None
+    return getattr(action, "_typehint", None)
+
+
+def _flat(message: str) -> str:
+    """A message on one line; a leading ``Parser key "k":`` becomes ``k:``."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return re.sub(r'^Parser key "([^"]+)":', r"\1:", text)
+
+
+def one_line(message: str, parser: Any = None) -> str:
+    """jsonargparse's (multi-line, nested) report of a bad value as one line naming the option, its valid values
+    and the value given: ``data.init_args.num_envs must be an integer > 0, got 0``."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    class_path = re.search(r"Problem with given class_path '([^']+)'", message)
+    unknown = re.search(r"Option '([^']+)' is not accepted", message)
+    if class_path and keys:
+        inner = unknown.group(1) if unknown else (keys[1] if len(keys) > 1 else None)
+        if inner is None:
+            return _flat(message)
+        option = f"{keys[0]}.init_args.{inner}"
+        if unknown:
+            return f"{option}: {class_path.group(1)} takes no option {inner!r} (see --{keys[0]}.help {class_path.group(1)})"
+        hint = _init_hint(class_path.group(1), inner)
+    elif keys and keys[0] != "config":
+        option, hint = keys[0], _parser_hint(parser, keys[0])
+    else:
+        return _flat(message)
+    value = None
+    for pattern in (r"NestedArg\(key='[^']*', val=(.*)\)\s*$", r"Not of type \w+: (.+?) does not conform",
+                    r"Got value: (.*)", r"Given value: (.*)"):
+        found = re.search(pattern, message, re.MULTILINE)
+        if found:
+            value = found.group(1).strip()
+            value = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+            break
+    if hint is not None:
+        valid = describe(hint)
+    else:
+        types_ = re.findall(r"Expected an? <class '([\w.]+)'>", message)
+        valid = " or ".join("null" if t == "NoneType" else f"a {t}" for t in types_) or "a valid value"
+    return f"{option} must be {valid}, got {value if value is not None else 'an invalid value'}"
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Refuse an empty or non-mapping ``--config`` YAML file with a clear line (jsonargparse says "Unexpected
+    config:")."""
+    import yaml
+
+    args = list(args)
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"--config {path}: not valid YAML ({first})") from exc
+        if content is None:
+            raise ConfigError(f"--config {path}: the file is empty; expected a YAML mapping of options "
+                              "(trainer:, model:, data:, ...), e.g. configs/cartpole/ppo.yaml")
+        if not isinstance(content, dict):
+            raise ConfigError(f"--config {path}: expected a YAML mapping of options (trainer:, model:, data:, ...), "
+                              f"got a {type(content).__name__}")
 
 
 def apply_seed(config: Namespace) -> None:
@@ -51,6 +183,30 @@ def config_error(exc: BaseException | None) -> ConfigError | None:
     return None
 
 
+class _LightningInfo:
+    """Lightning's INFO lines ("Seed set to", "GPU available", tips) held back while a config is parsed, so that a
+    bad value ends with the one ``lth: error:`` line; a subcommand that runs (``lth fit``) shows them again."""
+
+    names = ("lightning.pytorch", "lightning.fabric")
+
+    def __init__(self) -> None:
+        self.levels: dict[str, int] = {}
+
+    def quiet(self) -> None:
+        for name in self.names:
+            found = logging.getLogger(name)
+            self.levels.setdefault(name, found.level)
+            found.setLevel(max(found.getEffectiveLevel(), logging.WARNING))
+
+    def restore(self) -> None:
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+        self.levels = {}
+
+
+_LIGHTNING_INFO = _LightningInfo()
+
+
 class LthCLI(LightningCLI):
     """LightningCLI with the env id and kwargs shared by data and model and evaluation scheduled in env frames."""
 
@@ -67,6 +223,10 @@ class LthCLI(LightningCLI):
                 spec.init_args.tracking_uri = resolve_tracking_uri(uri)
                 check_tracking_uri(spec.init_args.tracking_uri)
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        _LIGHTNING_INFO.restore()  # what the subcommand (e.g. ``lth fit``) logs is shown as usual
+
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
         interval = getattr(self.datamodule, "eval_interval", None)
@@ -80,6 +240,10 @@ class ExpertCLI(LthCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor is None:
+            raise ConfigError("trainer.callbacks: lth expert needs a ModelCheckpoint monitoring eval/return "
+                              "(it stores the best checkpoint as the expert), as in configs/*/ppo.yaml")
         trainer.callbacks.append(ExportExpert())
         return trainer
 
@@ -104,12 +268,86 @@ class ImpCLI(LthCLI):
             "--resume",
             action=ActionYesNo,
             default=True,
-            help="continue the newest chain with the same tags at its first unfinished level",
+            help="continue the chain with the same configuration at its first unfinished level (--no_resume: a new chain)",
         )
 
     def before_instantiate_classes(self) -> None:
+        ImpSettings(**self.config.imp.as_dict()).chain_conditions()  # conditions and levels, before anything runs
         super().before_instantiate_classes()
         apply_seed(self.config)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        check_imp_settings(self)
+
+
+def check_imp_settings(cli: LthCLI) -> None:
+    """The ``--imp.*`` checks that need the instantiated model, data and trainer: ``modules`` names sub-modules
+    with prunable layers, ``branch_from`` is a stored chain, and a late ``rewind`` falls within the first fit."""
+    settings = ImpSettings(**cli.config.imp.as_dict())
+    if settings.modules is not None:
+        check_modules(cli.model, settings.modules)
+    logger = cli.config.trainer.logger
+    if settings.branch_from and str(getattr(logger, "class_path", "")).endswith("MLFlowLogger"):
+        from lth.tracking import ChainStore
+
+        try:
+            ChainStore.of_run(logger.init_args.tracking_uri, settings.branch_from)
+        except ConfigError as exc:
+            raise ConfigError(f"imp.branch_from: {exc}") from exc
+    if settings.rewind != "init":
+        steps = fit_optimizer_steps(cli.model, cli.datamodule, cli.trainer)
+        if steps is not None and settings.rewind > steps:
+            raise ConfigError(
+                f"imp.rewind must be 'init' or an integer in [0, {steps}] (the optimizer steps of the first fit), "
+                f"got {settings.rewind}: raise data total_frames or rewind earlier"
+            )
+
+
+def check_modules(model: Any, modules: Sequence[str]) -> None:
+    """Each ``--imp.modules`` pattern must select a Linear/Conv layer of ``model`` (as the pruning callback does)."""
+    import fnmatch
+
+    from lth.callbacks.pruning import PRUNABLE_TYPES
+
+    layers = [n for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    names = list(getattr(model, "network_names", ())) or sorted({n.split(".")[0] for n in layers})
+    for pattern in modules:
+        if not any(n == pattern or n.startswith(pattern + ".") or fnmatch.fnmatchcase(n, pattern) for n in layers):
+            raise ConfigError(f"imp.modules: {pattern!r} selects no prunable layer of {type(model).__name__}; "
+                              f"valid: sub-modules {names} (or layer names / glob patterns)")
+
+
+def fit_optimizer_steps(model: Any, datamodule: Any, trainer: Any) -> int | None:
+    """How many optimizer steps one fit of ``model`` on ``datamodule`` makes, or ``None`` if it is not known.
+
+    A fit is ``batches`` training batches (the datamodule's ``total_updates`` or ``batches``); a module with
+    ``epochs`` and ``minibatches`` (PPO, Distill: :func:`lth.modules.base.shuffled_minibatches`) steps once per
+    minibatch of each epoch over a batch of ``frames_per_batch`` frames, any other (DQN) once per batch. The
+    trainer's ``limit_train_batches``, ``max_epochs`` and ``max_steps`` apply.
+    """
+    batches = getattr(datamodule, "total_updates", None) or getattr(datamodule, "batches", None)
+    if not isinstance(batches, int):
+        return None
+    hp = getattr(model, "hparams", {})
+    if "epochs" in hp and "minibatches" in hp:
+        frames = getattr(datamodule, "frames_per_batch", None)
+        if not isinstance(frames, int):
+            return None
+        size = max(1, frames // int(hp["minibatches"]))
+        per_batch = int(hp["epochs"]) * math.ceil(frames / size)
+    else:
+        per_batch = 1
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    epochs = trainer.max_epochs
+    if epochs is None or epochs < 0:
+        return None if trainer.max_steps is None or trainer.max_steps < 0 else trainer.max_steps
+    steps = batches * per_batch * max(epochs, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps is not None and trainer.max_steps >= 0 else steps
 
 
 class TransferCLI(LthCLI):
@@ -151,16 +389,40 @@ def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[L
     )
 
 
-def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bool = False) -> LthCLI:
-    """Parse ``config_args`` with ``cli_class`` and instantiate model, data and trainer, without running them."""
+def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bool = False,
+          run: bool = False) -> LthCLI:
+    """Parse ``config_args`` with ``cli_class`` and instantiate model, data and trainer (``run``: and run its
+    subcommand).
+
+    Every bad value, its type and domain included (the constructors' annotations, ``--imp.*``), raises one
+    :class:`ConfigError` whose message is one line naming the option and its valid values, before anything
+    runs. ``exit_on_error=True`` lets jsonargparse print its usage and exit instead.
+    """
+    check_config_files(config_args)
+    _LIGHTNING_INFO.quiet()
     try:
         with warnings.catch_warnings():  # the arguments are ours, not the process's command line
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            return build_cli(list(config_args), run=False, cli_class=cli_class, exit_on_error=exit_on_error)
+            return build_cli(list(config_args), run=run, cli_class=cli_class, exit_on_error=exit_on_error)
     except argparse.ArgumentError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(one_line(str(exc), _parser_of(cli_class))) from exc
     except Exception as exc:
         problem = config_error(exc)
         if problem is None or problem is exc:
             raise
         raise ConfigError(str(problem)) from exc  # the problem itself, not jsonargparse's wrapper
+    finally:
+        _LIGHTNING_INFO.restore()
+
+
+def _parser_of(cli_class: type[LthCLI]) -> Any:
+    """A parser of ``cli_class``'s own options (``--imp.*``, ``--transfer.*``, ``--seed``), to describe their types."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    if issubclass(cli_class, ImpCLI):
+        parser.add_class_arguments(ImpSettings, "imp")
+    if issubclass(cli_class, TransferCLI):
+        parser.add_class_arguments(TransferSettings, "transfer")
+    _add_seed_argument(parser)
+    return parser

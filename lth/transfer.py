@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class TransferSettings:
     ticket: str  # parent run id of an IMP chain (``lth imp`` prints it; the MLflow UI shows it)
     level: int  # the chain level whose masks are transferred
     modules: list[str] | None = None  # input layers of these sub-modules (e.g. [actor]); None = every pruned one
-    arm: str = "ticket"  # "ticket": only the surviving inputs; "all": every input (the dense baseline)
+    arm: Literal["all", "ticket"] = "ticket"  # "ticket": only the surviving inputs; "all": every input (dense)
 
 
 def kept_inputs(masks: Mapping[str, torch.Tensor], modules: Sequence[str] | None = None) -> list[int]:
@@ -56,14 +56,29 @@ def kept_inputs(masks: Mapping[str, torch.Tensor], modules: Sequence[str] | None
     return alive.nonzero().flatten().tolist()
 
 
-def ticket_inputs(tracking_uri: str, settings: TransferSettings) -> list[int]:
-    """The inputs kept by level ``settings.level`` of the chain ``settings.ticket``."""
-    store = ChainStore.of_run(tracking_uri, settings.ticket)
+def ticket_level_run(tracking_uri: str, settings: TransferSettings) -> str:
+    """The finished level run of ``settings``' ticket and level, or a :class:`ConfigError` naming the valid ones.
+
+    Checked before any transfer fit trains: the ticket must be an IMP chain's parent run in the config's store,
+    and ``0 <= level <=`` the chain's last finished level.
+    """
+    try:
+        store = ChainStore.of_run(tracking_uri, settings.ticket)
+    except ConfigError as exc:
+        raise ConfigError(f"ticket: {exc} (lth imp prints a chain's run id)") from exc
     runs = store.finished_runs()
     if settings.level not in runs:
-        raise ConfigError(f"chain {settings.ticket} has no finished level {settings.level}; "
-                          f"finished levels: {sorted(runs)}")
-    masks = store.load(runs[settings.level].info.run_id, "ticket.pt")["masks"]
+        valid = f"an integer in [0, {max(runs)}]" if runs else "none: the chain has no finished level"
+        raise ConfigError(f"level must be a finished level of chain {settings.ticket}: {valid}, got {settings.level}"
+                          + (f" (finished levels: {sorted(runs)})" if runs and sorted(runs) != list(range(len(runs)))
+                             else ""))
+    return runs[settings.level].info.run_id
+
+
+def ticket_inputs(tracking_uri: str, settings: TransferSettings) -> list[int]:
+    """The inputs kept by level ``settings.level`` of the chain ``settings.ticket``."""
+    run_id = ticket_level_run(tracking_uri, settings)
+    masks = ChainStore.of_run(tracking_uri, settings.ticket).load(run_id, "ticket.pt")["masks"]
     return kept_inputs(masks, settings.modules)
 
 
@@ -96,8 +111,8 @@ def configure_fit(config: Namespace, logger: Namespace) -> TransferSettings:
     if settings.arm not in ARMS:
         raise ConfigError(f"transfer.arm must be one of {list(ARMS)}, got {settings.arm!r}")
     tags = transfer_tags(settings, config.seed_everything)
+    keep = ticket_inputs(logger.tracking_uri, settings)  # both arms: a bad ticket, level or modules stops here
     if settings.arm == "ticket":
-        keep = ticket_inputs(logger.tracking_uri, settings)
         env_kwargs = {**(config.data.init_args.env_kwargs or {}), "keep_inputs": keep}
         config.data.init_args.env_kwargs = env_kwargs
         config.model.init_args.env_kwargs = env_kwargs

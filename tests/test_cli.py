@@ -86,3 +86,14 @@ def test_processes_that_create_one_new_store_together_all_open_it(in_tmp: Path) 
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert MlflowClient(local_store()).search_experiments()  # the store holds its default experiment
+
+
+def test_ctrl_c_outside_a_fit_is_one_line_and_exit_130(monkeypatch, capsys) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lth.cli.run_imp", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["imp", "--config", "whatever.yaml"])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["lth: interrupted; the same command resumes where this one stopped"]

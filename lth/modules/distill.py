@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch.distributions import Normal, kl_divergence
@@ -58,15 +59,15 @@ class Distill(AgentModule):
         env_id: str = "CartPole-v1",
         env_kwargs: dict[str, Any] | None = None,
         imitate: Imitated = "policy",
-        hidden: list[int] = [128, 128],  # noqa: B006 - jsonargparse needs a literal default
+        hidden: list[PositiveInt] = [128, 128],  # noqa: B006 - jsonargparse needs a literal default
         network: NetworkSpec = NetworkSpec(activation="tanh"),  # noqa: B008 - frozen, and shown by --help
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        epochs: int = 4,
-        minibatches: int = 4,
-        max_grad_norm: float = 10.0,
-        huber_delta: float = 1.0,
-        eps_eval: float = 0.001,
+        lr: PositiveFloat = 1e-3,
+        weight_decay: NonNegativeFloat = 0.0,
+        epochs: PositiveInt = 4,
+        minibatches: PositiveInt = 4,
+        max_grad_norm: PositiveFloat = 10.0,
+        huber_delta: PositiveFloat = 1.0,
+        eps_eval: ClosedUnitInterval = 0.001,
     ) -> None:
         super().__init__(env_id, env_kwargs, network)
         action_spec = self.action_spec
@@ -109,6 +110,8 @@ class Distill(AgentModule):
         self.count_frames(batch.numel(), batch_idx)
         losses = []
         for minibatch in shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs):
+            if self.diverged:  # update() stopped the fit; the rest of this batch is not trained on
+                break
             loss = self.distillation_loss(minibatch)
             self.update(loss)
             losses.append(loss.detach())

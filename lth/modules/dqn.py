@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer
@@ -13,6 +14,7 @@ from torchrl.objectives import DQNLoss, HardUpdate
 from lth.agents import EpsilonGreedyActing, build_network, make_q_actor
 from lth.errors import ConfigError
 from lth.modules.base import AgentModule
+from lth.modules.ppo import Discount
 from lth.networks import NetworkSpec
 from lth.schedules import linear_schedule
 
@@ -38,17 +40,17 @@ class DQN(AgentModule):
         self,
         env_id: str = "CartPole-v1",
         env_kwargs: dict[str, Any] | None = None,
-        hidden: list[int] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
+        hidden: list[PositiveInt] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
         network: NetworkSpec = NetworkSpec(activation="relu"),  # noqa: B008 - frozen, and shown by --help
-        lr: float = 5e-4,
-        weight_decay: float = 0.0,
-        gamma: float = 0.99,
-        max_grad_norm: float = 10.0,
-        target_update_interval: int = 250,
-        eps_start: float = 1.0,
-        eps_end: float = 0.01,
-        eps_frames: int = 1_000_000,
-        eps_eval: float = 0.001,
+        lr: PositiveFloat = 5e-4,
+        weight_decay: NonNegativeFloat = 0.0,
+        gamma: Discount = 0.99,
+        max_grad_norm: PositiveFloat = 10.0,
+        target_update_interval: PositiveInt = 250,
+        eps_start: ClosedUnitInterval = 1.0,
+        eps_end: ClosedUnitInterval = 0.01,
+        eps_frames: NonNegativeInt = 1_000_000,
+        eps_eval: ClosedUnitInterval = 0.001,
     ) -> None:
         super().__init__(env_id, env_kwargs, network)
         action_spec = self.action_spec
@@ -100,7 +102,9 @@ class DQN(AgentModule):
         self._set_epsilon()
         sample = batch["sample"]
         loss = self.loss_module(sample)["loss"].mean()
-        self.update(loss)
+        self.update(loss, sample["td_error"])  # squared TD errors overflow before the (Huber) loss does
+        if self.diverged:  # update() stopped the fit: no target update, and no NaN priorities in the buffer
+            return
         self.target_updater.step()
         # The loss wrote the squared TD error of each sampled transition into the sample; Schaul et al. (and rlpyt,
         # the paper's framework) prioritise by |delta| (the sampler adds its eps and raises to alpha).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives import ClipPPOLoss
@@ -13,6 +14,9 @@ from torchrl.objectives.value import GAE
 from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
 from lth.modules.base import AgentModule, shuffled_minibatches
 from lth.networks import NetworkSpec
+
+#: A discount factor: in (0, 1] (jsonargparse checks it when parsing, like the other restricted types).
+Discount = restricted_number_type("Discount", float, [(">", 0), ("<=", 1)], docstring="a number in (0, 1]")
 
 
 class PPO(AgentModule):
@@ -35,20 +39,20 @@ class PPO(AgentModule):
         self,
         env_id: str = "CartPole-v1",
         env_kwargs: dict[str, Any] | None = None,
-        actor_hidden: list[int] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
-        critic_hidden: list[int] = [64, 64],  # noqa: B006
+        actor_hidden: list[PositiveInt] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
+        critic_hidden: list[PositiveInt] = [64, 64],  # noqa: B006
         network: NetworkSpec = NetworkSpec(activation="tanh"),  # noqa: B008 - frozen, and shown by --help
         distribution: str | None = None,
-        lr: float = 5e-4,
-        weight_decay: float = 0.0,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        clip_epsilon: float = 0.2,
-        value_coef: float = 0.5,
-        entropy_coef: float = 0.001,
-        epochs: int = 4,
-        minibatches: int = 4,
-        max_grad_norm: float = 1.0,
+        lr: PositiveFloat = 5e-4,
+        weight_decay: NonNegativeFloat = 0.0,
+        gamma: Discount = 0.99,
+        gae_lambda: ClosedUnitInterval = 0.95,
+        clip_epsilon: PositiveFloat = 0.2,
+        value_coef: NonNegativeFloat = 0.5,
+        entropy_coef: NonNegativeFloat = 0.001,
+        epochs: PositiveInt = 4,
+        minibatches: PositiveInt = 4,
+        max_grad_norm: PositiveFloat = 1.0,
     ) -> None:
         super().__init__(env_id, env_kwargs, network)
         dist = resolve_distribution(self.action_spec, distribution, env_id)
@@ -77,6 +81,8 @@ class PPO(AgentModule):
             self.advantage(batch)
         stats: dict[str, list[torch.Tensor]] = {}
         for minibatch in shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs):
+            if self.diverged:  # update() stopped the fit; the rest of this rollout is not trained on
+                break
             out = self.loss_module(minibatch)
             self.update(out["loss_objective"] + out["loss_critic"] + out["loss_entropy"])
             for key in ("loss_objective", "loss_critic", "entropy", "clip_fraction"):
