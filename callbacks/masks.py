@@ -48,9 +48,14 @@ def global_magnitude_masks(weights: Mapping[str, Tensor], masks: Mapping[str, Te
     """Remove the ``round(amount * surviving)`` surviving weights of smallest |w| across all tensors together.
 
     Ties are broken by position (tensors in dict order, then flat index), so the result is deterministic.
+    Non-finite weights (NaN, +inf, -inf: what a diverged fit leaves) carry no magnitude and rank below every
+    finite one, so they are pruned first (among themselves by position); an all-finite input is ranked
+    exactly as before. The count removed is unchanged: when more weights are non-finite than the level
+    removes, the rest of them survive in the mask (the condition then rewinds their values).
     """
     names = list(masks)
     flat_w = torch.cat([weights[n].detach().reshape(-1).abs().float().cpu() for n in names])
+    flat_w = torch.where(torch.isfinite(flat_w), flat_w, -1.0)  # below every |w| >= 0
     flat_m = torch.cat([masks[n].reshape(-1).cpu() for n in names])
     alive = flat_m.nonzero().squeeze(-1)
     k = prune_count(alive.numel(), amount)

@@ -45,6 +45,8 @@ class PruningCallback(Callback):
         rewind: ``"init"``, or an int: late rewinding to the weights after that many optimizer steps of the
             first fit.
         prune_from: ``"best"`` (weights at the best ``monitor`` value seen during the fit) or ``"last"``.
+            Weights holding NaN/inf are never kept as the best; if the weights pruned from hold some (a diverged
+            fit), they rank as the smallest magnitudes and are pruned first, with a warning.
         monitor, mode: the metric that defines "best" and whether higher (``max``) or lower is better.
         seed: seeds every random choice together with the level, so a seed gives the same masks bit for bit.
         mask_source: optional ``level -> masks``; when given, the next level's mask is taken from it instead
@@ -129,7 +131,8 @@ class PruningCallback(Callback):
         better = self._best_score is None or (
             score > self._best_score if self.mode == "max" else score < self._best_score
         )
-        if better:
+        if better and all(bool(torch.isfinite(p).all()) for p in self._prunable.values()):
+            # weights with NaN/inf values never become the best: pruning from them would be pruning from noise
             self._best_score = score
             self._best_weights = self._snapshot(self._prunable)
 
@@ -261,6 +264,10 @@ class PruningCallback(Callback):
                 return
             imp_masks = {name: m.to(torch.bool) for name, m in stored.items()}
         else:
+            bad = sum(int((~torch.isfinite(source[n]) & self.masks[n].to(source[n].device)).sum()) for n in self.masks)
+            if bad:
+                rank_zero_warn(f"{bad} surviving weights to prune from are NaN or infinite (a diverged fit?): "
+                               "they rank as the smallest magnitudes and are pruned first")
             imp_masks = global_magnitude_masks(source, self.masks, self.amount)
         condition = get_condition(self.condition)
         base = self._fresh_init(pl_module, generator) if condition.fresh_init else self._rewind_state

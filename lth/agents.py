@@ -105,7 +105,13 @@ class CategoricalActing(TensorDictModuleBase):
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
         else:
-            action = torch.multinomial(log_probs.exp().reshape(-1, logits.shape[-1]), 1).reshape(logits.shape[:-1])
+            probs = log_probs.exp().reshape(-1, logits.shape[-1])
+            try:
+                action = torch.multinomial(probs, 1).reshape(logits.shape[:-1])
+            except RuntimeError:  # non-finite logits (diverged weights): such rows act uniformly, free of cost until
+                # then; their NaN log-probs carry the divergence to the learner's next update
+                probs = torch.where(torch.isfinite(probs).all(-1, keepdim=True), probs, 1.0)
+                action = torch.multinomial(probs, 1).reshape(logits.shape[:-1])
         tensordict.set("logits", logits)
         tensordict.set("action", action)
         tensordict.set("action_log_prob", log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1))
