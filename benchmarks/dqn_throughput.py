@@ -74,8 +74,8 @@ def _random_return() -> float:
 def run_lth(seed: int, frames: int) -> RunResult:
     """Train lth's DQN module through a Lightning Trainer fed by :class:`ReplayDataModule`."""
     import lightning as L
-    from lth.datamodules import ReplayDataModule
 
+    from lth.datamodules import ReplayDataModule
     from lth.envs import make_env
     from lth.evaluation import evaluate_episodes
     from lth.modules import DQN

@@ -65,8 +65,8 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results"
 def run_lth(seed: int, frames: int) -> RunResult:
     """Train lth's PPO module through a Lightning Trainer fed by :class:`OnPolicyDataModule`."""
     import lightning as L
-    from lth.datamodules import OnPolicyDataModule
 
+    from lth.datamodules import OnPolicyDataModule
     from lth.envs import make_env
     from lth.evaluation import evaluate_episodes
     from lth.modules import PPO

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,24 +11,6 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
 from lth.envs import make_env
-from lth.errors import ConfigError
-
-
-def check_domains(cls: type, values: dict[str, Any]) -> None:
-    """Check ``values`` of ``cls``'s constructor arguments against the domains their annotations declare
-    (jsonargparse restricted types such as ``PositiveInt``, also as list items): the parser checks these for the
-    ``lth`` command; this gives the same refusal, a :class:`ConfigError` naming the argument, to Python callers."""
-    for name, hint in typing.get_type_hints(cls.__init__).items():
-        items = [values.get(name)]
-        if typing.get_origin(hint) is list:
-            hint, items = (typing.get_args(hint) or (None,))[0], list(values.get(name) or [])
-        if not getattr(hint, "_restrictions", None) or name not in values:
-            continue
-        for value in items:
-            try:
-                hint(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{name} must be a {hint.__name__}, got {value!r} ({exc})") from None
 
 
 class EvalEnvLoader:

@@ -10,10 +10,11 @@ from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
+from lth.domains import check_domains
 from lth.experts import load_agent
 from lth.tracking import DEFAULT_TRACKING_URI
 
-from .envs import EnvDataModule, check_domains
+from .envs import EnvDataModule
 from .onpolicy import RolloutStream
 
 #: Loads a frozen expert from its reference and a tracking URI: a module whose ``policy`` (a TensorDict policy

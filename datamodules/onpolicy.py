@@ -10,7 +10,9 @@ from jsonargparse.typing import PositiveInt
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 
-from .envs import EnvDataModule, check_domains
+from lth.domains import check_domains
+
+from .envs import EnvDataModule
 
 
 class RolloutStream:

@@ -11,10 +11,11 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloa
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
 
+from lth.domains import check_domains
 from lth.errors import ConfigError
 from lth.schedules import linear_schedule
 
-from .envs import EnvDataModule, check_domains
+from .envs import EnvDataModule
 
 #: What a transition keeps in replay (the acting path's extras are dropped).
 TRANSITION_KEYS: tuple[Any, ...] = (

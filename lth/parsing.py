@@ -17,7 +17,6 @@ import argparse
 import importlib
 import inspect
 import logging
-import math
 import re
 import types
 import typing
@@ -321,23 +320,15 @@ def check_modules(model: Any, modules: Sequence[str]) -> None:
 def fit_optimizer_steps(model: Any, datamodule: Any, trainer: Any) -> int | None:
     """How many optimizer steps one fit of ``model`` on ``datamodule`` makes, or ``None`` if it is not known.
 
-    A fit is ``batches`` training batches (the datamodule's ``total_updates`` or ``batches``); a module with
-    ``epochs`` and ``minibatches`` (PPO, Distill: :func:`lth.modules.base.shuffled_minibatches`) steps once per
-    minibatch of each epoch over a batch of ``frames_per_batch`` frames, any other (DQN) once per batch. The
-    trainer's ``limit_train_batches``, ``max_epochs`` and ``max_steps`` apply.
+    A fit is the datamodule's ``total_updates`` or ``batches`` training batches of ``frames_per_batch`` frames,
+    each making :meth:`AgentModule.optimizer_steps_per_batch` steps; the trainer's ``limit_train_batches``,
+    ``max_epochs`` and ``max_steps`` apply.
     """
     batches = getattr(datamodule, "total_updates", None) or getattr(datamodule, "batches", None)
-    if not isinstance(batches, int):
+    frames = getattr(datamodule, "frames_per_batch", None)
+    if not isinstance(batches, int) or not isinstance(frames, int) or not isinstance(model, AgentModule):
         return None
-    hp = getattr(model, "hparams", {})
-    if "epochs" in hp and "minibatches" in hp:
-        frames = getattr(datamodule, "frames_per_batch", None)
-        if not isinstance(frames, int):
-            return None
-        size = max(1, frames // int(hp["minibatches"]))
-        per_batch = int(hp["epochs"]) * math.ceil(frames / size)
-    else:
-        per_batch = 1
+    per_batch = model.optimizer_steps_per_batch(frames)
     limit = trainer.limit_train_batches
     if isinstance(limit, int):
         batches = min(batches, limit)

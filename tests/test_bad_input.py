@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from lth.datamodules import ExpertDataModule, OnPolicyDataModule, ReplayDataModule
 from mlflow import MlflowClient
 
 from lth.cli import main
+from lth.datamodules import ExpertDataModule, OnPolicyDataModule, ReplayDataModule
 from lth.imp import ImpSettings
 from lth.modules import DQN, PPO, Distill
 from lth.parsing import ImpCLI, describe, parse
@@ -309,8 +309,12 @@ def test_a_late_rewind_from_the_command_line_runs(in_tmp: Path) -> None:
     (OnPolicyDataModule, {"rollout_steps": -1}, "rollout_steps"),
     (ReplayDataModule, {"alpha": 1.5}, "alpha"),
     (ExpertDataModule, {"expert": "x.ckpt", "expert_eps": -0.5}, "expert_eps"),
+    (PPO, {"lr": -1.0}, "lr"),
+    (PPO, {"actor_hidden": [64, 0]}, "actor_hidden"),
+    (DQN, {"gamma": 1.5}, "gamma"),
+    (Distill, {"epochs": 0}, "epochs"),
 ])
-def test_datamodules_built_in_python_check_the_same_domains(cls: type, kwargs: dict[str, Any], named: str) -> None:
+def test_modules_and_datamodules_built_in_python_check_the_same_domains(cls: type, kwargs: dict[str, Any], named: str) -> None:
     from lth.errors import ConfigError
 
     with pytest.raises(ConfigError, match=named):

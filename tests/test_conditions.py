@@ -9,10 +9,10 @@ import re
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+
 from lth.callbacks import Condition, PruningCallback, condition_names, register_condition, unregister_condition
 from lth.callbacks.conditions import get_condition, markdown_table
 from lth.callbacks.masks import count, full_masks, global_magnitude_masks
-
 from lth.errors import ConfigError
 from lth.imp import ImpSettings
 from tests.conftest import ROOT

@@ -8,10 +8,10 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lth.datamodules import ExpertDataModule, OnPolicyDataModule
 from tensordict import TensorDict
 from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
+from lth.datamodules import ExpertDataModule, OnPolicyDataModule
 from lth.errors import ConfigError
 from lth.experts import load_agent
 from lth.modules import PPO, Distill

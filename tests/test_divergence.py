@@ -9,13 +9,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lth.callbacks import PruningCallback
-from lth.callbacks.masks import full_masks, global_magnitude_masks
-from lth.datamodules import ReplayDataModule, onpolicy
 from mlflow import MlflowClient
 from torchrl.objectives import ClipPPOLoss, DQNLoss
 
+from lth.callbacks import PruningCallback
+from lth.callbacks.masks import full_masks, global_magnitude_masks
 from lth.cli import main
+from lth.datamodules import ReplayDataModule, onpolicy
 from lth.modules import DQN, base
 from tests.conftest import local_store
 from tests.test_imp import TINY, _chains, _levels, _ticket
@@ -221,7 +221,6 @@ def test_pruning_callback_never_keeps_weights_with_nan_as_its_best() -> None:
 ])
 def test_huge_learning_rates_end_the_fit_cleanly_for_every_failure_mode(algo: str, lr: float, why: str) -> None:
     from lth.datamodules import OnPolicyDataModule
-
     from lth.modules import PPO
 
     L.seed_everything(0)

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from lth.callbacks import PruningCallback
-from lth.datamodules import ReplayDataModule
 from tensordict import TensorDict
 
 import lth.modules.base as base
 from lth.agents import EpsilonGreedyActing
+from lth.callbacks import PruningCallback
+from lth.datamodules import ReplayDataModule
 from lth.modules import DQN
 from lth.schedules import linear_schedule
 from tests.conftest import CONFIGS

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lth.callbacks import condition_names
 from mlflow import MlflowClient
 
 import lth.imp
+from lth.callbacks import condition_names
 from lth.cli import main
 from lth.tracking import ChainStore
 from tests.conftest import CONFIGS, local_store

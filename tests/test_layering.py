@@ -76,7 +76,6 @@ def test_datamodules_do_not_import_the_agent_modules(tmp_path: Path) -> None:
 
 def test_the_expert_datamodule_rolls_out_whatever_its_loader_returns() -> None:
     from lth.datamodules import ExpertDataModule
-
     from lth.modules import PPO
 
     agent = PPO("CartPole-v1").eval().requires_grad_(False)

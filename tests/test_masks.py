@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import prune
+
 from lth.callbacks.conditions import apply_condition, condition_names
 from lth.callbacks.masks import (
     count,
@@ -14,8 +17,6 @@ from lth.callbacks.masks import (
     random_masks,
     shuffle_masks,
 )
-from torch import nn
-from torch.nn.utils import prune
 
 
 def _layers(seed: int = 0) -> dict[str, torch.Tensor]:

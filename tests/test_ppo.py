@@ -8,9 +8,9 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lth.datamodules import OnPolicyDataModule
 
 import lth.modules.base as base
+from lth.datamodules import OnPolicyDataModule
 from lth.envs import make_env
 from lth.evaluation import evaluate_episodes
 from lth.modules import PPO

@@ -12,11 +12,12 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lth.callbacks import PruningCallback
-from lth.callbacks.masks import count
 from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
+
+from lth.callbacks import PruningCallback
+from lth.callbacks.masks import count
 
 
 class Regressor(L.LightningModule):

@@ -9,10 +9,10 @@ from collections import Counter
 import lightning as L
 import pytest
 import torch
-from lth.datamodules import ReplayDataModule
-from lth.datamodules.replay import ReplayStream, updates_due
 from tensordict import TensorDict
 
+from lth.datamodules import ReplayDataModule
+from lth.datamodules.replay import ReplayStream, updates_due
 from lth.errors import ConfigError
 from lth.modules import DQN
 

@@ -24,11 +24,12 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelPruning
-from lth.callbacks import PruningCallback
-from lth.callbacks.masks import count
 from tensordict import TensorDict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from lth.callbacks import PruningCallback
+from lth.callbacks.masks import count
 
 WEIGHTS = ("net.0.weight", "net.2.weight", "net.4.weight")
 BIASES = ("net.0.bias", "net.2.bias", "net.4.bias")

@@ -17,6 +17,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBas
 from torch import nn
 from torchrl.envs import EnvBase
 
+from lth.domains import check_domains
 from lth.envs import env_shapes
 from lth.evaluation import evaluate_episodes
 from lth.networks import NetworkSpec
@@ -25,10 +26,20 @@ from lth.networks import NetworkSpec
 def shuffled_minibatches(data: TensorDictBase, minibatches: int, epochs: int) -> Iterator[TensorDictBase]:
     """``epochs`` passes over the flattened ``data``, each in ``minibatches`` shuffled minibatches."""
     flat = data.reshape(-1)
-    size = max(1, flat.numel() // minibatches)
+    size = minibatch_size(flat.numel(), minibatches)
     for _ in range(epochs):
         for idx in torch.randperm(flat.numel()).split(size):
             yield flat[idx]
+
+
+def minibatch_size(frames: int, minibatches: int) -> int:
+    """The size of each of :func:`shuffled_minibatches`' minibatches over ``frames`` frames (the last may be smaller)."""
+    return max(1, frames // minibatches)
+
+
+def minibatch_steps(frames: int, minibatches: int, epochs: int) -> int:
+    """How many minibatches (optimizer steps) :func:`shuffled_minibatches` yields over ``frames`` frames."""
+    return epochs * math.ceil(frames / minibatch_size(frames, minibatches))
 
 
 class AgentModule(LightningModule):
@@ -64,6 +75,7 @@ class AgentModule(LightningModule):
         # is stored as a plain dict (checkpoints load without pickled classes, loggers get network/<option>).
         self.save_hyperparameters()
         self.save_hyperparameters({"network": asdict(self.network_spec)})
+        check_domains(type(self), dict(self.hparams))  # what the parser checks, for modules built in Python too
         self.automatic_optimization = False
         self.obs_shape, self.action_spec = env_shapes(env_id, **(env_kwargs or {}))
         self.frames = 0
@@ -96,6 +108,11 @@ class AgentModule(LightningModule):
     def eval_policy(self) -> TensorDictModuleBase:
         """What evaluation acts with, under deterministic exploration; the exploring policy by default."""
         return self.policy
+
+    def optimizer_steps_per_batch(self, frames_per_batch: int) -> int:
+        """Optimizer steps one training batch of ``frames_per_batch`` frames makes (one here; modules that pass
+        over a batch in minibatches say how many), so a late rewind can be checked against a fit's steps."""
+        return 1
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(

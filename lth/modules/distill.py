@@ -13,7 +13,7 @@ from torch.distributions import Normal, kl_divergence
 
 from lth.agents import EpsilonGreedyActing, acting_policy, build_network, make_actor, resolve_distribution
 from lth.errors import ConfigError
-from lth.modules.base import AgentModule, shuffled_minibatches
+from lth.modules.base import AgentModule, minibatch_steps, shuffled_minibatches
 from lth.networks import NetworkSpec
 
 Imitated = Literal["policy", "q_values"]
@@ -82,6 +82,9 @@ class Distill(AgentModule):
             self._acting = EpsilonGreedyActing(self.student, int(action_spec.n), eps_eval)
         else:
             raise ConfigError(f"unknown imitate={imitate!r}; valid: ['policy', 'q_values']")
+
+    def optimizer_steps_per_batch(self, frames_per_batch: int) -> int:
+        return minibatch_steps(frames_per_batch, self.hparams.minibatches, self.hparams.epochs)
 
     @property
     def policy(self) -> TensorDictModuleBase:

@@ -12,9 +12,9 @@ from torchrl.data import ReplayBuffer
 from torchrl.objectives import DQNLoss, HardUpdate
 
 from lth.agents import EpsilonGreedyActing, build_network, make_q_actor
+from lth.domains import Discount
 from lth.errors import ConfigError
 from lth.modules.base import AgentModule
-from lth.modules.ppo import Discount
 from lth.networks import NetworkSpec
 from lth.schedules import linear_schedule
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
-from lth.modules.base import AgentModule, shuffled_minibatches
+from lth.domains import Discount
+from lth.modules.base import AgentModule, minibatch_steps, shuffled_minibatches
 from lth.networks import NetworkSpec
-
-#: A discount factor: in (0, 1] (jsonargparse checks it when parsing, like the other restricted types).
-Discount = restricted_number_type("Discount", float, [(">", 0), ("<=", 1)], docstring="a number in (0, 1]")
 
 
 class PPO(AgentModule):
@@ -70,6 +68,9 @@ class PPO(AgentModule):
             normalize_advantage=False,
             log_explained_variance=False,
         )
+
+    def optimizer_steps_per_batch(self, frames_per_batch: int) -> int:
+        return minibatch_steps(frames_per_batch, self.hparams.minibatches, self.hparams.epochs)
 
     @property
     def policy(self) -> TensorDictModuleBase:
