@@ -42,12 +42,12 @@ def get_cmap(name: str) -> Colormap:
 
 
 def save_curves(fig: Figure, ax: Axes, path: Path | str, xlabel: str, ylabel: str, title: str,
-                title_size: float | None = None) -> None:
+                title_size: float | None = None, legend_size: float = 8) -> None:
     """Label a plot of curves (axes, title, small legend, light grid) and write it to ``path`` at 110 dpi."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

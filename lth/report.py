@@ -110,14 +110,8 @@ def return_vs_density(chains: list[Chain], path: Path) -> list[str]:
                  for k, d, (m, s) in zip(levels, density, stats)]
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("density (fraction of weights kept, log scale)")
-    ax.set_ylabel("best mean evaluation return")
-    ax.set_title("Ticket performance against sparsity (mean ± 1 sd across seeds)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plt.save_curves(fig, ax, path, "density (fraction of weights kept, log scale)", "best mean evaluation return",
+                    "Ticket performance against sparsity (mean ± 1 sd across seeds)")
     head = ["| chains | level | density | best return (mean ± sd) | seeds |", "| --- | ---: | ---: | ---: | ---: |"]
     return head + rows
 
@@ -132,14 +126,8 @@ def layer_density(chains: list[Chain], path: Path) -> None:
         ax.plot(levels, [statistics.fmean(c.levels[k][layer] for c in group) for k in levels], marker="o", ms=3,
                 label=layer.removeprefix("density/"))
     ax.set_yscale("log")
-    ax.set_xlabel("IMP level")
-    ax.set_ylabel("layer density (log scale)")
-    ax.set_title(f"Layer-wise density, {group[0].condition} (mean across {len(group)} seed(s))")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plt.save_curves(fig, ax, path, "IMP level", "layer density (log scale)",
+                    f"Layer-wise density, {group[0].condition} (mean across {len(group)} seed(s))", legend_size=7)
 
 
 def _input_metrics(chain: Chain, group: str) -> list[str]:
@@ -172,15 +160,9 @@ def input_survival(chains: list[Chain], group: str, path: Path, title: str = "")
         mean, sd = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
         line, = ax.plot(levels, mean, marker="o", ms=3, label=name)
         ax.fill_between(levels, np.maximum(mean - sd, 0), mean + sd, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("IMP level")
-    ax.set_ylabel("surviving |weight| per input (share of level 0)")
-    ax.set_title(title or f"{group} input layer: weight mass per input (mean ± sd, {len(chosen)} seed(s))",
-                 fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plt.save_curves(fig, ax, path, "IMP level", "surviving |weight| per input (share of level 0)",
+                    title or f"{group} input layer: weight mass per input (mean ± sd, {len(chosen)} seed(s))",
+                    title_size=10)
     rows = ["| seed | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
     for chain in chosen:
         cells = []
