@@ -18,57 +18,24 @@ import importlib
 import inspect
 import logging
 import re
-import types
 import typing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jsonargparse import ActionYesNo, Namespace
 from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from lth.domains import describe
 from lth.errors import ConfigError
 from lth.experts import ExportExpert
 from lth.imp import ImpSettings
 from lth.modules import AgentModule
 from lth.tracking import DEFAULT_TRACKING_URI, SaveConfigToMLflow, check_tracking_uri, resolve_tracking_uri
 from lth.transfer import TransferSettings, configure_fit
-
-_OPS = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-
-
-def describe(hint: Any) -> str:
-    """A type annotation as the valid values it allows: ``PositiveInt`` -> ``an integer > 0``,
-    ``NonNegativeInt | Literal["init"]`` -> ``an integer >= 0 or 'init'``, ``OpenUnitInterval`` -> ``a number
-    in (0, 1)``. The domains are declared once, as the annotations (jsonargparse checks values against them)."""
-    restrictions = getattr(hint, "_restrictions", None)
-    if restrictions:
-        base = "an integer" if issubclass(getattr(hint, "_type", float), int) else "a number"
-        bounds = {_OPS.get(getattr(op, "__name__", str(op)), str(op)): value for op, value in restrictions}
-        low = next(((op, v) for op, v in bounds.items() if op in (">", ">=")), None)
-        high = next(((op, v) for op, v in bounds.items() if op in ("<", "<=")), None)
-        if low and high:
-            return f"{base} in {'(' if low[0] == '>' else '['}{low[1]}, {high[1]}{')' if high[0] == '<' else ']'}"
-        return f"{base} " + " and ".join(f"{op} {v}" for op, v in bounds.items())
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else describe(a) for a in args)
-    if origin in (list, tuple, Sequence) and args:
-        return f"a list of values each {describe(args[0])}"
-    if hint is bool:
-        return "true or false"
-    if isinstance(hint, type) and issubclass(hint, int):
-        return "an integer"
-    if isinstance(hint, type) and issubclass(hint, float):
-        return "a number"
-    if hint is str:
-        return "a string"
-    return getattr(hint, "__name__", str(hint))
 
 
 def _init_hint(class_path: str, key: str) -> Any:

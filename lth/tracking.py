@@ -44,8 +44,6 @@ def check_tracking_uri(uri: str) -> None:
     probed once with a short timeout and no retries (MLflow's defaults retry for minutes): the environment
     variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT`` are set for the probe only.
     """
-    import os
-
     from mlflow import MlflowClient
 
     quiet = [logging.getLogger(name) for name in ("alembic", "mlflow.store.db.utils")]  # "Creating tables..."
