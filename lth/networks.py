@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from lth.batched import BatchedConv2d, BatchedLinear
 from lth.errors import ConfigError
 
 InitScheme = Literal["kaiming", "xavier"]
@@ -40,54 +41,81 @@ def mlp(
     out_features: int,
     activation: str = "tanh",
     dropout: float = 0.0,
+    members: int = 1,
 ) -> nn.Sequential:
-    """A plain MLP ``in -> hidden... -> out``; dropout (SI Figure 14) follows every hidden activation."""
+    """A plain MLP ``in -> hidden... -> out``; dropout (SI Figure 14) follows every hidden activation.
+
+    ``members > 1`` builds a population (:class:`lth.batched.BatchedLinear` layers, same parameter names):
+    input ``[members, *batch, in]``.
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; valid: {sorted(ACTIVATIONS)}")
     layers: list[nn.Module] = []
     width = in_features
     for size in hidden:
-        layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+        layers += [_linear(width, size, members), ACTIVATIONS[activation]()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = size
-    layers.append(nn.Linear(width, out_features))
+    layers.append(_linear(width, out_features, members))
     return nn.Sequential(*layers)
 
 
-class ImageTrunk(nn.Module):
-    """Applies a conv stack to images with any leading batch dims (rollouts are [envs, steps, C, H, W])."""
+def _linear(in_features: int, out_features: int, members: int) -> nn.Linear:
+    """``nn.Linear``, or a population of ``members`` of them when ``members > 1``."""
+    return nn.Linear(in_features, out_features) if members == 1 else BatchedLinear(members, in_features, out_features)
 
-    def __init__(self, layers: nn.Sequential) -> None:
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int, members: int) -> nn.Conv2d:
+    """``nn.Conv2d``, or a population of ``members`` of them when ``members > 1``."""
+    if members == 1:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride)
+    return BatchedConv2d(members, in_channels, out_channels, kernel_size, stride=stride)
+
+
+class ImageTrunk(nn.Module):
+    """Applies a conv stack to images with any leading batch dims (rollouts are [envs, steps, C, H, W]).
+
+    With ``members > 1`` the leading dim is the population's member dim and is kept: ``[K, *batch, C, H, W]``.
+    """
+
+    def __init__(self, layers: nn.Sequential, members: int = 1) -> None:
         super().__init__()
         self.layers = layers
+        self.members = members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[:-3]
-        out = self.layers(x.reshape(-1, *x.shape[-3:]))
-        return out.reshape(*batch, out.shape[-1])
+        if self.members == 1:
+            batch = x.shape[:-3]
+            out = self.layers(x.reshape(-1, *x.shape[-3:]))
+            return out.reshape(*batch, out.shape[-1])
+        batch = x.shape[1:-3]
+        out = self.layers(x.reshape(self.members, math.prod(batch), *x.shape[-3:]))
+        return out.reshape(self.members, *batch, out.shape[-1])
 
 
-def conv_trunk(arch: str, obs_shape: Sequence[int]) -> tuple[ImageTrunk, int]:
+def conv_trunk(arch: str, obs_shape: Sequence[int], members: int = 1) -> tuple[ImageTrunk, int]:
     """The convolutional part of ``arch`` for channels-first ``obs_shape`` and its flat output width.
 
     ``minatar_cnn`` is MinAtar's 16 3x3 filters (paper Table 10); ``nature_cnn`` is Mnih et al.'s 2015 Atari
     trunk (32x8x8/4, 64x4x4/2, 64x3x3/1). Both end in ReLU and a flatten of (channels, height, width).
+    ``members > 1`` builds a population (:class:`lth.batched.BatchedConv2d`, same parameter names).
     """
     if len(obs_shape) != 3:
         raise ConfigError(f"{arch} needs image observations (channels, height, width), got shape {tuple(obs_shape)}")
     channels = obs_shape[0]
     if arch == "minatar_cnn":
-        layers: list[nn.Module] = [nn.Conv2d(channels, 16, 3), nn.ReLU()]
+        layers: list[nn.Module] = [_conv(channels, 16, 3, 1, members), nn.ReLU()]
     else:
         layers = [
-            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            _conv(channels, 32, 8, 4, members), nn.ReLU(),
+            _conv(32, 64, 4, 2, members), nn.ReLU(),
+            _conv(64, 64, 3, 1, members), nn.ReLU(),
         ]  # fmt: skip
-    trunk = ImageTrunk(nn.Sequential(*layers, nn.Flatten(-3, -1)))
+    trunk = ImageTrunk(nn.Sequential(*layers, nn.Flatten(-3, -1)), members)
+    probe = torch.zeros(1, *obs_shape) if members == 1 else torch.zeros(members, 1, *obs_shape)
     with torch.no_grad():
-        width = trunk(torch.zeros(1, *obs_shape)).shape[-1]
+        width = trunk(probe).shape[-1]
     return trunk, int(width)
 
 
@@ -99,12 +127,15 @@ def network(
     activation: str = "tanh",
     dropout: float = 0.0,
     obs_scale: float = 1.0,
+    members: int = 1,
 ) -> nn.Sequential:
     """A policy/value/Q network for observations of ``obs_shape``: ``arch``'s trunk, then an MLP over ``hidden``.
 
     ``mlp`` flattens multi-dimensional observations (channels first, so first-layer columns map back to
     channel x height x width). ``obs_scale`` multiplies observations first (1/255 for pixels). One flat
-    ``Sequential``, so a vector-input MLP has the same parameter names as :func:`mlp`.
+    ``Sequential``, so a vector-input MLP has the same parameter names as :func:`mlp`. ``members > 1`` builds
+    a population of that many independent networks with the same parameter names, each parameter with a
+    leading member dim: input ``[members, *batch, *obs_shape]``, output ``[members, *batch, out_features]``.
     """
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown network architecture {arch!r}; valid: {list(ARCHITECTURES)}")
@@ -114,9 +145,9 @@ def network(
             layers.append(nn.Flatten(-len(obs_shape), -1))
         width = math.prod(obs_shape)
     else:
-        trunk, width = conv_trunk(arch, obs_shape)
+        trunk, width = conv_trunk(arch, obs_shape, members)
         layers.append(trunk)
-    return nn.Sequential(*layers, *mlp(width, hidden, out_features, activation, dropout))
+    return nn.Sequential(*layers, *mlp(width, hidden, out_features, activation, dropout, members))
 
 
 def weight_layers(module: nn.Module) -> list[nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d]:
@@ -129,7 +160,8 @@ def initialize(module: nn.Module, scheme: str = "kaiming", input_scale: float = 
 
     ``kaiming`` is PyTorch's default layer init (kaiming-uniform, a=sqrt(5)); ``xavier`` is Glorot-uniform
     weights with zero biases. ``input_scale`` multiplies the first layer's weights afterwards: the paper's
-    rescaling (0.1) that lets global magnitude pruning cut irrelevant input dimensions early.
+    rescaling (0.1) that lets global magnitude pruning cut irrelevant input dimensions early. Population
+    layers (leading member dim) are initialised member by member, as their solo layers would be.
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; valid: {list(INIT_SCHEMES)}")
@@ -138,7 +170,8 @@ def initialize(module: nn.Module, scheme: str = "kaiming", input_scale: float = 
         if scheme == "kaiming":
             layer.reset_parameters()
         else:
-            nn.init.xavier_uniform_(layer.weight)
+            for weight in layer.weight if isinstance(layer, (BatchedLinear, BatchedConv2d)) else [layer.weight]:
+                nn.init.xavier_uniform_(weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     if layers and input_scale != 1.0:
@@ -187,9 +220,13 @@ class NetworkSpec:
             raise ConfigError(f"unknown network option(s) {unknown}; valid: {names}")
         return replace(default or cls(), **spec)
 
-    def build(self, obs_shape: Sequence[int], out_features: int, hidden: Sequence[int]) -> nn.Sequential:
-        """:func:`network` for this spec, initialised with :meth:`initialize`."""
-        net = network(obs_shape, out_features, hidden, self.arch, self.activation, self.dropout, self.obs_scale)
+    def build(
+        self, obs_shape: Sequence[int], out_features: int, hidden: Sequence[int], members: int = 1
+    ) -> nn.Sequential:
+        """:func:`network` for this spec (a population when ``members > 1``), initialised with :meth:`initialize`."""
+        net = network(
+            obs_shape, out_features, hidden, self.arch, self.activation, self.dropout, self.obs_scale, members
+        )
         return self.initialize(net)
 
     def initialize(self, module: nn.Module) -> nn.Module:
