@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -20,7 +20,7 @@ class EvalEnvLoader:
     scores of different checkpoints are comparable, and a stored best checkpoint reproduces its score.
     """
 
-    def __init__(self, env: EnvBase, seed: int) -> None:
+    def __init__(self, env: EnvBase, seed: int | Sequence[int]) -> None:
         self.env = env
         self.seed = seed
 
@@ -28,8 +28,17 @@ class EvalEnvLoader:
         return 1
 
     def __iter__(self) -> Iterator[EnvBase]:
-        self.env.set_seed(self.seed)
+        if isinstance(self.seed, Sequence):
+            self.env.seed_copies(self.seed)
+        else:
+            self.env.set_seed(self.seed)
         yield self.env
+
+
+def member_copy_seeds(seeds: Sequence[int], copies: int) -> list[int]:
+    """Per-copy seeds of a population's member-major env copies: member k's ``copies`` copies get ``seed_k + i``,
+    the seeds its copies get when it trains alone (gymnasium seeds copy i of a vector env with ``seed + i``)."""
+    return [seed + i for seed in seeds for i in range(copies)]
 
 
 class EnvDataModule(LightningDataModule):
@@ -37,6 +46,8 @@ class EnvDataModule(LightningDataModule):
 
     Subclasses set ``self.hparams`` (``env_id``, ``env_kwargs``, ``num_envs``, ``eval_every``,
     ``eval_episodes``, ``seed``) and build the training stream; evaluation happens every ``eval_every`` frames.
+    A list of seeds makes a population's data: ``num_envs`` training and ``eval_episodes`` evaluation copies per
+    member, member-major, each member's copies seeded as they would be alone.
     """
 
     def __init__(self) -> None:
@@ -45,13 +56,19 @@ class EnvDataModule(LightningDataModule):
         self._eval_env: EnvBase | None = None
 
     def make_collector(
-        self, frames_per_batch: int, total_frames: int, policy: TensorDictModuleBase | None = None
+        self, frames_per_batch: int, total_frames: int, policy: TensorDictModuleBase | None = None,
+        shared: bool = False,
     ) -> Collector:
-        """A single-process collector over ``num_envs`` batched envs acting with ``policy`` (by default the
-        module's exploring policy)."""
+        """A single-process collector over ``num_envs`` batched envs per member acting with ``policy`` (by default
+        the module's exploring policy); ``shared``: ``num_envs`` envs for all members, seeded with the first seed
+        (e.g. an expert's data stream that every member of a population learns from)."""
         self._close_collector()
         hp = self.hparams
-        env = make_env(hp.env_id, hp.num_envs, hp.seed, **self.env_kwargs)
+        if self.members > 1 and not shared:
+            env = make_env(hp.env_id, hp.num_envs * self.members, member_copy_seeds(self.seeds, hp.num_envs),
+                           **self.env_kwargs)
+        else:
+            env = make_env(hp.env_id, hp.num_envs, self.seeds[0], **self.env_kwargs)
         self._collector = Collector(
             env,
             policy if policy is not None else self.trainer.lightning_module.policy,
@@ -67,15 +84,29 @@ class EnvDataModule(LightningDataModule):
     def env_kwargs(self) -> dict[str, Any]:
         return dict(self.hparams.env_kwargs or {})
 
+    @property
+    def seeds(self) -> list[int]:
+        """The members' seeds (one for an ordinary agent)."""
+        seed = self.hparams.seed
+        return [int(s) for s in seed] if isinstance(seed, Sequence) else [int(seed)]
+
+    @property
+    def members(self) -> int:
+        """How many agents the data are for: a population's members, or 1 (``seed`` given as one int)."""
+        return len(self.seeds) if isinstance(self.hparams.seed, Sequence) else 1
+
     def val_dataloader(self) -> EvalEnvLoader:
+        episodes = self.hparams.eval_episodes
         if self._eval_env is None:
-            self._eval_env = make_env(self.hparams.env_id, self.hparams.eval_episodes, **self.env_kwargs)
+            self._eval_env = make_env(self.hparams.env_id, episodes * self.members, **self.env_kwargs)
+        if self.members > 1:
+            return EvalEnvLoader(self._eval_env, member_copy_seeds([s + 10_000 for s in self.seeds], episodes))
         return EvalEnvLoader(self._eval_env, self.eval_seed)
 
     @property
     def eval_seed(self) -> int:
         """The seed every evaluation starts from (distinct from the training envs' seed)."""
-        return self.hparams.seed + 10_000
+        return self.seeds[0] + 10_000
 
     def _close_collector(self) -> None:
         if self._collector is not None:

@@ -30,7 +30,8 @@ class RolloutStream:
 
 
 class OnPolicyDataModule(EnvDataModule):
-    """Rollouts of ``num_envs`` batched envs x ``rollout_steps`` steps until ``total_frames`` env frames.
+    """Rollouts of ``num_envs`` batched envs x ``rollout_steps`` steps until ``total_frames`` env frames (per
+    member of a population: its ``seed`` a list, one per member).
 
     Frames, not epochs, bound a fit: one Lightning epoch is the whole budget. The collector acts with
     ``trainer.lightning_module.policy`` (shared weights, so every rollout uses the latest policy). The
@@ -45,13 +46,13 @@ class OnPolicyDataModule(EnvDataModule):
         total_frames: PositiveInt = 80_000,
         eval_every: PositiveInt = 5_000,
         eval_episodes: PositiveInt = 10,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_domains(OnPolicyDataModule, dict(self.hparams))
-        self.frames_per_batch = num_envs * rollout_steps
+        self.frames_per_batch = num_envs * rollout_steps  # per member
         self.batches = math.ceil(total_frames / self.frames_per_batch)
 
     @property
@@ -60,5 +61,6 @@ class OnPolicyDataModule(EnvDataModule):
         return max(1, min(self.batches, round(self.hparams.eval_every / self.frames_per_batch)))
 
     def train_dataloader(self) -> RolloutStream:
-        collector = self.make_collector(self.frames_per_batch, self.batches * self.frames_per_batch)
+        frames = self.frames_per_batch * self.members
+        collector = self.make_collector(frames, self.batches * frames)
         return RolloutStream(collector, self.batches)

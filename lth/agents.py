@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tensordict import TensorDictBase
@@ -44,11 +44,13 @@ def resolve_distribution(action_spec: TensorSpec, requested: str | None, env_id:
 
 
 def build_network(
-    obs_shape: ObsShape, out_features: int, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK
+    obs_shape: ObsShape, out_features: int, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK,
+    members: int = 1,
 ) -> nn.Sequential:
-    """A network for observations of ``obs_shape`` built and initialised as ``network`` describes."""
+    """A network for observations of ``obs_shape`` built and initialised as ``network`` describes (``members`` > 1:
+    a population's batched network, whose inputs and outputs lead with the member dimension)."""
     shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
-    return network.build(shape, out_features, hidden)
+    return network.build(shape, out_features, hidden, members=members)
 
 
 def make_actor(
@@ -57,6 +59,7 @@ def make_actor(
     hidden: Sequence[int],
     distribution: str,
     network: NetworkSpec = DEFAULT_NETWORK,
+    members: int = 1,
 ) -> ProbabilisticActor:
     """A stochastic policy reading ``observation`` and writing ``action`` and ``action_log_prob``.
 
@@ -64,13 +67,13 @@ def make_actor(
     (softplus) scale come from the network, bounded by the action spec.
     """
     if distribution == "categorical":
-        net = build_network(obs_shape, int(action_spec.n), hidden, network)
+        net = build_network(obs_shape, int(action_spec.n), hidden, network, members)
         module = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
         return ProbabilisticActor(
             module, in_keys=["logits"], distribution_class=Categorical, spec=action_spec, return_log_prob=True
         )
     act_dim = action_spec.shape[-1]
-    net = build_network(obs_shape, 2 * act_dim, hidden, network)
+    net = build_network(obs_shape, 2 * act_dim, hidden, network, members)
     module = TensorDictModule(
         nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]
     )
@@ -84,6 +87,9 @@ def make_actor(
     )
 
 
+Generators = Callable[[], Sequence[torch.Generator] | None]
+
+
 class CategoricalActing(TensorDictModuleBase):
     """The acting path of a categorical ``ProbabilisticActor``: the same logits network, one call per step.
 
@@ -91,43 +97,94 @@ class CategoricalActing(TensorDictModuleBase):
     per-step cost on cheap envs; it writes the same keys (``logits``, ``action``, ``action_log_prob``), samples
     under random exploration and takes the argmax (the distribution's mode) under deterministic exploration.
     Training still goes through the ``ProbabilisticActor`` and TorchRL's loss.
+
+    A population's ``members`` agents act on a flat, member-major batch of env copies (``[members * copies]``):
+    the network sees ``[members, copies, ...]``. When ``generators()`` returns one generator per member, member
+    k samples from its own (so its actions depend on its seed only, not on its population mates).
     """
 
-    def __init__(self, logits_net: nn.Module) -> None:
+    def __init__(self, logits_net: nn.Module, members: int = 1, generators: Generators | None = None) -> None:
         super().__init__()
         self.net = logits_net
+        self.members = members
+        self.generators = generators
         self.in_keys = ["observation"]
         self.out_keys = ["logits", "action", "action_log_prob"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        logits = self.net(tensordict.get("observation"))
+        obs = tensordict.get("observation")
+        if self.members > 1:
+            logits = self.net(obs.reshape(self.members, -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
+        else:
+            logits = self.net(obs)
         log_probs = logits.log_softmax(-1)
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
         else:
-            probs = log_probs.exp().reshape(-1, logits.shape[-1])
-            try:
-                action = torch.multinomial(probs, 1).reshape(logits.shape[:-1])
-            except RuntimeError:  # non-finite logits (diverged weights): such rows act uniformly, free of cost until
-                # then; their NaN log-probs carry the divergence to the learner's next update
-                probs = torch.where(torch.isfinite(probs).all(-1, keepdim=True), probs, 1.0)
-                action = torch.multinomial(probs, 1).reshape(logits.shape[:-1])
+            action = self._sample(log_probs)
         tensordict.set("logits", logits)
         tensordict.set("action", action)
         tensordict.set("action_log_prob", log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1))
         return tensordict
 
+    def _sample(self, log_probs: torch.Tensor) -> torch.Tensor:
+        probs = log_probs.exp().reshape(-1, log_probs.shape[-1])
+        generators = self.generators() if self.generators is not None else None
+        if generators is None:
+            try:
+                return torch.multinomial(probs, 1).reshape(log_probs.shape[:-1])
+            except RuntimeError:  # non-finite logits (diverged weights): those rows act uniformly (see below)
+                return torch.multinomial(_finite_rows(probs), 1).reshape(log_probs.shape[:-1])
+        # inverse-CDF sampling with each member's own uniforms
+        probs = _finite_rows(probs)
+        sizes = _split_evenly(probs.shape[0], len(generators))
+        uniform = torch.cat([torch.rand(n, generator=g) for n, g in zip(sizes, generators, strict=True)])
+        cdf = probs.cumsum(-1)
+        action = (cdf < uniform.unsqueeze(-1) * cdf[:, -1:]).sum(-1).clamp_max(probs.shape[-1] - 1)
+        return action.reshape(log_probs.shape[:-1])
 
-def acting_policy(actor: ProbabilisticActor) -> TensorDictModuleBase:
-    """What collectors and evaluation act with: the lean categorical path when it applies, else the actor."""
+
+def _finite_rows(probs: torch.Tensor) -> torch.Tensor:
+    """Rows with a non-finite entry (diverged weights) become uniform, free of cost until then; their NaN
+    log-probs carry the divergence to the learner's next update."""
+    return torch.where(torch.isfinite(probs).all(-1, keepdim=True), probs, 1.0)
+
+
+class MemberActing(TensorDictModuleBase):
+    """A population's actor on a flat, member-major batch of env copies: ``[members * copies]`` in and out,
+    ``[members, copies]`` inside (e.g. a tanh-Gaussian ``ProbabilisticActor`` of batched networks)."""
+
+    def __init__(self, actor: TensorDictModuleBase, members: int) -> None:
+        super().__init__()
+        self.actor = actor
+        self.members = members
+        self.in_keys = list(actor.in_keys)
+        self.out_keys = list(actor.out_keys)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        out = self.actor(tensordict.reshape(self.members, -1))
+        return tensordict.update(out.reshape(tensordict.batch_size))
+
+
+def _split_evenly(total: int, parts: int) -> list[int]:
+    if total % parts:
+        raise ValueError(f"{total} env copies do not split evenly over {parts} members")
+    return [total // parts] * parts
+
+
+def acting_policy(actor: ProbabilisticActor, members: int = 1, generators: Generators | None = None
+                  ) -> TensorDictModuleBase:
+    """What collectors and evaluation act with: the lean categorical path when it applies, else the actor
+    (viewed member-major for a population)."""
     if actor.module[-1].distribution_class is Categorical:
-        return CategoricalActing(actor.module[0].module)
-    return actor
+        return CategoricalActing(actor.module[0].module, members, generators)
+    return MemberActing(actor, members) if members > 1 else actor
 
 
-def make_critic(obs_shape: ObsShape, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK) -> ValueOperator:
+def make_critic(obs_shape: ObsShape, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK,
+                members: int = 1) -> ValueOperator:
     """A state-value network reading ``observation`` and writing ``state_value``."""
-    return ValueOperator(build_network(obs_shape, 1, hidden, network), in_keys=["observation"])
+    return ValueOperator(build_network(obs_shape, 1, hidden, network, members), in_keys=["observation"])
 
 
 def make_q_actor(q_net: nn.Module, action_spec: TensorSpec) -> QValueActor:
@@ -143,22 +200,39 @@ class EpsilonGreedyActing(TensorDictModuleBase):
 
     Written by hand (like :class:`CategoricalActing`) because it is the per-step acting path, and because the
     paper's evaluation epsilon (0.001) must also act during evaluation, where TorchRL's ``EGreedyModule``
-    switches itself off. ``eps`` is a buffer the owning module sets from its schedule.
+    switches itself off. ``eps`` is a buffer the owning module sets from its schedule. A population acts on a
+    flat, member-major batch as :class:`CategoricalActing` does, each member exploring with its own generator
+    when ``generators()`` gives them.
     """
 
-    def __init__(self, q_net: nn.Module, num_actions: int, eps: float = 1.0) -> None:
+    def __init__(self, q_net: nn.Module, num_actions: int, eps: float = 1.0, members: int = 1,
+                 generators: Generators | None = None) -> None:
         super().__init__()
         self.net = q_net
         self.num_actions = num_actions
+        self.members = members
+        self.generators = generators
         self.register_buffer("eps", torch.tensor(float(eps)))
         self.in_keys = ["observation"]
         self.out_keys = ["action_value", "action"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        values = self.net(tensordict.get("observation"))
+        obs = tensordict.get("observation")
+        if self.members > 1:
+            values = self.net(obs.reshape(self.members, -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
+        else:
+            values = self.net(obs)
         action = values.argmax(-1)
-        explore = torch.rand(action.shape) < self.eps
-        random = torch.randint(self.num_actions, action.shape)
+        generators = self.generators() if self.generators is not None else None
+        if generators is None:
+            explore = torch.rand(action.shape) < self.eps
+            random = torch.randint(self.num_actions, action.shape)
+        else:
+            sizes = _split_evenly(action.numel(), len(generators))
+            explore = torch.cat([torch.rand(n, generator=g) for n, g in zip(sizes, generators, strict=True)])
+            random = torch.cat([torch.randint(self.num_actions, (n,), generator=g)
+                                for n, g in zip(sizes, generators, strict=True)])
+            explore, random = explore.reshape(action.shape) < self.eps, random.reshape(action.shape)
         tensordict.set("action_value", values)  # what a distillation student imitates
         tensordict.set("action", torch.where(explore, random, action))
         return tensordict

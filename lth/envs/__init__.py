@@ -124,11 +124,13 @@ def gym_vector_env(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.
 def make_env(
     env_id: str,
     num_envs: int = 1,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     keep_inputs: Sequence[int] | None = None,
     **env_kwargs: Any,
 ) -> GymVectorEnv:
     """``num_envs`` copies of ``env_id`` as one batched TorchRL env, seeded once with ``seed``.
+
+    An int seeds copy ``i`` with ``seed + i`` (gymnasium's rule); a sequence gives every copy its own seed.
 
     ``keep_inputs`` (also accepted inside a config's ``env_kwargs``) shows the agent only those flat
     observation indices and zeroes the rest; every other keyword goes to the env's constructor.
@@ -144,7 +146,9 @@ def make_env(
         env = GymVectorEnv(vec, env_id, keep_inputs=keep_inputs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if seed is not None:
+    if isinstance(seed, Sequence):
+        env.seed_copies(seed)
+    elif seed is not None:
         env.set_seed(seed)
     return env
 

@@ -79,7 +79,7 @@ class GymVectorEnv(EnvBase):
         flag = Categorical(2, shape=(num_envs, 1), dtype=torch.bool)
         self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=self.batch_size)
         self._visible = None if keep_inputs is None else _input_mask(obs_space.shape, keep_inputs, env_id)
-        self._pending_seed: int | None = None
+        self._pending_seed: int | list[int] | None = None
         self._obs = np.zeros((num_envs, *obs_space.shape), dtype=np.float32)
         self._fresh_obs = self._obs.copy()
 
@@ -92,6 +92,12 @@ class GymVectorEnv(EnvBase):
         self._pending_seed = seed
         if seed is not None:
             self._env.action_space.seed(seed)
+
+    def seed_copies(self, seeds: Sequence[int]) -> None:
+        """Seed each copy with its own seed at the next full reset (a population's members: one seed range each)."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"{self.env_id}: {len(seeds)} seeds for {self.num_envs} copies")
+        self._pending_seed = [int(s) for s in seeds]
 
     def _done_td(self, obs: np.ndarray, reward: np.ndarray | None, term: np.ndarray, trunc: np.ndarray) -> TensorDict:
         # gymnasium hands out fresh arrays every step, so sharing their memory (from_numpy) is safe

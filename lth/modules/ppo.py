@@ -24,6 +24,10 @@ class PPO(AgentModule):
     ``minibatches`` shuffled minibatches are optimised manually (one Lightning step = one rollout).
     Sub-modules ``actor`` and ``critic`` are the names pruning selects by.
 
+    With ``members`` K > 1 it trains a population: K independent agents as one batched network on a rollout of
+    K x ``num_envs`` env copies (member-major), each member with its own advantage normalisation, minibatch
+    shuffles, loss (their sum is minimised) and gradient clipping, so each gets the update it would get alone.
+
     Args:
         actor_hidden: the actor's hidden layer widths.
         critic_hidden: the critic's hidden layer widths.
@@ -51,13 +55,17 @@ class PPO(AgentModule):
         epochs: PositiveInt = 4,
         minibatches: PositiveInt = 4,
         max_grad_norm: PositiveFloat = 1.0,
+        members: PositiveInt = 1,
     ) -> None:
-        super().__init__(env_id, env_kwargs, network)
+        super().__init__(env_id, env_kwargs, network, members)
         dist = resolve_distribution(self.action_spec, distribution, env_id)
-        self.actor = make_actor(self.obs_shape, self.action_spec, actor_hidden, dist, self.network_spec)
-        self.critic = make_critic(self.obs_shape, critic_hidden, self.network_spec)
-        self._acting = acting_policy(self.actor)  # shares the actor's weights
-        self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True)
+        spec = self.network_spec
+        self.actor = make_actor(self.obs_shape, self.action_spec, actor_hidden, dist, spec, members)
+        self.critic = make_critic(self.obs_shape, critic_hidden, spec, members)
+        self._acting = acting_policy(self.actor, members, self.member_generators)  # shares the actor's weights
+        # Advantages are normalised per member (the "member" entry groups a population's frames), over time dim -1.
+        self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True,
+                             group_key="member" if members > 1 else None, time_dim=-1)
         self.loss_module = ClipPPOLoss(
             self.actor,
             self.critic,
@@ -67,6 +75,7 @@ class PPO(AgentModule):
             loss_critic_type="l2",
             normalize_advantage=False,
             log_explained_variance=False,
+            reduction="none",  # per frame: each member's loss is the mean over its own frames
         )
 
     def optimizer_steps_per_batch(self, frames_per_batch: int) -> int:
@@ -78,14 +87,27 @@ class PPO(AgentModule):
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(batch.numel(), batch_idx)
+        members = self.members
+        batch = batch.reshape(members, -1, batch.shape[-1])  # [members, copies, time]: the collector is member-major
+        if members > 1:
+            batch.set("member", torch.arange(members).reshape(-1, 1, 1).expand(batch.shape))
         with torch.no_grad():
             self.advantage(batch)
         stats: dict[str, list[torch.Tensor]] = {}
-        for minibatch in shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs):
+        minibatches = shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs,
+                                           self.member_generators())
+        for minibatch in minibatches:
             if self.diverged:  # update() stopped the fit; the rest of this rollout is not trained on
                 break
             out = self.loss_module(minibatch)
-            self.update(out["loss_objective"] + out["loss_critic"] + out["loss_entropy"])
-            for key in ("loss_objective", "loss_critic", "entropy", "clip_fraction"):
-                stats.setdefault(key, []).append(out[key].detach())
-        self.log_at_frames({f"train/{k}": torch.stack(v).mean().item() for k, v in stats.items()})
+            parts = {key: out[key].reshape(members, -1).mean(1) for key in ("loss_objective", "loss_critic")}
+            entropy_loss = out["loss_entropy"].reshape(members, -1).mean(1)
+            self.update(parts["loss_objective"] + parts["loss_critic"] + entropy_loss)
+            for key, value in parts.items():
+                stats.setdefault(key, []).append(value.detach())
+            if members == 1:  # TorchRL reports these over the whole minibatch, i.e. per member only when alone
+                for key in ("entropy", "clip_fraction"):
+                    stats.setdefault(key, []).append(out[key].detach().reshape(1))
+            elif self.hparams.entropy_coef > 0:
+                stats.setdefault("entropy", []).append(-entropy_loss.detach() / self.hparams.entropy_coef)
+        self.log_at_frames({f"train/{k}": torch.stack(v).mean(0) for k, v in stats.items()})
