@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
+from torchrl.data import LazyTensorStorage, ReplayBuffer, TensorDictPrioritizedReplayBuffer
 
 from lth.domains import check_domains
 from lth.errors import ConfigError
@@ -50,28 +50,60 @@ class ReplayStream:
     ``buffer.update_priority(sample["index"], priorities)``, as TorchRL's own training loops do.
     Lightning fetches the next item only after the step because the stream has a length (no prefetching), so
     each minibatch is drawn after the previous update's priorities are written.
+
+    A population's stream (``buffers`` one per member) keeps each member's transitions, priorities and
+    importance weights to itself: the collector's member-major chunk ``[members * num_envs, steps]`` goes to the
+    buffers member by member, each update samples ``batch_size`` transitions from every member's buffer, and
+    ``sample`` is their stack ``[members, batch_size]`` (``sample["index"][k]`` indexes :attr:`buffers` ``[k]``,
+    where the learner writes member k's priorities). The update schedule and beta follow each member's frames
+    (what it would see alone); ``new_frames`` counts the frames of all members.
     """
 
     def __init__(
-        self, collector: Iterable[TensorDictBase], buffer: TensorDictPrioritizedReplayBuffer, dm: ReplayDataModule
+        self, collector: Iterable[TensorDictBase],
+        buffers: TensorDictPrioritizedReplayBuffer | Sequence[TensorDictPrioritizedReplayBuffer],
+        dm: ReplayDataModule,
     ) -> None:
         self.collector = collector
-        self.buffer = buffer
+        #: One prioritized buffer per member (one for an ordinary agent).
+        self.buffers = [buffers] if isinstance(buffers, ReplayBuffer) else list(buffers)
+        if not self.buffers:
+            raise ValueError("a replay stream needs at least one buffer")
         self.dm = dm
+
+    @property
+    def buffer(self) -> TensorDictPrioritizedReplayBuffer:
+        """The buffer of an ordinary agent's stream (a population's has :attr:`buffers`, one per member)."""
+        if len(self.buffers) != 1:
+            raise AttributeError(f"a population's stream has one buffer per member ({len(self.buffers)}): buffers")
+        return self.buffers[0]
 
     def __len__(self) -> int:
         return self.dm.total_updates
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         hp = self.dm.hparams
-        collected = updates = pending = 0
+        members = len(self.buffers)
+        collected = updates = pending = 0  # collected: per member; pending: over all members
         for chunk in self.collector:
-            self.buffer.extend(chunk.select(*TRANSITION_KEYS).reshape(-1))
-            collected += chunk.numel()
+            if chunk.numel() % members:
+                raise ValueError(f"a chunk of {chunk.numel()} frames does not split over {members} members")
+            transitions = chunk.select(*TRANSITION_KEYS)
+            if members == 1:
+                self.buffers[0].extend(transitions.reshape(-1))
+            else:  # member-major env copies: member k's are rows k * num_envs ... (k + 1) * num_envs - 1
+                for buffer, own in zip(self.buffers, transitions.reshape(members, -1).unbind(0), strict=True):
+                    buffer.extend(own)
+            collected += chunk.numel() // members
             pending += chunk.numel()
-            self.buffer.sampler.beta = linear_schedule(hp.beta_start, hp.beta_end, self.dm.total_frames, collected)
+            beta = linear_schedule(hp.beta_start, hp.beta_end, self.dm.total_frames, collected)
+            for buffer in self.buffers:
+                buffer.sampler.beta = beta
             while updates < updates_due(collected, hp.warmup_frames, hp.replay_ratio, hp.batch_size):
-                sample = self.buffer.sample()
+                if members == 1:
+                    sample = self.buffers[0].sample()
+                else:
+                    sample = torch.stack([buffer.sample() for buffer in self.buffers])
                 yield TensorDict({"sample": sample, "new_frames": torch.tensor(pending)}, batch_size=[])
                 pending = 0
                 updates += 1
@@ -84,6 +116,11 @@ class ReplayDataModule(EnvDataModule):
     exponent ``beta`` annealed from ``beta_start`` to ``beta_end`` over the fit's frames, minibatches of
     ``batch_size``, data replay ratio ``replay_ratio``, learning after ``warmup_frames``. One Lightning batch
     is one gradient update; frames, not epochs, bound a fit.
+
+    ``seed`` a list makes a population's data (one seed per member, see :class:`EnvDataModule`): ``num_envs``
+    env copies and a buffer of ``buffer_size`` per member, from which only that member samples (see
+    :class:`ReplayStream`); ``total_frames`` and the other sizes are per member. When the module gives its
+    members generators (``AgentModule.seed_members``), each buffer samples with its member's.
     """
 
     def __init__(
@@ -101,7 +138,7 @@ class ReplayDataModule(EnvDataModule):
         beta_end: ClosedUnitInterval = 1.0,
         eval_every: PositiveInt = 10_000,
         eval_episodes: PositiveInt = 10,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -123,10 +160,11 @@ class ReplayDataModule(EnvDataModule):
         hp = self.hparams
         return max(1, min(self.total_updates, round(hp.eval_every * hp.replay_ratio / hp.batch_size)))
 
-    def make_buffer(self) -> TensorDictPrioritizedReplayBuffer:
+    def make_buffer(self, generator: torch.Generator | None = None) -> TensorDictPrioritizedReplayBuffer:
         """An empty prioritized buffer; its storage is allocated on the first write and then written in place.
 
         New transitions enter with the largest priority so far; the learner sets priorities after each update.
+        It samples with ``generator`` when given (TorchRL's public ``generator`` option), else with the global RNG.
         """
         hp = self.hparams
         return TensorDictPrioritizedReplayBuffer(
@@ -134,8 +172,14 @@ class ReplayDataModule(EnvDataModule):
             beta=hp.beta_start,
             storage=LazyTensorStorage(hp.buffer_size),
             batch_size=hp.batch_size,
+            generator=generator,
         )
 
     def train_dataloader(self) -> ReplayStream:
-        collector = self.make_collector(self.frames_per_batch, self.total_frames)
-        return ReplayStream(collector, self.make_buffer(), self)
+        members = self.members
+        collector = self.make_collector(self.frames_per_batch * members, self.total_frames * members)
+        module = getattr(self.trainer, "lightning_module", None)
+        generators = getattr(module, "member_generators", lambda: None)()
+        if generators is None or len(generators) != members:
+            generators = [None] * members
+        return ReplayStream(collector, [self.make_buffer(g) for g in generators], self)

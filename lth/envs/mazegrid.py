@@ -11,6 +11,7 @@ Run ``python -m lth.envs.mazegrid docs/mazegrid.png`` to draw the layout with a 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,9 +312,17 @@ class MazeGridVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
 
     def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Restart every copy; the game is deterministic, ``seed`` only seeds ``np_random``."""
+        """Restart every copy; the game is deterministic, ``seed`` only seeds ``np_random``.
+
+        ``seed`` may also be one seed per copy, as gymnasium's ``SyncVectorEnv`` takes them (a population's
+        member-major copies); the first then seeds ``np_random``, as an int ``seed`` seeds copy 0 with itself.
+        """
+        if isinstance(seed, Sequence):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"{len(seed)} seeds for {self.num_envs} copies")
+            seed = int(seed[0])
         super().reset(seed=seed, options=options)
         self._game.reset(np.ones(self.num_envs, dtype=bool))
         return self._encode(self._game.labels()), {}

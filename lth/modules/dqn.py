@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -29,6 +30,13 @@ class DQN(AgentModule):
     Exploration is epsilon-greedy, annealed from ``eps_start`` to ``eps_end`` over ``eps_frames`` env frames;
     evaluation acts with ``eps_eval``. The Q-network is the sub-module ``q_net`` (what pruning selects).
 
+    With ``members`` K > 1 it trains a population: K independent agents as one batched Q-network (and target) on
+    K x ``num_envs`` env copies (member-major) with one prioritized buffer per member (a
+    :class:`lth.datamodules.ReplayDataModule` with K seeds). Each update stacks every member's own minibatch
+    (``[K, batch_size]``); each member's loss is the mean over its own transitions (their sum is minimised,
+    gradients are clipped per member), and member k's new priorities go to member k's buffer, so each gets the
+    update it would get alone. Each member explores with its own generator when given them (``seed_members``).
+
     Args:
         hidden: the Q-network's hidden layer widths.
         network: how the Q-network is built and initialised (ReLU by default).
@@ -51,12 +59,14 @@ class DQN(AgentModule):
         eps_end: ClosedUnitInterval = 0.01,
         eps_frames: NonNegativeInt = 1_000_000,
         eps_eval: ClosedUnitInterval = 0.001,
+        members: PositiveInt = 1,
     ) -> None:
-        super().__init__(env_id, env_kwargs, network)
+        super().__init__(env_id, env_kwargs, network, members)
         action_spec = self.action_spec
-        self.q_net = build_network(self.obs_shape, int(action_spec.n), hidden, self.network_spec)
+        self.q_net = build_network(self.obs_shape, int(action_spec.n), hidden, self.network_spec, members)
         # reduction="none" returns the importance-weighted per-transition losses; their plain mean is Schaul et
-        # al.'s (and rlpyt's) loss, where TorchRL's "mean" would renormalise by the sum of the weights.
+        # al.'s (and rlpyt's) loss, where TorchRL's "mean" would renormalise by the sum of the weights. A population's
+        # batched Q-network takes the [members, batch_size] sample as it is: losses and TD errors come out per member.
         self.loss_module = DQNLoss(
             make_q_actor(self.q_net, action_spec),
             loss_function="smooth_l1",
@@ -66,8 +76,10 @@ class DQN(AgentModule):
         )
         self.loss_module.make_value_estimator(gamma=gamma)
         self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
-        self._acting = EpsilonGreedyActing(self.q_net, int(action_spec.n), eps_start)
-        self._eval_acting = EpsilonGreedyActing(self.q_net, int(action_spec.n), eps_eval)
+        n = int(action_spec.n)
+        self._acting = EpsilonGreedyActing(self.q_net, n, eps_start, members, self.member_generators)
+        self._eval_rng: list[torch.Generator] | None = None  # see on_validation_epoch_start
+        self._eval_acting = EpsilonGreedyActing(self.q_net, n, eps_eval, members, lambda: self._eval_rng)
 
     @property
     def policy(self) -> TensorDictModuleBase:
@@ -85,29 +97,66 @@ class DQN(AgentModule):
             self.target_updater.init_()
         self._set_epsilon()
 
+    def on_validation_epoch_start(self) -> None:
+        # Evaluation explores too (eps_eval), each member with a generator forked from its own at the start of the
+        # evaluation (seed_members; else the global RNG): a population evaluates until every member's episodes have
+        # ended, so drawing from the members' own generators would make a member's later exploration and sampling
+        # depend on its mates' episode lengths.
+        generators = self.member_generators()
+        self._eval_rng = None if generators is None else [
+            torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=g))) for g in generators
+        ]
+
     def _set_epsilon(self) -> None:
         hp = self.hparams
         self._acting.eps.fill_(linear_schedule(hp.eps_start, hp.eps_end, hp.eps_frames, self.frames))
 
     @property
     def replay_buffer(self) -> ReplayBuffer:
-        """The buffer the training minibatches come from: the training dataloader's ``buffer``."""
-        buffer = getattr(self.trainer.train_dataloader, "buffer", None)
-        if not isinstance(buffer, ReplayBuffer):
+        """The buffer the training minibatches come from: the training dataloader's ``buffer`` (an ordinary agent;
+        a population has :attr:`replay_buffers`)."""
+        if self.members != 1:
+            raise AttributeError(f"a population of {self.members} members has one buffer each: replay_buffers")
+        return self.replay_buffers[0]
+
+    @property
+    def replay_buffers(self) -> list[ReplayBuffer]:
+        """Each member's buffer, where its minibatches come from: the training dataloader's ``buffers`` (or its one
+        ``buffer``)."""
+        loader = self.trainer.train_dataloader
+        buffers = getattr(loader, "buffers", None)
+        if buffers is None:
+            buffer = getattr(loader, "buffer", None)
+            buffers = None if buffer is None else [buffer]
+        if buffers is None or not all(isinstance(b, ReplayBuffer) for b in buffers):
             raise ConfigError("DQN trains on a replay stream with a buffer, e.g. lth.datamodules.ReplayDataModule's")
-        return buffer
+        if len(buffers) != self.members:
+            raise ConfigError(f"{len(buffers)} replay buffers for {self.members} members (one per member)")
+        return list(buffers)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(int(batch["new_frames"]), batch_idx)
         self._set_epsilon()
-        sample = batch["sample"]
-        loss = self.loss_module(sample)["loss"].mean()
+        sample = batch["sample"]  # [batch_size]; a population's [members, batch_size]
+        members = self.members
+        per_transition = self.loss_module(sample)["loss"]
+        loss = per_transition.mean() if members == 1 else per_transition.reshape(members, -1).mean(1)
         self.update(loss, sample["td_error"])  # squared TD errors overflow before the (Huber) loss does
         if self.diverged:  # update() stopped the fit: no target update, and no NaN priorities in the buffer
             return
         self.target_updater.step()
         # The loss wrote the squared TD error of each sampled transition into the sample; Schaul et al. (and rlpyt,
-        # the paper's framework) prioritise by |delta| (the sampler adds its eps and raises to alpha).
-        self.replay_buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt())
+        # the paper's framework) prioritise by |delta| (the sampler adds its eps and raises to alpha). The sampler's
+        # trees are float32 (a no-op cast unless the module was made float64).
+        if members == 1:
+            self.replay_buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt().float())
+        else:  # member k's priorities to member k's buffer; a diverged member's (maybe NaN) ones are not written
+            priorities = sample["td_error"].reshape(members, -1).sqrt().float()
+            frozen = self._frozen().tolist()
+            for k, buffer in enumerate(self.replay_buffers):
+                if not frozen[k]:
+                    buffer.update_priority(sample["index"][k], priorities[k])
         if batch_idx % self.trainer.log_every_n_steps == 0:
-            self.log_at_frames({"train/loss": loss.item(), "train/epsilon": self._acting.eps.item()})
+            metrics = {"train/loss": loss.item() if members == 1 else loss.detach(),
+                       "train/epsilon": self._acting.eps.item()}
+            self.log_at_frames(metrics)
