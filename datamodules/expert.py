@@ -33,6 +33,10 @@ class ExpertDataModule(EnvDataModule):
     data distribution is the expert's and never shifts with the student. Evaluation envs are the student's.
     ``loader`` turns ``expert`` into the agent (see :data:`ExpertLoader`); pass another to roll out any
     module with a ``policy``.
+
+    A list of seeds (one per member) makes a population's data: every member of the student population learns
+    from the same expert stream of ``num_envs`` envs (seeded with the first seed), and each member is evaluated
+    on its own ``eval_episodes`` env copies.
     """
 
     def __init__(
@@ -45,7 +49,7 @@ class ExpertDataModule(EnvDataModule):
         expert_eps: ClosedUnitInterval = 0.0,
         eval_every: PositiveInt = 1_000,
         eval_episodes: PositiveInt = 10,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         env_kwargs: dict[str, Any] | None = None,
         tracking_uri: str = DEFAULT_TRACKING_URI,
         loader: ExpertLoader = load_agent,
@@ -79,4 +83,5 @@ class ExpertDataModule(EnvDataModule):
 
     def train_dataloader(self) -> RolloutStream:
         total = self.batches * self.frames_per_batch
-        return RolloutStream(self.make_collector(self.frames_per_batch, total, self.expert_policy), self.batches)
+        collector = self.make_collector(self.frames_per_batch, total, self.expert_policy, shared=True)
+        return RolloutStream(collector, self.batches)

@@ -19,22 +19,37 @@ from lth.networks import NetworkSpec
 Imitated = Literal["policy", "q_values"]
 
 
-def categorical_kl(expert_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """Mean KL(expert || student) of two categorical policies (cross-entropy minus the expert's entropy)."""
+def _mean(per_frame: torch.Tensor, members: int | None) -> torch.Tensor:
+    """The mean of ``per_frame`` values (``members``: each member's own mean, ``[members]``; the inputs lead with
+    the member dimension)."""
+    return per_frame.mean() if members is None else per_frame.reshape(members, -1).mean(1)
+
+
+def categorical_kl(expert_logits: torch.Tensor, student_logits: torch.Tensor, members: int | None = None
+                   ) -> torch.Tensor:
+    """Mean KL(expert || student) of two categorical policies (cross-entropy minus the expert's entropy); with
+    ``members``, each member's mean over its own frames (``[members]``)."""
     expert_log_p = expert_logits.log_softmax(-1)
-    return (expert_log_p.exp() * (expert_log_p - student_logits.log_softmax(-1))).sum(-1).mean()
+    return _mean((expert_log_p.exp() * (expert_log_p - student_logits.log_softmax(-1))).sum(-1), members)
 
 
 def gaussian_kl(
-    expert_loc: torch.Tensor, expert_scale: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    expert_loc: torch.Tensor, expert_scale: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+    members: int | None = None,
 ) -> torch.Tensor:
-    """Mean KL(expert || student) of diagonal Gaussian policies (before the tanh squashing both share)."""
-    return kl_divergence(Normal(expert_loc, expert_scale), Normal(loc, scale)).sum(-1).mean()
+    """Mean KL(expert || student) of diagonal Gaussian policies (before the tanh squashing both share); with
+    ``members``, each member's mean over its own frames (``[members]``)."""
+    return _mean(kl_divergence(Normal(expert_loc, expert_scale), Normal(loc, scale)).sum(-1), members)
 
 
-def q_huber(expert_q: torch.Tensor, q: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
-    """Huber loss between the student's and the expert's Q-values (the paper's MinAtar distillation)."""
-    return F.huber_loss(q, expert_q, delta=delta)
+def q_huber(expert_q: torch.Tensor, q: torch.Tensor, delta: float = 1.0, members: int | None = None) -> torch.Tensor:
+    """Huber loss between the student's and the expert's Q-values (the paper's MinAtar distillation), the mean over
+    frames and actions; with ``members``, each member's mean over its own (``[members]``)."""
+    return _mean(F.huber_loss(q, expert_q, delta=delta, reduction="none"), members)
+
+
+#: What an expert writes next to each frame (what a student imitates).
+EXPERT_KEYS = ("logits", "loc", "scale", "action_value")
 
 
 class Distill(AgentModule):
@@ -45,6 +60,11 @@ class Distill(AgentModule):
     Q-values. Each batch is a rollout of the expert with its outputs; it is used for ``epochs`` passes of
     ``minibatches`` minibatches. The student (sub-module ``student``, what pruning selects) is scored like an
     agent: by the best mean return of its own greedy policy.
+
+    With ``members`` K > 1 it trains a population: K independent students (one batched network) that all learn
+    from the same expert data stream (:class:`ExpertDataModule` with one seed per member), each with its own
+    minibatch shuffles, loss (the mean over its own frames; their sum is minimised) and gradient clipping, so each
+    gets the update it would get alone on that data.
 
     Args:
         imitate: what the student imitates: the expert's ``policy`` or its ``q_values``.
@@ -68,18 +88,21 @@ class Distill(AgentModule):
         max_grad_norm: PositiveFloat = 10.0,
         huber_delta: PositiveFloat = 1.0,
         eps_eval: ClosedUnitInterval = 0.001,
+        members: PositiveInt = 1,
     ) -> None:
-        super().__init__(env_id, env_kwargs, network)
+        super().__init__(env_id, env_kwargs, network, members)
         action_spec = self.action_spec
         if imitate == "policy":
             dist = resolve_distribution(action_spec, None, env_id)
-            self.student = make_actor(self.obs_shape, action_spec, hidden, dist, self.network_spec)
-            self._acting = acting_policy(self.student)
+            self.student = make_actor(self.obs_shape, action_spec, hidden, dist, self.network_spec, members)
+            self._acting = acting_policy(self.student, members, self.member_generators)
         elif imitate == "q_values":
             if not hasattr(action_spec, "n"):
                 raise ConfigError(f"imitate='q_values' needs discrete actions; {env_id} has continuous ones")
-            self.student = build_network(self.obs_shape, int(action_spec.n), hidden, self.network_spec)
-            self._acting = EpsilonGreedyActing(self.student, int(action_spec.n), eps_eval)
+            n = int(action_spec.n)
+            self.student = build_network(self.obs_shape, n, hidden, self.network_spec, members)
+            self._acting = EpsilonGreedyActing(self.student, n, eps_eval, members=members,
+                                               generators=self.member_generators)
         else:
             raise ConfigError(f"unknown imitate={imitate!r}; valid: ['policy', 'q_values']")
 
@@ -92,17 +115,27 @@ class Distill(AgentModule):
         return self._acting
 
     def distillation_loss(self, batch: TensorDictBase) -> torch.Tensor:
-        """The student's divergence from the expert outputs stored in ``batch``."""
+        """The student's divergence from the expert outputs stored in ``batch``: the mean over its frames (any
+        shape) for an ordinary student; a population's ``batch`` leads with the member dimension (``[members,
+        ...]``) and its loss is each member's mean over its own frames (``[members]``)."""
+        return self._losses(batch, None if self.members == 1 else self.members)
+
+    def member_losses(self, batch: TensorDictBase) -> torch.Tensor:
+        """Each member's distillation loss (``[members]``, also for one member) on ``batch`` ``[members, ...]``."""
+        return self._losses(batch, self.members)
+
+    def _losses(self, batch: TensorDictBase, members: int | None) -> torch.Tensor:
         obs = batch.get("observation")
         if self.hparams.imitate == "q_values":
-            return q_huber(self._expert(batch, "action_value"), self.student(obs), self.hparams.huber_delta)
+            return q_huber(self._expert(batch, "action_value"), self.student(obs), self.hparams.huber_delta, members)
         out = self.student.module[0](TensorDict({"observation": obs}, batch_size=batch.batch_size))
-        if "logits" in out.keys():
-            return categorical_kl(self._expert(batch, "logits"), out.get("logits"))
-        return gaussian_kl(self._expert(batch, "loc"), self._expert(batch, "scale"), out.get("loc"), out.get("scale"))
+        if "logits" in out:
+            return categorical_kl(self._expert(batch, "logits"), out.get("logits"), members)
+        return gaussian_kl(self._expert(batch, "loc"), self._expert(batch, "scale"), out.get("loc"), out.get("scale"),
+                           members)
 
     def _expert(self, batch: TensorDictBase, key: str) -> torch.Tensor:
-        if key not in batch.keys():
+        if key not in batch:
             raise ConfigError(
                 f"the expert data has no {key!r}: a policy expert (PPO) needs imitate='policy', a value expert "
                 f"(DQN) imitate='q_values'"
@@ -110,13 +143,19 @@ class Distill(AgentModule):
         return batch.get(key)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
-        self.count_frames(batch.numel(), batch_idx)
+        # The expert's rollout [copies, time] is shared: every member counts its frames once and trains on all of them.
+        members = self.members
+        self.count_frames(batch.numel() * members, batch_idx)
+        keys = [key for key in ("observation", *EXPERT_KEYS) if key in batch]
+        data = batch.select(*keys).reshape(1, -1).expand(members, batch.numel())  # [members, frames], no copy
         losses = []
-        for minibatch in shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs):
+        minibatches = shuffled_minibatches(data, self.hparams.minibatches, self.hparams.epochs,
+                                           self.member_generators())
+        for minibatch in minibatches:
             if self.diverged:  # update() stopped the fit; the rest of this batch is not trained on
                 break
-            loss = self.distillation_loss(minibatch)
+            loss = self.member_losses(minibatch)
             self.update(loss)
             losses.append(loss.detach())
-        if batch_idx % self.trainer.log_every_n_steps == 0:
-            self.log_at_frames({"train/distillation_loss": torch.stack(losses).mean().item()})
+        if losses and batch_idx % self.trainer.log_every_n_steps == 0:
+            self.log_at_frames({"train/distillation_loss": torch.stack(losses).mean(0)})
