@@ -274,7 +274,7 @@ Every scheme's per-seed table and figures: [the scheme report](results/cartpole_
 def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
     uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)
     for seed in seeds:
-        run_imp(["--config", str(CONFIG), "--imp.levels", str(levels), "--seed", str(seed), *QUIET])
+        run_imp(["--config", str(CONFIG), "--imp.levels", str(levels), "--seeds", str(seed), *QUIET])
     run_report([EXPERIMENT], uri, OUT / "cartpole_input0.1")
     chains = [c for c in load_chains(uri, [EXPERIMENT]) if c.seed in seeds]
     first = min((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
@@ -288,7 +288,7 @@ def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
         curves = load_curves(transfer.tracking_uri, transfer.experiment, transfer.settings)
     for scheme in SCHEMES[1:]:
         for seed in scheme_seeds:
-            run_imp(["--config", str(scheme_config(scheme)), "--imp.levels", str(levels), "--seed", str(seed), *QUIET])
+            run_imp(["--config", str(scheme_config(scheme)), "--imp.levels", str(levels), "--seeds", str(seed), *QUIET])
     experiments = [scheme_experiment(scheme) for scheme in SCHEMES]
     run_report(experiments, uri, OUT / "cartpole_init_schemes")
     by_scheme = [c for c in load_chains(uri, experiments)

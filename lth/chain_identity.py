@@ -78,6 +78,15 @@ def study_description(config: Any) -> dict[str, Any]:
                   "seed": as_dict.get("seed_everything")})
 
 
+def member_description(study: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The study description of its chains with seed ``seed`` (``seed`` and ``data.init_args.seed``): what that
+    chain is, whichever population it trains in."""
+    data = dict(study.get("data") or {})
+    if isinstance(data.get("init_args"), Mapping):
+        data["init_args"] = {**data["init_args"], "seed": seed}
+    return {**study, "seed": seed, "data": data}
+
+
 def chain_description(study: Mapping[str, Any], settings: Mapping[str, Any], condition: str) -> dict[str, Any]:
     """One chain's description: the study's, its ``--imp.*`` settings (minus levels), condition and branch source."""
     imp = {k: v for k, v in settings.items() if k not in IMP_KEYS_IGNORED}

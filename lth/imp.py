@@ -9,8 +9,9 @@ per-layer density table and a picture of the input-layer masks; the chain's pare
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import hashlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ import lightning as L
 import torch
 from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers.logger import DummyLogger
 
 from lth.analysis.inputs import InputReport, input_report
+from lth.batched import member_tensors, write_member
 from lth.callbacks import PruningCallback, condition_names
 from lth.callbacks.masks import density, layer_densities
-from lth.chain_identity import chain_description, describe_differences
+from lth.chain_identity import chain_description, describe_differences, member_description
 from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.plots import save_inputs_png
@@ -72,16 +75,30 @@ class LevelResult:
 
 @dataclass
 class Study:
-    """What every chain of a study shares: the model (at its initial weights), data, trainer options, store."""
+    """What every chain of a study shares: the model as configured (an ordinary agent), data, trainer options,
+    store, seeds, and how many chains may train together as one population."""
 
     model: AgentModule
     datamodule: L.LightningDataModule
     trainer_kwargs: dict[str, Any]
     tracking_uri: str
     experiment: str
-    seed: int
+    seeds: list[int]
     tags: dict[str, str]
     description: dict[str, Any] | None = None  # JSON data: model, data, trainer budget, seed (lth.chain_identity)
+    population: int | None = None  # at most this many chains per population; None: all of them
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One IMP chain of a study: its seed and condition."""
+
+    seed: int
+    condition: str
+
+    @property
+    def prefix(self) -> str:
+        return f"[{self.condition} seed {self.seed}]"
 
 
 class FinalWeights(L.Callback):
@@ -95,87 +112,220 @@ class FinalWeights(L.Callback):
 
 
 def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[LevelResult]:
-    """Run (or resume) one chain per condition; returns every finished level's score."""
-    init_state = copy.deepcopy(study.model.state_dict())
+    """Run (or resume) one chain per seed and condition, as populations of at most ``study.population`` chains
+    (one batched network per population); returns every finished level's score."""
+    chains = [Chain(seed, condition) for seed in study.seeds for condition in settings.chain_conditions()]
+    size = population_size(study, settings, len(chains))
     results: list[LevelResult] = []
-    for condition in settings.chain_conditions():
-        study.model.load_state_dict(init_state)
-        results += run_chain(study, settings, condition, resume)
+    for start in range(0, len(chains), size):
+        results += run_population(study, settings, chains[start : start + size], resume)
     return results
 
 
-def run_chain(study: Study, settings: ImpSettings, condition: str, resume: bool) -> list[LevelResult]:
-    """Find the chain of this configuration (or start one), claim it, train its missing levels, release it."""
-    tags = {**study.tags, "condition": condition, "seed": str(study.seed)}
+def population_size(study: Study, settings: ImpSettings, chains: int) -> int:
+    """Chains per population: all of them, at most ``--population``; 1 for a model that cannot batch members
+    or a branch study (its masks come from a stored chain, one chain at a time)."""
+    if "members" not in inspect.signature(type(study.model)).parameters or settings.branch_from:
+        return 1
+    return max(1, min(chains, study.population or chains))
+
+
+def run_population(study: Study, settings: ImpSettings, chains: list[Chain], resume: bool) -> list[LevelResult]:
+    """Find each chain of the population (or start it), claim it, train the missing levels of all of them
+    together, release them."""
+    stores: list[ChainStore] = []
+    try:
+        for chain in chains:
+            stores.append(_open_chain(study, settings, chain, resume))
+        return _train_population(study, settings, chains, stores)
+    finally:
+        for store in stores:
+            store.release()
+
+
+def _chain_tags(study: Study, settings: ImpSettings, chain: Chain) -> dict[str, str]:
+    tags = {**study.tags, "condition": chain.condition, "seed": str(chain.seed)}
     if settings.branch_from:
         tags["branch_from"] = settings.branch_from
+    return tags
+
+
+def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool) -> ChainStore:
     description = None
     if study.description is not None:
-        description = chain_description(study.description, dataclasses.asdict(settings), condition)
-    store = ChainStore.open(study.tracking_uri, study.experiment, tags, resume, description)
-    try:
-        return _train_chain(study, settings, condition, store, tags)
-    finally:
-        store.release()
-
-
-def _train_chain(study: Study, settings: ImpSettings, condition: str, store: ChainStore,
-                 tags: dict[str, str]) -> list[LevelResult]:
-    prefix = f"[{condition} seed {study.seed}]"
+        description = chain_description(member_description(study.description, chain.seed),
+                                        dataclasses.asdict(settings), chain.condition)
+    store = ChainStore.open(study.tracking_uri, study.experiment, _chain_tags(study, settings, chain), resume,
+                            description)
     if store.took_over:
-        print(f"{prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
+        print(f"{chain.prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
     if store.closest is not None:
-        chain, diffs = store.closest
-        print(f"{prefix} new chain: the configuration differs from chain {chain} in {describe_differences(diffs)}",
-              flush=True)
+        old, diffs = store.closest
+        print(f"{chain.prefix} new chain: the configuration differs from chain {old} in "
+              f"{describe_differences(diffs)}", flush=True)
     store.discard_unfinished()
-    print(f"{prefix} chain run id {store.parent_id}", flush=True)
+    print(f"{chain.prefix} chain run id {store.parent_id}", flush=True)
+    return store
+
+
+@dataclass
+class _Member:
+    """A population member's chain as stored: its finished level runs and recorded scores."""
+
+    chain: Chain
+    store: ChainStore
+    tags: dict[str, str]  # of its runs
+    run_ids: dict[int, str]  # of its finished levels
+    results: list[LevelResult]
+
+    @property
+    def next_level(self) -> int:
+        return len(self.run_ids)
+
+    def state_after(self, level: int) -> dict[str, Any] | None:
+        """The pruning state level ``level`` left for the next (``None`` for level -1: the initial weights)."""
+        return None if level < 0 else self.store.load(self.run_ids[level], "next_state.pt")
+
+
+def _train_population(study: Study, settings: ImpSettings, chains: list[Chain],
+                      stores: list[ChainStore]) -> list[LevelResult]:
+    members = []
+    for chain, store in zip(chains, stores, strict=True):
+        runs = store.finished_runs()
+        finished = sorted(runs)
+        if finished != list(range(len(finished))):
+            raise ConfigError(f"chain {store.parent_id} has gaps in its finished levels {finished}; start a new chain")
+        store.fill_parent_metrics(runs)
+        recorded = [_recorded(runs[lv], chain.condition, lv) for lv in finished]
+        run_ids = {lv: run.info.run_id for lv, run in runs.items()}
+        members.append(_Member(chain, store, _chain_tags(study, settings, chain), run_ids, recorded))
+    start = min(m.next_level for m in members)
+    if start >= settings.levels:
+        for member in members:
+            member.store.finish_chain()
+        return [r for m in members for r in m.results]
+    model = population_model(study.model, [c.seed for c in chains])
+    datamodule = population_data(study.datamodule, [c.seed for c in chains])
     callback = PruningCallback(
-        amount=settings.amount, condition=condition, modules=settings.modules, rewind=settings.rewind,
-        prune_from=settings.prune_from, seed=study.seed, mask_source=_branch_masks(study, settings),
+        amount=settings.amount, condition=_one_or_all([c.condition for c in chains]), modules=settings.modules,
+        rewind=settings.rewind, prune_from=settings.prune_from, seed=_one_or_all([c.seed for c in chains]),
+        mask_source=_branch_masks(study, settings), members=len(chains),
     )
-    runs = store.finished_runs()
-    finished = sorted(runs)
-    if finished != list(range(len(finished))):
-        raise ConfigError(f"chain {store.parent_id} has gaps in its finished levels {finished}; start a new chain")
-    results = [_recorded(runs[level], condition, level) for level in finished]
-    store.fill_parent_metrics(runs)
-    if finished:
-        callback.load_state_dict(store.load(runs[finished[-1]].info.run_id, "next_state.pt"))
-        if callback.level != len(finished) and len(finished) < settings.levels:
-            raise ConfigError(f"chain {store.parent_id} ended at level {finished[-1]} (its branch source has no "
-                              "further masks); it cannot be extended")
-    for level in range(len(finished), settings.levels):
-        store.heartbeat()  # at every level boundary too; raises if another process took the chain over
-        results.append(_run_level(study, store, callback, condition, level, tags))
-    store.finish_chain()
-    return results
+    for k, member in enumerate(members):
+        state = member.state_after(start - 1)
+        if state is not None:
+            callback.load_member_state_dict(k, state)
+            if callback.member_state_dict(k)["level"] != start and start < settings.levels:
+                raise ConfigError(f"chain {member.store.parent_id} ended at level {start - 1} (its branch source has "
+                                  "no further masks); it cannot be extended")
+    for level in range(start, settings.levels):
+        for member in members:
+            member.store.heartbeat()  # at every level boundary too; raises if another process took the chain over
+        _run_level(study, model, datamodule, callback, members, level)
+    for member in members:
+        member.store.finish_chain()
+    return [r for m in members for r in m.results]
 
 
-def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condition: str, level: int,
-               tags: dict[str, str]) -> LevelResult:
-    L.seed_everything(study.seed * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
-    run_id = store.start_level(level, tags)
-    logger = MLFlowLogger(experiment_name=study.experiment, tracking_uri=study.tracking_uri, run_id=run_id)
+def _one_or_all(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+def population_model(model: AgentModule, seeds: list[int]) -> AgentModule:
+    """A model of ``len(seeds)`` members, member k holding the initial weights ``model``'s class and
+    hyperparameters give under seed k (what ``lth imp --seeds k`` alone starts from); one seed: an ordinary agent."""
+    hparams = _constructor_args(model)
+    states = [_initial_state(type(model), hparams, seed) for seed in seeds]
+    if len(seeds) == 1:
+        single = type(model)(**hparams)
+        single.load_state_dict(states[0])
+        return single
+    population = type(model)(**{**hparams, "members": len(seeds)})
+    params = dict(population.named_parameters())
+    for k, state in enumerate(states):
+        write_member(params, k, {name: state[name] for name in params})
+    return population
+
+
+def _initial_state(cls: type[AgentModule], hparams: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        L.seed_everything(seed, verbose=False)  # as the CLI seeds before it builds the model
+        return cls(**hparams).state_dict()
+
+
+def population_data(datamodule: L.LightningDataModule, seeds: list[int]) -> L.LightningDataModule:
+    """``datamodule``'s class and hyperparameters for these members (a list of seeds: one per member); itself for
+    one member of its own seed (so what only its constructor was given, e.g. an expert loader, stays)."""
+    if len(seeds) == 1 and datamodule.hparams.get("seed") == seeds[0]:
+        return datamodule
+    return type(datamodule)(**{**_constructor_args(datamodule), "seed": seeds if len(seeds) > 1 else seeds[0]})
+
+
+def _constructor_args(obj: L.LightningModule | L.LightningDataModule) -> dict[str, Any]:
+    """The saved hyperparameters that are ``obj``'s constructor arguments (not the CLI's ``_class_path``)."""
+    names = inspect.signature(type(obj)).parameters
+    return {k: v for k, v in obj.hparams.items() if k in names}
+
+
+def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
+               members: list[_Member], level: int) -> None:
+    """Train level ``level`` of every member that has not finished it (members ahead, after a kill between two
+    members' records, retrain it from their stored state and are put back to their stored next state), record
+    each member's level run, and print one line per member."""
+    seeds = [m.chain.seed for m in members]
+    L.seed_everything(seeds[0] * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
+    # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
+    # keeps the global generator: its results are those of the solo path).
+    model.seed_members([seed * 10_007 + level for seed in seeds] if len(seeds) > 1 else None)
+    todo = [k for k, m in enumerate(members) if m.next_level == level]
+    for k, member in enumerate(members):
+        if k not in todo:
+            callback.load_member_state_dict(k, member.state_after(level - 1))
+    population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
+    run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **population}) for k in todo}
+    loggers = [MLFlowLogger(experiment_name=study.experiment, tracking_uri=study.tracking_uri, run_id=run_ids[k])
+               if k in run_ids else DummyLogger() for k in range(len(members))]
     final = FinalWeights()
-    trainer = L.Trainer(**study.trainer_kwargs, logger=logger, callbacks=[final, callback], enable_checkpointing=False)
-    trainer.val_check_interval = getattr(study.datamodule, "eval_interval", trainer.val_check_interval)
-    trained = dict(callback.masks)
-    trainer.fit(study.model, study.datamodule)
-    trained = trained or {n: torch.ones_like(m) for n, m in callback.masks.items()}
+    trainer = L.Trainer(**study.trainer_kwargs, logger=loggers, callbacks=[final, callback], enable_checkpointing=False)
+    trainer.val_check_interval = getattr(datamodule, "eval_interval", trainer.val_check_interval)
+    trained = [callback.member_masks(k) for k in range(len(members))]
+    trainer.fit(model, datamodule)
+    for k, member in enumerate(members):
+        if k in run_ids:
+            masks = trained[k] or {n: torch.ones_like(m) for n, m in callback.member_masks(k).items()}
+            member.results.append(_record_level(study, model, datamodule, callback, member, k, level, run_ids[k],
+                                                masks, final.weights))
+            member.run_ids[level] = run_ids[k]
+        else:
+            callback.load_member_state_dict(k, member.state_after(level))
+
+
+def _population_id(members: list[_Member]) -> str:
+    """A short name of a population (tag ``lth.population`` of its level runs): a hash of its chains' run ids."""
+    return hashlib.sha256(",".join(m.store.parent_id for m in members).encode()).hexdigest()[:12]
+
+
+def _record_level(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
+                  member: _Member, k: int, level: int, run_id: str, trained: dict[str, torch.Tensor],
+                  final: dict[str, torch.Tensor]) -> LevelResult:
+    """Log member k's level: its ticket, next state, trained weights, densities and input picture, and score."""
+    store, condition = member.store, member.chain.condition
     # A diverged level is a result: its best return before divergence stands (NaN: it diverged before any
     # evaluation), and the chain goes on, pruning from the best (else the last good, finite) weights.
-    diverged_at = study.model.diverged_at
-    best = study.model.best_return if study.model.best_return > -math.inf else math.nan
-    result = LevelResult(condition, level, density(trained), best)
+    diverged_at = model.member_diverged_at[k]
+    best = float(model.best_returns[k])
+    result = LevelResult(condition, level, density(trained), best if best > -math.inf else math.nan)
     per_layer = layer_densities(trained)
-    inputs = input_report(final.weights, trained, study.datamodule.hparams.env_id, study.model.obs_shape)
-    ticket = {"level": level, "condition": condition, "seed": study.seed, "masks": trained,
-              "rewind_state": callback.rewind_state}
-    next_state = callback.state_dict()
+    weights = final if model.members == 1 else member_tensors(final, k)
+    inputs = input_report(weights, trained, datamodule.hparams.env_id, model.obs_shape)
+    ticket = {"level": level, "condition": condition, "seed": member.chain.seed, "masks": trained,
+              "rewind_state": callback.member_rewind_state(k)}
+    next_state = callback.member_state_dict(k)
+    trained_weights = callback.member_trained_weights(k)
     files: dict[str, Callable[[Path], None]] = {
         "ticket.pt": lambda p: torch.save(ticket, p),
         "next_state.pt": lambda p: torch.save(next_state, p),
+        "trained.pt": lambda p: torch.save(trained_weights, p),
         "densities.md": lambda p: p.write_text(_density_table(per_layer)),
         "inputs.png": lambda p: save_inputs_png(
             inputs, p, f"{condition}, level {level}, density {result.density:.3f}: surviving input weights"),
@@ -188,7 +338,7 @@ def _run_level(study: Study, store: ChainStore, callback: PruningCallback, condi
     store.finish_level(run_id, level, metrics, summary, files)
     note = "" if diverged_at is None else (
         f" (training diverged at {diverged_at} frames: a non-finite loss, output or weight)")
-    print(f"[{condition} seed {study.seed}] level {level}: density {result.density:.3f}, "
+    print(f"{member.chain.prefix} level {level}: density {result.density:.3f}, "
           f"best return {result.best_return:.1f}{note}", flush=True)
     return result
 

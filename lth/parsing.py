@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionYesNo, Namespace
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -121,12 +122,62 @@ def check_config_files(args: Sequence[str]) -> None:
                               f"got a {type(content).__name__}")
 
 
-def apply_seed(config: Namespace) -> None:
-    """``--seed s`` sets the trainer's and the data's seed before the model is instantiated from it."""
-    if config.seed is not None:
-        config.seed_everything = config.seed
-        config.data.init_args.seed = config.seed
-        seed_everything(config.seed)
+def apply_seed(config: Namespace, seed: int | None = None) -> None:
+    """``--seed s`` (or ``seed``) sets the trainer's and the data's seed before the model is instantiated from it."""
+    seed = config.seed if seed is None else seed
+    if seed is not None:
+        config.seed_everything = seed
+        config.data.init_args.seed = seed
+        seed_everything(seed)
+
+
+SEEDS_FORMS = "a seed (3), a list (0,1,2), a range (0-4) or a mix (0-2,7) of integers >= 0"
+MAX_SEEDS = 10_000  # a typo such as 0-1000000000 fails at once instead of filling the memory
+_SEED_PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
+
+
+def parse_seeds(text: str | int) -> list[int]:
+    """The seeds ``--seeds`` names, in the given order without repeats: ``"3"`` -> ``[3]``, ``"0,1,2"``,
+    ``"0-4"`` (both ends included), ``"0-2,7"``; whitespace around numbers, commas and dashes is allowed.
+
+    Anything else (a negative or non-integer seed, an empty part, a descending range, more than
+    :data:`MAX_SEEDS` seeds) raises :class:`ConfigError` with one line starting ``--seeds:`` that shows the
+    accepted forms.
+    """
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"--seeds: {why}; expected {SEEDS_FORMS}, got {text!r}")
+
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise bad(f"not a string or an integer ({type(text).__name__})")
+    if isinstance(text, int):
+        if text < 0:
+            raise bad("a seed must be an integer >= 0")
+        return [text]
+    if not text.strip():
+        raise bad("no seed given")
+    seeds: dict[int, None] = {}
+    for part in text.split(","):
+        found = _SEED_PART.fullmatch(part.strip())
+        if found is None:
+            raise bad(f"{part.strip()!r} is not a seed or a range" if part.strip() else "an empty item")
+        first = int(found.group(1))
+        last = first if found.group(2) is None else int(found.group(2))
+        if last < first:
+            raise bad(f"the range {first}-{last} descends")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise bad(f"more than {MAX_SEEDS} seeds")
+        seeds.update(dict.fromkeys(range(first, last + 1)))
+    return list(seeds)
+
+
+def study_seeds(config: Namespace) -> list[int]:
+    """The seeds of an ``lth imp`` config (one chain per seed and condition): ``--seeds`` parsed, else the
+    single seed ``seed_everything`` set (0 if it set none)."""
+    seeds = config.get("seeds")
+    if seeds is not None:
+        return parse_seeds(seeds)
+    seed = config.get("seed_everything")
+    return [seed] if isinstance(seed, int) and not isinstance(seed, bool) else [0]
 
 
 def mlflow_logger(config: Namespace, command: str) -> Namespace:
@@ -223,13 +274,38 @@ def _add_seed_argument(parser: Any) -> None:
     )
 
 
+def _add_study_arguments(parser: Any) -> None:
+    """``lth imp``'s ``--seeds`` and ``--population``."""
+    parser.add_argument(
+        "--seeds",
+        type=str | int | None,  # int: a YAML ``seeds: 3``; the command line gives a string
+        default=None,
+        help="the study's seeds, e.g. 0,1,2 or 0-4; one chain per seed and condition (default: seed_everything's "
+             "value, or 0)",
+    )
+    parser.add_argument(
+        "--population",
+        type=PositiveInt | None,
+        default=None,
+        help="at most this many chains train together as one batched population network per process "
+             "(default: all chains of the study)",
+    )
+
+
 class ImpCLI(LthCLI):
-    """The fit CLI plus ``--imp.*`` study options, ``--seed`` (the study seed) and ``--resume``."""
+    """The fit CLI plus ``--imp.*`` study options, ``--seeds`` (the study's seeds), ``--population`` and
+    ``--resume``.
+
+    The seeds are checked before anything is built; the model and data are built with the first seed
+    (:func:`study_seeds` gives them all, also as ``cli.seeds``).
+    """
+
+    seeds: list[int]
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_class_arguments(ImpSettings, "imp")
-        _add_seed_argument(parser)
+        _add_study_arguments(parser)
         parser.add_argument(
             "--resume",
             action=ActionYesNo,
@@ -238,9 +314,11 @@ class ImpCLI(LthCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        self.seeds = study_seeds(self.config)  # a bad --seeds fails here, before anything is built
         ImpSettings(**self.config.imp.as_dict()).chain_conditions()  # conditions and levels, before anything runs
         super().before_instantiate_classes()
-        apply_seed(self.config)
+        if self.config.seeds is not None:
+            apply_seed(self.config, self.seeds[0])  # model and data of the first seed
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -374,13 +452,15 @@ def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bo
 
 
 def _parser_of(cli_class: type[LthCLI]) -> Any:
-    """A parser of ``cli_class``'s own options (``--imp.*``, ``--transfer.*``, ``--seed``), to describe their types."""
+    """A parser of ``cli_class``'s own options (``--imp.*``, ``--seeds``, ``--population``, ``--transfer.*``,
+    ``--seed``), to describe their types."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     if issubclass(cli_class, ImpCLI):
         parser.add_class_arguments(ImpSettings, "imp")
+        _add_study_arguments(parser)
     if issubclass(cli_class, TransferCLI):
         parser.add_class_arguments(TransferSettings, "transfer")
-    _add_seed_argument(parser)
+        _add_seed_argument(parser)
     return parser

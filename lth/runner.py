@@ -23,7 +23,7 @@ import torch
 from lth.chain_identity import study_description
 from lth.errors import ConfigError
 from lth.imp import ImpSettings, LevelResult, Study, run_study
-from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse
+from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse, study_seeds
 from lth.tracking import tag_query
 from lth.transfer import ARMS, TransferSettings
 from lth.transfer_report import transfer_report
@@ -58,9 +58,10 @@ def imp_study(cli: LthCLI) -> Study:
         trainer_kwargs=trainer_kwargs,
         tracking_uri=logger.init_args.tracking_uri,
         experiment=logger.init_args.experiment_name,
-        seed=config.seed_everything,
+        seeds=study_seeds(config),
         tags={"env": config.data.init_args.env_id, "algo": type(cli.model).__name__.lower()},
         description=study_description(config),
+        population=config.population,
     )
 
 
@@ -74,7 +75,8 @@ class ImpRun:
 
 
 def run_imp(config_args: Sequence[str], exit_on_error: bool = False) -> ImpRun:
-    """Run or resume the IMP chains of ``lth imp``'s arguments (config, ``--imp.*``, ``--seed``, ``--resume``)."""
+    """Run or resume the IMP chains of ``lth imp``'s arguments (config, ``--imp.*``, ``--seeds``, ``--population``,
+    ``--resume``)."""
     cli = parse(config_args, ImpCLI, exit_on_error)
     study = imp_study(cli)
     results = run_study(study, ImpSettings(**cli.config.imp.as_dict()), resume=cli.config.resume)

@@ -57,7 +57,7 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
             "--model.init_args.network.input_scale", "0.1", "--imp.amount", "0.5",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     for seed in (0, 1):
-        main(["imp", *tiny, "--imp.levels", "4", "--imp.conditions", "mask/weights,random/reinit", "--seed", str(seed)])
+        main(["imp", *tiny, "--imp.levels", "4", "--imp.conditions", "mask/weights,random/reinit", "--seeds", str(seed)])
     main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--out", "report"])
     assert "wrote report/summary.md" in capsys.readouterr().out
     files = {p.name for p in Path("report").iterdir()}

@@ -83,7 +83,8 @@ def fails_cleanly(capsys: pytest.CaptureFixture[str], folder: Path, argv: list[s
     (["--model.init_args.max_grad_norm", "0"], ["model.init_args.max_grad_norm", "> 0"]),
     (["--model.init_args.gae_lambda", "1.1"], ["model.init_args.gae_lambda", "[0, 1]"]),
     (["--model.init_args.actor_hidden", "[0]"], ["model.init_args.actor_hidden", "> 0"]),
-    (["--seed", "abc"], ["seed", "an integer"]),
+    (["--seeds", "abc"], ["--seeds:", "0,1,2", "0-4"]),
+    (["--population", "0"], ["population", "an integer > 0"]),
     (["--trainer.logger.init_args.tracking_uri", "bogus://nowhere"], ["cannot open MLflow tracking URI"]),
 ])
 def test_a_bad_imp_value_is_one_line_before_any_run(in_tmp: Path, capsys, extra: list[str], named: list[str]) -> None:
@@ -291,7 +292,7 @@ def test_a_late_rewind_from_the_command_line_runs(in_tmp: Path) -> None:
     from lth.runner import run_imp
 
     args = ["--config", PPO_CONFIG, *TINY, "--model.init_args.actor_hidden", "[8]",
-            "--model.init_args.critic_hidden", "[8]", "--seed", "3"]
+            "--model.init_args.critic_hidden", "[8]", "--seeds", "3"]
     run = run_imp([*args, "--imp.levels", "2", "--imp.rewind", "10"])
     assert [r.level for r in run.results] == [0, 1]
     client = MlflowClient(run.tracking_uri)

@@ -25,7 +25,7 @@ from tests.conftest import CONFIGS, local_store
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
         "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
         "--model.init_args.actor_hidden", "[16, 16]", "--model.init_args.critic_hidden", "[16, 16]",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--seed", "0"]
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--seeds", "0"]
 EXPERIMENT = "CartPole-v1/ppo/mlp64x64"
 
 

@@ -23,7 +23,7 @@ from tests.conftest import CONFIGS, ROOT, local_store
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
         "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
         "--model.init_args.actor_hidden", "[16, 16]", "--model.init_args.critic_hidden", "[16, 16]",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--seed", "0"]
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--seeds", "0"]
 EXPERIMENT = "CartPole-v1/ppo/mlp64x64"
 
 
@@ -85,7 +85,7 @@ def test_the_identity_ignores_where_and_how_a_chain_is_shown_and_levels(in_tmp: 
                          "--trainer.logger.init_args.tracking_uri", f"sqlite:///{in_tmp}/elsewhere/mlflow.db",
                          "--trainer.default_root_dir", "/somewhere/else", "--no_resume"])
     assert chain_hash(same) == chain_hash(base)
-    for option, value, key in [("--imp.amount", "0.3", "imp.amount"), ("--seed", "1", "seed"),
+    for option, value, key in [("--imp.amount", "0.3", "imp.amount"), ("--seeds", "1", "seed"),
                                ("--data.init_args.total_frames", "1024", "data.init_args.total_frames"),
                                ("--trainer.max_steps", "3", "trainer.max_steps"),
                                ("--imp.condition", "mask/permuted", "condition"),

@@ -8,7 +8,9 @@ import pytest
 from mlflow import MlflowClient
 
 from lth.cli import build_cli, main
+from lth.errors import ConfigError
 from lth.modules import PPO
+from lth.parsing import ImpCLI, parse
 from tests.conftest import CONFIGS, local_store
 
 PPO_CONFIG = str(CONFIGS / "cartpole" / "ppo.yaml")
@@ -97,3 +99,122 @@ def test_ctrl_c_outside_a_fit_is_one_line_and_exit_130(monkeypatch, capsys) -> N
         main(["imp", "--config", "whatever.yaml"])
     assert exit_info.value.code == 130
     assert capsys.readouterr().err.splitlines() == ["lth: interrupted; the same command resumes where this one stopped"]
+
+
+# ----------------------------------------------------------------------------------------------- lth imp --seeds
+@pytest.mark.parametrize(("text", "seeds"), [
+    ("3", [3]),
+    (3, [3]),
+    (0, [0]),
+    ("0,1,2", [0, 1, 2]),
+    ("0-4", [0, 1, 2, 3, 4]),
+    ("0-2,7", [0, 1, 2, 7]),
+    ("7,0-2", [7, 0, 1, 2]),  # the given order
+    ("5,3,1", [5, 3, 1]),
+    ("2-2", [2]),
+    (" 0 , 1 - 3 ,  7 ", [0, 1, 2, 3, 7]),  # whitespace tolerated
+    ("\t4\n", [4]),
+    ("0-3,2,1-5", [0, 1, 2, 3, 4, 5]),  # repeats dropped, first occurrence kept
+    ("1,1", [1]),
+])
+def test_parse_seeds_reads_every_accepted_form_in_order(text: str | int, seeds: list[int]) -> None:
+    from lth.parsing import parse_seeds
+
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["", " ", "a", "-1", -1, "4-2", "1,,2", ",1", "1,", "1-", "-", "1.5", "0x3",
+                                  "+3", "1 2", "1-2-3", "0..4", "[0, 1]", "٣", "0-1000000000000", True, 1.0, None, [0, 1]])
+def test_parse_seeds_refuses_anything_else_in_one_line_naming_the_forms(text: object) -> None:
+    from lth.parsing import parse_seeds
+
+    with pytest.raises(ConfigError) as refused:
+        parse_seeds(text)  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert message.startswith("--seeds:") and "\n" not in message
+    assert all(form in message for form in ("3", "0,1,2", "0-4", "0-2,7"))
+
+
+def test_study_seeds_are_the_parsed_seeds_or_seed_everything() -> None:
+    from jsonargparse import Namespace
+
+    from lth.parsing import study_seeds
+
+    assert study_seeds(Namespace(seeds="2-4,0", seed_everything=2)) == [2, 3, 4, 0]
+    assert study_seeds(Namespace(seeds=None, seed_everything=7)) == [7]
+    assert study_seeds(Namespace(seeds=None, seed_everything=False)) == [0]
+    assert study_seeds(Namespace(seed_everything=5)) == [5]  # a config without the option
+
+
+def test_imp_builds_the_first_seeds_model_and_data_and_keeps_all_seeds(in_tmp: Path) -> None:
+    import torch
+
+    from lth.parsing import study_seeds
+
+    cli = parse(["--config", PPO_CONFIG, *TINY, "--seeds", "5-6, 2", "--population", "2"], ImpCLI)
+    assert cli.config.seeds == "5-6, 2" and cli.config.population == 2  # the raw option, as given
+    assert study_seeds(cli.config) == cli.seeds == [5, 6, 2]
+    assert cli.config.seed_everything == 5 and cli.config.data.init_args.seed == 5
+    single = parse(["--config", PPO_CONFIG, *TINY, "--seeds", "5"], ImpCLI)
+    other = parse(["--config", PPO_CONFIG, *TINY, "--seeds", "6"], ImpCLI)
+    weights = [dict(c.model.named_parameters()) for c in (cli, single, other)]
+    name = next(iter(weights[0]))
+    assert torch.equal(weights[0][name], weights[1][name])  # the model of the first seed
+    assert not torch.equal(weights[0][name], weights[2][name])
+    default = parse(["--config", PPO_CONFIG, *TINY], ImpCLI)
+    assert default.config.seeds is None and default.config.population is None
+    assert default.seeds == study_seeds(default.config) == [default.config.seed_everything] == [0]
+
+
+def test_imp_seeds_in_a_yaml_config(in_tmp: Path) -> None:
+    (in_tmp / "one.yaml").write_text("seeds: 3\npopulation: 4\n")
+    (in_tmp / "range.yaml").write_text("seeds: 0-2\n")
+    one = parse(["--config", PPO_CONFIG, "--config", "one.yaml", *TINY], ImpCLI)
+    assert one.seeds == [3] and one.config.seed_everything == 3 and one.config.population == 4
+    assert parse(["--config", PPO_CONFIG, "--config", "range.yaml", *TINY], ImpCLI).seeds == [0, 1, 2]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run ``lth argv``; assert exit code 2 and a single ``lth: error:`` line on stderr, without a traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert stop.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("lth: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("bad", ["x", "-1", "4-2", "1,,2", ""])
+def test_imp_with_bad_seeds_exits_2_with_one_line(in_tmp: Path, capsys, bad: str) -> None:
+    line = _one_error_line(capsys, ["imp", "--config", PPO_CONFIG, *TINY, "--imp.levels", "2", "--seeds", bad])
+    assert line.startswith("lth: error: --seeds: ") and "0-4" in line and "0,1,2" in line
+    assert not (in_tmp / "mlruns").exists()  # refused before anything was built or stored
+
+
+def test_seed_is_no_longer_an_imp_option(in_tmp: Path, capsys) -> None:
+    for argv in (["--seed", "3"], ["--seed=3"]):
+        line = _one_error_line(capsys, ["imp", "--config", PPO_CONFIG, *TINY, "--imp.levels", "2", *argv])
+        assert "--seed" in line and "--seeds" in line  # jsonargparse: not an option (an abbreviation of two)
+    with pytest.raises(ConfigError, match="--seed"):
+        parse(["--config", PPO_CONFIG, *TINY, "--seed", "3"], ImpCLI)
+
+
+def test_only_imp_takes_seeds_and_population_and_transfer_keeps_seed() -> None:
+    from lth.parsing import TransferCLI, _parser_of
+
+    transfer = _parser_of(TransferCLI).parse_args(["--seed", "3", "--transfer.ticket", "x", "--transfer.level", "1"])
+    assert transfer.seed == 3
+    imp = _parser_of(ImpCLI).parse_args(["--seeds", "0-2", "--population", "2"])
+    assert imp.seeds == "0-2" and imp.population == 2
+    for option in ("--seeds", "--population"):
+        assert option not in _parser_of(TransferCLI)._option_string_actions
+    assert "--seed" not in _parser_of(ImpCLI)._option_string_actions
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "abc", "1.5"])
+def test_imp_refuses_a_population_that_is_not_a_positive_integer(in_tmp: Path, capsys, bad: str) -> None:
+    line = _one_error_line(capsys, ["imp", "--config", PPO_CONFIG, *TINY, "--imp.levels", "2", "--population", bad])
+    assert "population" in line and "an integer > 0" in line
+    assert not (in_tmp / "mlruns").exists()

@@ -79,7 +79,7 @@ def test_nan_loss_mid_level_stops_the_level_keeps_its_best_return_and_the_chain_
     nan = _NanAtCall(ClipPPOLoss.forward, at=37, key="loss_critic")
     monkeypatch.setattr(ClipPPOLoss, "forward", lambda self, *a, **k: nan(self, *a, **k))
     rollouts = _counting_rollouts(monkeypatch)
-    main(["imp", *TINY, "--data.init_args.total_frames", "2048", "--imp.levels", "2", "--seed", "5"])
+    main(["imp", *TINY, "--data.init_args.total_frames", "2048", "--imp.levels", "2", "--seeds", "5"])
     out = capsys.readouterr().out
     assert "level 0: density 1.000" in out and "(training diverged at 1536 frames" in out
     assert rollouts == [3, 4]  # the stopped level fetched no 4th rollout: no collector acted after divergence

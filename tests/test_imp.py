@@ -37,7 +37,7 @@ def _ticket(parent, level_run) -> dict:
 
 
 def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
-    main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "all", "--seed", "3"])
+    main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "all", "--seeds", "3"])
     out = capsys.readouterr().out
     assert "| level | density | mask/weights | mask/permuted | permuted/permuted | random/reinit |" in out
     assert f"mlflow ui --backend-store-uri {local_store()}" in out
@@ -69,7 +69,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
 
 
 def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    args = [*TINY, "--imp.levels", "4", "--imp.condition", "mask/permuted", "--seed", "1"]
+    args = [*TINY, "--imp.levels", "4", "--imp.condition", "mask/permuted", "--seeds", "1"]
     main(["imp", *args, "--trainer.logger.init_args.experiment_name", "straight"])
 
     real_fit = lth.imp.L.Trainer.fit

@@ -8,6 +8,9 @@ beats the random mask by a wide margin.
 At this budget the claim held for every seed tried (level-3 best returns, ticket / random/reinit / dense level 0):
 seed 0: 500.0 / 284.6 / 200.0; 1: 462.2 / 278.0 / 393.0; 2: 500.0 / 152.2 / 434.4; 3: 399.2 / 294.8 / 337.4;
 4: 446.6 / 175.0 / 379.2. At 8k frames per level it did not (seed 0: ticket 407.6 against a dense 484.0).
+The chains train one after another (``--population 1``), the path these numbers were measured on; as a
+population of two, each member acts with its own generator and seed 0's random mask happened to reach 477.2
+(ticket 500.0): one seed at this budget is a noisy witness, which is why this test pins the path it measured.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _summary(printed: str) -> dict[int, dict[str, float]]:
 
 
 def test_a_cartpole_ppo_ticket_at_half_density_still_solves_and_beats_random_reinit(in_tmp: Path, capsys) -> None:
-    main(["imp", "--config", str(CONFIGS / "demo" / "cartpole_ppo.yaml"), "--seed", "0", "--imp.levels", "4",
+    main(["imp", "--config", str(CONFIGS / "demo" / "cartpole_ppo.yaml"), "--seeds", "0", "--population", "1", "--imp.levels", "4",
           "--imp.conditions", "mask/weights,random/reinit",
           "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
     table = _summary(capsys.readouterr().out)

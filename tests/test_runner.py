@@ -35,12 +35,12 @@ def test_a_transfer_of_a_missing_chain_raises_a_config_error(in_tmp: Path) -> No
 
 
 def test_imp_and_transfer_return_their_results_and_resume(in_tmp: Path, capsys) -> None:
-    study = run_imp([*TINY, "--imp.levels", "2", "--imp.amount", "0.6", "--seed", "1"])
+    study = run_imp([*TINY, "--imp.levels", "2", "--imp.amount", "0.6", "--seeds", "1"])
     assert [(r.condition, r.level) for r in study.results] == [("mask/weights", 0), ("mask/weights", 1)]
     assert study.results[1].density == pytest.approx(0.4, abs=0.01)
     assert study.tracking_uri == local_store() and study.experiment == "CartPole-v1/ppo/mlp64x64"
     capsys.readouterr()
-    assert run_imp([*TINY, "--imp.levels", "2", "--imp.amount", "0.6", "--seed", "1"]).results == study.results
+    assert run_imp([*TINY, "--imp.levels", "2", "--imp.amount", "0.6", "--seeds", "1"]).results == study.results
     assert "best return" not in capsys.readouterr().out  # both levels read back from MLflow, none retrained
 
     chain_id = _chain_id(study.tracking_uri, study.experiment)

@@ -1,0 +1,77 @@
+"""``lth imp`` with populations: a 2-seed x 2-condition study trains as one population and resumes after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+
+from lth.cli import main
+from lth.tracking import ChainStore
+from tests.conftest import local_store
+from tests.test_imp import TINY
+
+STUDY = [*TINY, "--imp.levels", "3", "--imp.conditions", "mask/weights,random/reinit", "--seeds", "0,1"]
+
+
+def _chains(client: MlflowClient, experiment: str) -> dict[tuple[str, str], object]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'")
+    keys = [(run.data.tags["condition"], run.data.tags["seed"]) for run in runs]
+    assert len(set(keys)) == len(keys), keys  # one parent run per chain
+    return dict(zip(keys, runs, strict=True))
+
+
+def _children(client: MlflowClient, parent) -> list:
+    return client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+
+
+def _masks(client: MlflowClient, experiment: str) -> dict[tuple[str, str, int], dict[str, torch.Tensor]]:
+    out = {}
+    for key, parent in _chains(client, experiment).items():
+        store = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id)
+        children = _children(client, parent)
+        levels = sorted(int(run.data.tags["level"]) for run in children)
+        assert levels == [0, 1, 2], (key, levels)  # no duplicate, unfinished or half-written level runs
+        assert all(run.info.status == "FINISHED" for run in children)
+        for run in children:
+            out[(*key, int(run.data.tags["level"]))] = store.load(run.info.run_id, "ticket.pt")["masks"]
+    return out
+
+
+def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupted_run(in_tmp: Path, capsys) -> None:
+    main(["imp", *STUDY, "--trainer.logger.init_args.experiment_name", "straight"])
+    out = capsys.readouterr().out
+    assert out.count("level 2:") == 4
+    client = MlflowClient(local_store())
+    levels = client.search_runs([client.get_experiment_by_name("straight").experiment_id], "tags.level = '0'")
+    assert len({run.data.tags["lth.population"] for run in levels}) == 1  # the four chains trained as one population
+    assert {run.data.tags["lth.population.size"] for run in levels} == {"4"}
+
+    killed = [*STUDY, "--trainer.logger.init_args.experiment_name", "killed"]
+    code = f"from lth.cli import main; main({['imp', *killed]!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:  # kill as soon as the first member has recorded level 1, mid-way through the others
+        if "level 1:" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    main(["imp", *killed])
+
+    straight, resumed = _masks(client, "straight"), _masks(client, "killed")
+    assert straight.keys() == resumed.keys() and len(straight) == 12
+    for key, masks in straight.items():
+        assert all(torch.equal(masks[name], resumed[key][name]) for name in masks), key
+    # same seed, different conditions: the same dense level 0 (each member acts and shuffles with its own
+    # seed's generator); different seeds: different agents
+    best = {(r.data.tags["condition"], r.data.tags["seed"]): r.data.metrics["ticket/best_return"] for r in levels}
+    assert best[("mask/weights", "0")] == best[("random/reinit", "0")]
+    assert best[("mask/weights", "1")] == best[("random/reinit", "1")]
+    first = straight[("mask/weights", "0", 1)]
+    assert not all(torch.equal(first[n], straight[("mask/weights", "1", 1)][n]) for n in first)
