@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 import lth.imp
 from lth.callbacks import condition_names
+from lth.callbacks.masks import global_magnitude_masks
 from lth.cli import main
 from lth.tracking import ChainStore
 from tests.conftest import CONFIGS, local_store
@@ -60,12 +61,18 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
             assert run.data.metrics["ticket/best_return"] == best[level].value
             assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/return")] == [512]
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-            assert {"ticket.pt", "next_state.pt", "densities.md", "inputs.png"} <= artifacts
+            assert {"ticket.pt", "trained.pt", "next_state.pt", "densities.md", "inputs.png"} <= artifacts
         ticket = _ticket(parent, levels[2])
         kept = sum(int(m.sum()) for m in ticket["masks"].values())
         total = sum(m.numel() for m in ticket["masks"].values())
         assert kept == total - round(0.2 * total) - round(0.2 * (total - round(0.2 * total)))
         assert not any("bias" in name for name in ticket["masks"])
+        if condition == "mask/weights":  # the store alone re-derives a level's mask from its parent's trained.pt
+            store = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id)
+            trained = store.load(levels[1].info.run_id, "trained.pt")
+            assert set(trained) == set(_ticket(parent, levels[1])["rewind_state"])  # every parameter, solo names
+            rederived = global_magnitude_masks(trained, _ticket(parent, levels[1])["masks"], 0.2)
+            assert all(torch.equal(rederived[n], ticket["masks"][n]) for n in ticket["masks"])
 
 
 def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

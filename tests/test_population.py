@@ -150,3 +150,20 @@ def test_a_member_that_diverges_mid_fit_freezes_and_the_others_train_on() -> Non
         assert torch.equal(final[name][1], value[1]), name  # frozen from then on
     assert any(not torch.equal(final[n][0], v[0]) for n, v in poison.after.items())  # member 0 kept learning
     assert torch.isfinite(population.best_returns[0])
+
+
+@pytest.mark.slow
+def test_a_population_of_five_cartpole_ppo_agents_solves_it_in_four_of_five_within_80k_frames() -> None:
+    from lth.datamodules import OnPolicyDataModule
+    from lth.imp import population_model
+
+    seeds = [0, 1, 2, 3, 4]
+    population = population_model(PPO(gae_lambda=0.8), seeds)  # configs/cartpole/ppo.yaml, paper Table 3
+    population.seed_members(seeds)
+    data = OnPolicyDataModule(seed=seeds, total_frames=80_000)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, val_check_interval=data.eval_interval)
+    trainer.fit(population, data)
+    returns = population.best_returns.tolist()
+    assert population.frames >= 80_000
+    assert sum(r >= 475 for r in returns) >= 4, returns
