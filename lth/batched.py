@@ -32,6 +32,16 @@ def reset_members(layer: nn.Module) -> None:
             _reset_member(layer.weight[k], None if layer.bias is None else layer.bias[k])
 
 
+def _member_parameters(layer: nn.Module, weight_shape: tuple[int, ...], bias: bool) -> None:
+    """Give ``layer`` a ``weight`` of ``weight_shape`` ``[members, out, ...]`` (and a ``[members, out]`` bias), drawn."""
+    layer.weight = nn.Parameter(torch.empty(weight_shape))
+    if bias:
+        layer.bias = nn.Parameter(torch.empty(weight_shape[:2]))
+    else:
+        layer.register_parameter("bias", None)
+    layer.reset_parameters()
+
+
 class BatchedLinear(nn.Linear):
     """``members`` independent ``nn.Linear(in_features, out_features)`` layers: input ``[K, *batch, in]``."""
 
@@ -42,12 +52,7 @@ class BatchedLinear(nn.Linear):
         self.members = members
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(members, out_features))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _member_parameters(self, (members, out_features, in_features), bias)
 
     def reset_parameters(self) -> None:
         """Each member's slice drawn as ``nn.Linear.reset_parameters`` would, member by member."""
@@ -100,12 +105,7 @@ class BatchedConv2d(nn.Conv2d):
         self.groups = 1  # per member; the members are the groups of the underlying conv
         self.padding_mode = "zeros"
         self._reversed_padding_repeated_twice = list(_reverse_repeat_tuple(self.padding, 2))
-        self.weight = nn.Parameter(torch.empty(members, out_channels, in_channels, *self.kernel_size))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(members, out_channels))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _member_parameters(self, (members, out_channels, in_channels, *self.kernel_size), bias)
 
     def reset_parameters(self) -> None:
         """Each member's slice drawn as ``nn.Conv2d.reset_parameters`` would, member by member."""

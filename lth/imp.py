@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import inspect
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,11 +124,39 @@ def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[
 
 
 def population_size(study: Study, settings: ImpSettings, chains: int) -> int:
-    """Chains per population: all of them, at most ``--population``; 1 for a model that cannot batch members
-    or a branch study (its masks come from a stored chain, one chain at a time)."""
+    """Chains per population: ``--population``, else all of them as far as their replay buffers fit in half the
+    memory available now; 1 for a model that cannot batch members or a branch study (its masks come from a stored
+    chain, one chain at a time)."""
     if "members" not in inspect.signature(type(study.model)).parameters or settings.branch_from:
         return 1
-    return max(1, min(chains, study.population or chains))
+    if study.population:
+        return min(chains, study.population)
+    per_member = replay_bytes(study.datamodule, study.model.obs_shape)
+    fits = chains if per_member == 0 else max(1, int(0.5 * available_memory() // per_member))
+    if fits < chains:
+        print(f"populations of {fits} chains: each member's replay buffer takes {per_member / 2**30:.1f} GiB "
+              f"(set --population to choose)", flush=True)
+    return min(chains, fits)
+
+
+def replay_bytes(datamodule: L.LightningDataModule, obs_shape: tuple[int, ...]) -> int:
+    """The memory one member's full replay buffer takes (float32 observation and next observation per
+    transition, plus its small entries); 0 for data without a buffer."""
+    size = datamodule.hparams.get("buffer_size", 0)
+    return int(size * (2 * 4 * math.prod(obs_shape) + 64))
+
+
+def available_memory() -> int:
+    """Bytes of memory available for new work now: Linux's ``MemAvailable`` (free and reclaimable), else the
+    free pages."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_population(study: Study, settings: ImpSettings, chains: list[Chain], resume: bool) -> list[LevelResult]:

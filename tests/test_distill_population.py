@@ -16,6 +16,7 @@ from lth.batched import member_tensors, write_member
 from lth.datamodules import ExpertDataModule
 from lth.modules import PPO, Distill
 from lth.modules.distill import categorical_kl, gaussian_kl, q_huber
+from tests.test_population import train_on
 
 K, COPIES, STEPS = 3, 4, 16
 
@@ -46,26 +47,6 @@ def _expert_rollout(key: str, generator: torch.Generator, obs_dim: int = 4, acti
     }, batch_size=shape)
 
 
-class _Once:
-    """A one-batch loader."""
-
-    def __init__(self, batch: TensorDict) -> None:
-        self.batch = batch
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield self.batch
-
-
-def _train_on(student: Distill, batch: TensorDict, seeds: list[int]) -> None:
-    student.seed_members(seeds)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(student, train_dataloaders=_Once(batch))
-
-
 @pytest.mark.parametrize("imitate, key", [("policy", "logits"), ("q_values", "action_value")])
 def test_a_distill_population_update_equals_each_members_solo_update_on_the_shared_batch(imitate, key) -> None:
     hparams = {"imitate": imitate, "hidden": [16, 16], "lr": 3e-3, "max_grad_norm": 0.05}  # clipping active
@@ -73,10 +54,10 @@ def test_a_distill_population_update_equals_each_members_solo_update_on_the_shar
     population = _population_of(solos, **hparams).double()
     before = {n: p.detach().clone() for n, p in population.named_parameters()}
     batch = _expert_rollout(key, torch.Generator().manual_seed(0))
-    _train_on(population, batch.clone(), seeds=[7, 8, 9])
+    train_on(population, batch.clone(), seeds=[7, 8, 9])
     assert population.frames == COPIES * STEPS  # every member saw the shared frames once
     for k, solo in enumerate(solos):
-        _train_on(solo, batch.clone(), seeds=[7 + k])
+        train_on(solo, batch.clone(), seeds=[7 + k])
         member = member_tensors(dict(population.named_parameters()), k)
         for name, value in solo.named_parameters():
             assert torch.allclose(member[name], value.detach(), atol=1e-9, rtol=0), name

@@ -14,7 +14,7 @@ from lth.batched import member_tensors, write_member
 from lth.datamodules.envs import member_copy_seeds
 from lth.envs import make_env
 from lth.evaluation import evaluate_episodes
-from lth.modules import PPO
+from lth.modules import PPO, AgentModule
 
 K, COPIES, STEPS = 3, 4, 16
 
@@ -51,8 +51,8 @@ def _rollout(generator: torch.Generator, obs_dim: int = 4) -> TensorDict:
     }, batch_size=shape)
 
 
-class _Once:
-    """A one-batch loader."""
+class OneBatch:
+    """A loader of one fixed batch."""
 
     def __init__(self, batch: TensorDict) -> None:
         self.batch = batch
@@ -64,11 +64,12 @@ class _Once:
         yield self.batch
 
 
-def _train_on(agent: PPO, batch: TensorDict, seeds: list[int]) -> None:
+def train_on(agent: AgentModule, batch: TensorDict, seeds: list[int]) -> None:
+    """One training step of ``agent`` on ``batch``, its members acting and shuffling with generators of ``seeds``."""
     agent.seed_members(seeds)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(agent, train_dataloaders=_Once(batch))
+    trainer.fit(agent, train_dataloaders=OneBatch(batch))
 
 
 def test_a_ppo_population_update_equals_each_members_solo_update_on_its_slice() -> None:
@@ -79,9 +80,9 @@ def test_a_ppo_population_update_equals_each_members_solo_update_on_its_slice() 
     generator = torch.Generator().manual_seed(0)
     rollouts = [_rollout(generator) for _ in range(K)]
     batch = torch.stack(rollouts).reshape(K * COPIES, STEPS)  # member-major env copies, time last
-    _train_on(population, batch, seeds=[7, 8, 9])
+    train_on(population, batch, seeds=[7, 8, 9])
     for k, (solo, rollout) in enumerate(zip(solos, rollouts, strict=True)):
-        _train_on(solo, rollout, seeds=[7 + k])
+        train_on(solo, rollout, seeds=[7 + k])
         member = member_tensors(dict(population.named_parameters()), k)
         for name, value in solo.named_parameters():
             assert torch.allclose(member[name], value.detach(), atol=1e-9, rtol=0), name
@@ -130,7 +131,7 @@ class _PoisonMember(L.Callback):
             self.after = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
 
 
-def test_a_member_that_diverges_mid_fit_freezes_and_the_others_train_on() -> None:
+def test_a_member_that_diverges_mid_fit_freezes_and_the_otherstrain_on() -> None:
     from lth.datamodules import OnPolicyDataModule
 
     population = PPO(members=2, actor_hidden=[16], critic_hidden=[16])

@@ -75,3 +75,24 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
     assert best[("mask/weights", "1")] == best[("random/reinit", "1")]
     first = straight[("mask/weights", "0", 1)]
     assert not all(torch.equal(first[n], straight[("mask/weights", "1", 1)][n]) for n in first)
+
+
+def test_populations_are_as_large_as_asked_or_as_replay_buffers_fit_in_memory(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import lth.imp
+    from lth.imp import ImpSettings, Study, population_size
+    from lth.modules import PPO
+
+    def study(buffer_size: int, population: int | None = None) -> Study:
+        data = SimpleNamespace(hparams={"buffer_size": buffer_size} if buffer_size else {})
+        return Study(PPO(), data, {}, "sqlite:///x.db", "x", [0, 1, 2, 3, 4], {}, population=population)
+
+    monkeypatch.setattr(lth.imp, "available_memory", lambda: 10 * 2**30)
+    settings = ImpSettings(conditions="all")
+    assert population_size(study(0), settings, 20) == 20  # on-policy data: every chain
+    assert population_size(study(0, population=6), settings, 20) == 6
+    per_member = (2 * 4 * 4 + 64) * 10_000_000  # CartPole observations, 10M transitions: 0.9 GiB per member
+    assert population_size(study(10_000_000), settings, 20) == int(5 * 2**30 // per_member) == 5
+    assert population_size(study(10_000_000, population=8), settings, 20) == 8  # asked for: the user's call
+    assert population_size(study(0), ImpSettings(branch_from="abc"), 20) == 1  # masks from a stored chain

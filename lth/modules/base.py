@@ -215,7 +215,7 @@ class AgentModule(LightningModule):
         guarded = bool(self._output_hooks)
         if guarded:  # guarded outputs this batch: one host sync for both
             finite = finite & ~self._nonfinite_outputs
-        frozen = self._frozen()
+        frozen = self.diverged_members()
         if not bool((finite | frozen).all()):
             for k in (~finite & ~frozen).nonzero().flatten().tolist():
                 if guarded and bool(self._nonfinite_outputs[k]):
@@ -228,7 +228,7 @@ class AgentModule(LightningModule):
             if self.diverged:
                 self._restore(torch.ones(members, dtype=torch.bool))
                 return
-            frozen = self._frozen()
+            frozen = self.diverged_members()
         self.manual_backward(loss.sum())
         if members == 1:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
@@ -252,7 +252,8 @@ class AgentModule(LightningModule):
         for k in (~torch.isfinite(norms) & ~frozen).nonzero().flatten().tolist():
             self._diverge(k, "the weights after the step are not finite")
 
-    def _frozen(self) -> torch.Tensor:
+    def diverged_members(self) -> torch.Tensor:
+        """Which members have diverged in this fit (``[members]`` bool): their weights stay frozen."""
         return torch.tensor([at is not None for at in self.member_diverged_at])
 
     def _clip_member_gradients(self) -> None:
@@ -371,7 +372,7 @@ class AgentModule(LightningModule):
             return
         returns = evaluate_episodes(env, self.eval_policy).reshape(self.members, -1)
         means = returns.mean(1)
-        means[self._frozen()] = math.nan  # a diverged member's frozen weights score nothing
+        means[self.diverged_members()] = math.nan  # a diverged member's frozen weights score nothing
         self.best_returns = torch.fmax(self.best_returns, means)
         spread = returns.std(1, correction=0)  # population std: defined for a single episode too
         self.log("eval/return", means.nanmean(), prog_bar=True, logger=False, batch_size=1)

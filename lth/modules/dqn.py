@@ -152,7 +152,7 @@ class DQN(AgentModule):
             self.replay_buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt().float())
         else:  # member k's priorities to member k's buffer; a diverged member's (maybe NaN) ones are not written
             priorities = sample["td_error"].reshape(members, -1).sqrt().float()
-            frozen = self._frozen().tolist()
+            frozen = self.diverged_members().tolist()
             for k, buffer in enumerate(self.replay_buffers):
                 if not frozen[k]:
                     buffer.update_priority(sample["index"][k], priorities[k])
