@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/ppo_throughput.py --seeds 0 1 2
 	$(PY) benchmarks/dqn_throughput.py --frames 1000000
+	$(PY) benchmarks/study_throughput.py --dqn  # the CartPole IMP study: populations vs one chain at a time vs SB3
 
 results: $(STAMP)  # docs/RESULTS.md: 5-seed CartPole input-mask study + transfer (~1.5 h on two cores)
 	$(PY) docs/make_results.py

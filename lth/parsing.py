@@ -288,7 +288,7 @@ def _add_study_arguments(parser: Any) -> None:
         type=PositiveInt | None,
         default=None,
         help="at most this many chains train together as one batched population network per process "
-             "(default: all chains of the study)",
+             "(default: all chains of the study, as far as DQN members' replay buffers fit in memory)",
     )
 
 
