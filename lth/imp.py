@@ -9,6 +9,7 @@ per-layer density table and a picture of the input-layer masks; the chain's pare
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import inspect
@@ -100,6 +101,20 @@ class Chain:
     @property
     def prefix(self) -> str:
         return f"[{self.condition} seed {self.seed}]"
+
+
+class MemberLogger(MLFlowLogger):
+    """The MLflow logger of one member's level run: the population's hyperparameters are logged as the member's
+    own (``members`` 1, its ``seed``), so the run reads like a solo chain's level run."""
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        params = dict(vars(params) if isinstance(params, argparse.Namespace) else params)
+        params.update({key: value for key, value in (("members", 1), ("seed", self.seed)) if key in params})
+        super().log_hyperparams(params, *args, **kwargs)
 
 
 class FinalWeights(L.Callback):
@@ -312,8 +327,8 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
             callback.load_member_state_dict(k, member.state_after(level - 1))
     population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
     run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **population}) for k in todo}
-    loggers = [MLFlowLogger(experiment_name=study.experiment, tracking_uri=study.tracking_uri, run_id=run_ids[k])
-               if k in run_ids else DummyLogger() for k in range(len(members))]
+    loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
+                            run_id=run_ids[k]) if k in run_ids else DummyLogger() for k in range(len(members))]
     final = FinalWeights()
     trainer = L.Trainer(**study.trainer_kwargs, logger=loggers, callbacks=[final, callback], enable_checkpointing=False)
     trainer.val_check_interval = getattr(datamodule, "eval_interval", trainer.val_check_interval)

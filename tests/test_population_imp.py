@@ -52,6 +52,8 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
     levels = client.search_runs([client.get_experiment_by_name("straight").experiment_id], "tags.level = '0'")
     assert len({run.data.tags["lth.population"] for run in levels}) == 1  # the four chains trained as one population
     assert {run.data.tags["lth.population.size"] for run in levels} == {"4"}
+    for run in levels:  # each member's params read like a solo chain's: its own seed, one member
+        assert (run.data.params["seed"], run.data.params["members"]) == (run.data.tags["seed"], "1")
 
     killed = [*STUDY, "--trainer.logger.init_args.experiment_name", "killed"]
     code = f"from lth.cli import main; main({['imp', *killed]!r})"
