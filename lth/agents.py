@@ -112,11 +112,7 @@ class CategoricalActing(TensorDictModuleBase):
         self.out_keys = ["logits", "action", "action_log_prob"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        obs = tensordict.get("observation")
-        if self.members > 1:
-            logits = self.net(obs.reshape(self.members, -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
-        else:
-            logits = self.net(obs)
+        logits = member_major(self.net, tensordict.get("observation"), self.members)
         log_probs = logits.log_softmax(-1)
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
@@ -137,8 +133,7 @@ class CategoricalActing(TensorDictModuleBase):
                 return torch.multinomial(_finite_rows(probs), 1).reshape(log_probs.shape[:-1])
         # inverse-CDF sampling with each member's own uniforms
         probs = _finite_rows(probs)
-        sizes = _split_evenly(probs.shape[0], len(generators))
-        uniform = torch.cat([torch.rand(n, generator=g) for n, g in zip(sizes, generators, strict=True)])
+        uniform = _per_member(lambda n, g: torch.rand(n, generator=g), probs.shape[0], generators)
         cdf = probs.cumsum(-1)
         action = (cdf < uniform.unsqueeze(-1) * cdf[:, -1:]).sum(-1).clamp_max(probs.shape[-1] - 1)
         return action.reshape(log_probs.shape[:-1])
@@ -166,10 +161,21 @@ class MemberActing(TensorDictModuleBase):
         return tensordict.update(out.reshape(tensordict.batch_size))
 
 
-def _split_evenly(total: int, parts: int) -> list[int]:
-    if total % parts:
-        raise ValueError(f"{total} env copies do not split evenly over {parts} members")
-    return [total // parts] * parts
+def member_major(net: nn.Module, obs: torch.Tensor, members: int) -> torch.Tensor:
+    """``net``'s outputs for a flat, member-major batch ``[members * copies, ...]`` of observations: a population's
+    batched network sees ``[members, copies, ...]``; the outputs come back flat."""
+    if members == 1:
+        return net(obs)
+    return net(obs.reshape(members, -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
+
+
+def _per_member(draw: Callable[[int, torch.Generator], torch.Tensor], total: int,
+                generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """``draw(n, generator)`` for each member's equal share of ``total`` copies, from its own generator, in member
+    order."""
+    if total % len(generators):
+        raise ValueError(f"{total} env copies do not split evenly over {len(generators)} members")
+    return torch.cat([draw(total // len(generators), g) for g in generators])
 
 
 def acting_policy(actor: ProbabilisticActor, members: int = 1, generators: Generators | None = None
@@ -217,21 +223,16 @@ class EpsilonGreedyActing(TensorDictModuleBase):
         self.out_keys = ["action_value", "action"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        obs = tensordict.get("observation")
-        if self.members > 1:
-            values = self.net(obs.reshape(self.members, -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
-        else:
-            values = self.net(obs)
+        values = member_major(self.net, tensordict.get("observation"), self.members)
         action = values.argmax(-1)
         generators = self.generators() if self.generators is not None else None
         if generators is None:
             explore = torch.rand(action.shape) < self.eps
             random = torch.randint(self.num_actions, action.shape)
         else:
-            sizes = _split_evenly(action.numel(), len(generators))
-            explore = torch.cat([torch.rand(n, generator=g) for n, g in zip(sizes, generators, strict=True)])
-            random = torch.cat([torch.randint(self.num_actions, (n,), generator=g)
-                                for n, g in zip(sizes, generators, strict=True)])
+            explore = _per_member(lambda n, g: torch.rand(n, generator=g), action.numel(), generators)
+            random = _per_member(lambda n, g: torch.randint(self.num_actions, (n,), generator=g), action.numel(),
+                                 generators)
             explore, random = explore.reshape(action.shape) < self.eps, random.reshape(action.shape)
         tensordict.set("action_value", values)  # what a distillation student imitates
         tensordict.set("action", torch.where(explore, random, action))
