@@ -21,7 +21,7 @@ from lth.domains import check_domains
 from lth.envs import env_shapes
 from lth.errors import ConfigError
 from lth.evaluation import evaluate_episodes
-from lth.networks import NetworkSpec
+from lth.networks import NetworkSpec, weight_layers
 
 
 def shuffled_minibatches(data: TensorDictBase, minibatches: int, epochs: int,
@@ -248,7 +248,9 @@ class AgentModule(LightningModule):
                 opt.zero_grad()
                 self._diverge(0, "the weights after the step are not finite")
             return
-        norms = sum(w.reshape(members, -1).double().pow(2).sum(1) for w in self._weights)
+        # per member, what get_total_norm computes for a solo agent: the norm of the per-tensor norms, in float32
+        norms = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(w.reshape(members, -1), dim=1) for w in self._weights]), dim=0)
         for k in (~torch.isfinite(norms) & ~frozen).nonzero().flatten().tolist():
             self._diverge(k, "the weights after the step are not finite")
 
@@ -287,7 +289,7 @@ class AgentModule(LightningModule):
             network = getattr(self, name)
             if not isinstance(network, ProbabilisticTensorDictSequential):
                 continue
-            layers = [m for m in network.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+            layers = weight_layers(network)
             if layers:
                 self._output_hooks.append(layers[-1].register_forward_hook(self._guard_output))
 
