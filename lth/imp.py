@@ -279,22 +279,20 @@ def population_model(model: AgentModule, seeds: list[int]) -> AgentModule:
     """A model of ``len(seeds)`` members, member k holding the initial weights ``model``'s class and
     hyperparameters give under seed k (what ``lth imp --seeds k`` alone starts from); one seed: an ordinary agent."""
     hparams = _constructor_args(model)
-    states = [_initial_state(type(model), hparams, seed) for seed in seeds]
+    agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]
     if len(seeds) == 1:
-        single = type(model)(**hparams)
-        single.load_state_dict(states[0])
-        return single
+        return agents[0]
     population = type(model)(**{**hparams, "members": len(seeds)})
     params = dict(population.named_parameters())
-    for k, state in enumerate(states):
-        write_member(params, k, {name: state[name] for name in params})
+    for k, agent in enumerate(agents):
+        write_member(params, k, dict(agent.named_parameters()))
     return population
 
 
-def _initial_state(cls: type[AgentModule], hparams: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+def _initial_agent(cls: type[AgentModule], hparams: dict[str, Any], seed: int) -> AgentModule:
     with torch.random.fork_rng(devices=[]):
         L.seed_everything(seed, verbose=False)  # as the CLI seeds before it builds the model
-        return cls(**hparams).state_dict()
+        return cls(**hparams)
 
 
 def population_data(datamodule: L.LightningDataModule, seeds: list[int]) -> L.LightningDataModule:
