@@ -22,6 +22,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from lth.envs.native import check_vector_options
+
 ENV_ID = "CartPole-v1"
 MAX_EPISODE_STEPS = 500  # CartPole-v1's TimeLimit
 
@@ -56,14 +58,9 @@ class CartPoleVectorEnv(VectorEnv):
         max_episode_steps: int = MAX_EPISODE_STEPS,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        check_vector_options("CartPoleVectorEnv", num_envs, autoreset_mode)
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        if autoreset_mode not in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
-            raise ValueError(
-                f"CartPoleVectorEnv only supports autoreset_mode=AutoresetMode.SAME_STEP, got {autoreset_mode!r}"
-            )
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.render_mode = None

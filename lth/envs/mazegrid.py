@@ -22,6 +22,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from lth.envs.native import check_vector_options
 from lth.registration import MAZEGRID_ID
 
 ENV_ID = MAZEGRID_ID
@@ -295,12 +296,7 @@ class MazeGridVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
         _check_common(obs_type, max_episode_steps, render_mode)
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if autoreset_mode not in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
-            raise ValueError(
-                f"MazeGridVectorEnv only supports autoreset_mode=AutoresetMode.SAME_STEP, got {autoreset_mode!r}"
-            )
+        check_vector_options("MazeGridVectorEnv", num_envs, autoreset_mode)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.obs_type = obs_type
