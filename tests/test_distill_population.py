@@ -12,29 +12,13 @@ import torch
 from lightning.pytorch.loggers import Logger
 from tensordict import TensorDict
 
-from lth.batched import member_tensors, write_member
+from lth.batched import member_tensors
 from lth.datamodules import ExpertDataModule
 from lth.modules import PPO, Distill
 from lth.modules.distill import categorical_kl, gaussian_kl, q_huber
-from tests.test_population import train_on
+from tests.test_population import population_of, solo_agents, train_on
 
 K, COPIES, STEPS = 3, 4, 16
-
-
-def _solo_students(**hparams) -> list[Distill]:
-    students = []
-    for k in range(K):
-        torch.manual_seed(100 + k)
-        students.append(Distill(**hparams))
-    return students
-
-
-def _population_of(students: list[Distill], **hparams) -> Distill:
-    population = Distill(**hparams, members=len(students))
-    params = dict(population.named_parameters())
-    for k, student in enumerate(students):
-        write_member(params, k, dict(student.named_parameters()))
-    return population
 
 
 def _expert_rollout(key: str, generator: torch.Generator, obs_dim: int = 4, actions: int = 2) -> TensorDict:
@@ -50,8 +34,8 @@ def _expert_rollout(key: str, generator: torch.Generator, obs_dim: int = 4, acti
 @pytest.mark.parametrize("imitate, key", [("policy", "logits"), ("q_values", "action_value")])
 def test_a_distill_population_update_equals_each_members_solo_update_on_the_shared_batch(imitate, key) -> None:
     hparams = {"imitate": imitate, "hidden": [16, 16], "lr": 3e-3, "max_grad_norm": 0.05}  # clipping active
-    solos = [student.double() for student in _solo_students(**hparams)]
-    population = _population_of(solos, **hparams).double()
+    solos = [student.double() for student in solo_agents(Distill, K, **hparams)]
+    population = population_of(solos, **hparams).double()
     before = {n: p.detach().clone() for n, p in population.named_parameters()}
     batch = _expert_rollout(key, torch.Generator().manual_seed(0))
     train_on(population, batch.clone(), seeds=[7, 8, 9])

@@ -19,16 +19,18 @@ from lth.modules import PPO, AgentModule
 K, COPIES, STEPS = 3, 4, 16
 
 
-def _solo_agents(**hparams) -> list[PPO]:
+def solo_agents(cls: type[AgentModule], count: int, **hparams) -> list[AgentModule]:
+    """``count`` ordinary agents of ``cls``, agent k built under seed 100 + k."""
     agents = []
-    for k in range(K):
+    for k in range(count):
         torch.manual_seed(100 + k)
-        agents.append(PPO(**hparams))
+        agents.append(cls(**hparams))
     return agents
 
 
-def _population_of(agents: list[PPO], **hparams) -> PPO:
-    population = PPO(**hparams, members=len(agents))
+def population_of(agents: list[AgentModule], **hparams) -> AgentModule:
+    """A population of the agents' class whose member k holds agent k's weights."""
+    population = type(agents[0])(**hparams, members=len(agents))
     params = dict(population.named_parameters())
     for k, agent in enumerate(agents):
         write_member(params, k, dict(agent.named_parameters()))
@@ -74,8 +76,8 @@ def train_on(agent: AgentModule, batch: TensorDict, seeds: list[int]) -> None:
 
 def test_a_ppo_population_update_equals_each_members_solo_update_on_its_slice() -> None:
     hparams = {"max_grad_norm": 0.5, "lr": 3e-3}  # clipping active: per member, not over the population
-    solos = [agent.double() for agent in _solo_agents(**hparams)]
-    population = _population_of(solos, **hparams).double()
+    solos = [agent.double() for agent in solo_agents(PPO, K, **hparams)]
+    population = population_of(solos, **hparams).double()
     before = {n: p.detach().clone() for n, p in population.named_parameters()}
     generator = torch.Generator().manual_seed(0)
     rollouts = [_rollout(generator) for _ in range(K)]
@@ -91,8 +93,8 @@ def test_a_ppo_population_update_equals_each_members_solo_update_on_its_slice() 
 
 
 def test_evaluating_a_population_gives_each_members_solo_returns() -> None:
-    solos = _solo_agents()
-    population = _population_of(solos)
+    solos = solo_agents(PPO, K)
+    population = population_of(solos)
     episodes, seeds = 3, [0, 1, 2]
     solo_returns = []
     for agent, seed in zip(solos, seeds, strict=True):
