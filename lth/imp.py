@@ -15,10 +15,11 @@ import hashlib
 import inspect
 import math
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import torch
@@ -35,6 +36,9 @@ from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.plots import save_inputs_png
 from lth.tracking import ChainStore
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
 
 
 @dataclass
@@ -105,16 +109,45 @@ class Chain:
 
 class MemberLogger(MLFlowLogger):
     """The MLflow logger of one member's level run: the population's hyperparameters are logged as the member's
-    own (``members`` 1, its ``seed``), so the run reads like a solo chain's level run."""
+    own (``members`` 1, its ``seed``), so the run reads like a solo chain's level run.
 
-    def __init__(self, seed: int, **kwargs: Any) -> None:
+    Metrics are buffered and written in one ``log_batch`` every ``flush_seconds`` and when the fit ends (or
+    fails): one sqlite transaction per rollout and member cost a population fit about a sixth of its time. A
+    crash loses at most the last seconds of an unfinished level, which a resume trains again anyway.
+    """
+
+    MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+
+    def __init__(self, seed: int, flush_seconds: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.seed = seed
+        self.flush_seconds = flush_seconds
+        self._pending: list[Metric] = []  # written by flush()
+        self._flushed_at = time.monotonic()
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         params = dict(vars(params) if isinstance(params, argparse.Namespace) else params)
         params.update({key: value for key, value in (("members", 1), ("seed", self.seed)) if key in params})
         super().log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self._pending += [Metric(key, float(value), timestamp, step or 0) for key, value in metrics.items()]
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered metrics to the run."""
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.MAX_METRICS_PER_BATCH):
+            self.experiment.log_batch(self.run_id, metrics=pending[start : start + self.MAX_METRICS_PER_BATCH])
+        self._flushed_at = time.monotonic()
+
+    def finalize(self, status: str = "success") -> None:
+        self.flush()
+        super().finalize(status)
 
 
 class FinalWeights(L.Callback):

@@ -177,3 +177,21 @@ def test_imp_distils_cartpole_students_from_an_expert_run_with_every_condition(i
         assert all(name.startswith("student.") for name in ticket["masks"])  # the expert is not part of the model
         kept = sum(int(m.sum()) for m in ticket["masks"].values()) / sum(m.numel() for m in ticket["masks"].values())
         assert kept == pytest.approx(0.8, abs=2e-3)
+
+
+@pytest.mark.parametrize("status", ["success", "failed"])
+def test_member_logger_buffers_metrics_until_the_fit_ends(in_tmp: Path, status: str) -> None:
+    Path("mlruns").mkdir()
+    client = MlflowClient(local_store())
+    run = client.create_run(client.create_experiment("buffered"))
+    logger = lth.imp.MemberLogger(0, flush_seconds=3600, tracking_uri=local_store(), run_id=run.info.run_id)
+    for step in range(5):
+        logger.log_metrics({"a": float(step), "b": -float(step)}, step=step * 512)
+    assert client.get_metric_history(run.info.run_id, "a") == []  # nothing written before the flush
+    logger.finalize(status)  # Lightning finalizes its loggers when a fit ends, and when it fails
+    for key, sign in (("a", 1), ("b", -1)):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [(m.step, m.value) for m in history] == [(s * 512, sign * float(s)) for s in range(5)]
+    logger = lth.imp.MemberLogger(0, flush_seconds=0, tracking_uri=local_store(), run_id=run.info.run_id)
+    logger.log_metrics({"c": 1.0}, step=7)  # past flush_seconds: written at once
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "c")] == [(7, 1.0)]
