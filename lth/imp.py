@@ -29,13 +29,13 @@ from lightning.pytorch.loggers.logger import DummyLogger
 
 from lth.analysis.inputs import InputReport, input_report
 from lth.batched import member_tensors, write_member
-from lth.callbacks import PruningCallback, condition_names
+from lth.callbacks import PruningCallback, condition_names, get_condition
 from lth.callbacks.masks import density, layer_densities
 from lth.chain_identity import chain_description, describe_differences, member_description
 from lth.errors import ConfigError
 from lth.modules import AgentModule
-from lth.plots import save_inputs_png
-from lth.tracking import ChainStore
+from lth.plots import save_chain_png, save_inputs_png
+from lth.tracking import ChainShown, ChainStore, source_tags
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -93,6 +93,7 @@ class Study:
     tags: dict[str, str]
     description: dict[str, Any] | None = None  # JSON data: model, data, trainer budget, seed (lth.chain_identity)
     population: int | None = None  # at most this many chains per population; None: all of them
+    config_yaml: str = ""  # the resolved command config, stored as each chain's config.yaml
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool)
         description = chain_description(member_description(study.description, chain.seed),
                                         dataclasses.asdict(settings), chain.condition)
     store = ChainStore.open(study.tracking_uri, study.experiment, _chain_tags(study, settings, chain), resume,
-                            description)
+                            description, _chain_shown(study, settings, chain))
     if store.took_over:
         print(f"{chain.prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
     if store.closest is not None:
@@ -243,6 +244,32 @@ def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool)
     store.discard_unfinished()
     print(f"{chain.prefix} chain run id {store.parent_id}", flush=True)
     return store
+
+
+def _chain_shown(study: Study, settings: ImpSettings, chain: Chain) -> ChainShown:
+    """What a chain run tells its reader: a paragraph on what the chain is, the level count asked for, the source,
+    the command's config; and its experiment's description."""
+    condition = get_condition(chain.condition)
+    env, algo = study.tags.get("env", "the env"), study.tags.get("algo", "the agent")
+    rewind = "initialisation" if settings.rewind == "init" else f"weights after {settings.rewind} optimizer steps"
+    modules = ", ".join(settings.modules) if settings.modules else "every prunable layer"
+    note = (
+        f"IMP chain: {algo} on {env}, seed {chain.seed}, condition {chain.condition} (mask: {condition.mask}; "
+        f"weights: {condition.weights}; layer ratios: {condition.layer_ratio}). Each level trains, then prunes "
+        f"{settings.amount:.0%} of the remaining weights of {modules} by global magnitude from its "
+        f"{settings.prune_from} weights (rewind point: {rewind}). Metrics `ticket/best_return`, `density` and "
+        f"`train_seconds` have one point per level (step = level); the child runs `{chain.condition} s{chain.seed} "
+        f"L<level>` hold each level's curves, ticket (`ticket.pt`), trained weights and input picture."
+    )
+    experiment_note = (
+        f"Lottery-ticket (IMP) study of {algo} on {env}, made by `lth imp`. Each top-level run is one chain (a seed "
+        f"and a ticket condition) with one point per level; its child runs are the levels. To compare conditions: "
+        f"in the runs table group by the tag `condition` (mean and spread over seeds), then open Chart view for "
+        f"`ticket/best_return` against level, or against `density` in a scatter chart."
+    )
+    tags = {"imp.levels": str(settings.levels), **source_tags("lth imp")}
+    texts = {"config.yaml": study.config_yaml} if study.config_yaml else {}
+    return ChainShown(note, tags, texts, experiment_note)
 
 
 @dataclass
@@ -279,6 +306,7 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain],
     start = min(m.next_level for m in members)
     if start >= settings.levels:
         for member in members:
+            _record_chain(member)
             member.store.finish_chain()
         return [r for m in members for r in m.results]
     model = population_model(study.model, [c.seed for c in chains])
@@ -300,8 +328,21 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain],
             member.store.heartbeat()  # at every level boundary too; raises if another process took the chain over
         _run_level(study, model, datamodule, callback, members, level)
     for member in members:
+        _record_chain(member)
         member.store.finish_chain()
     return [r for m in members for r in m.results]
+
+
+def _record_chain(member: _Member) -> None:
+    """The chain run's own picture and table of its levels: ``best_return_vs_density.png`` and ``levels.md``."""
+    results = sorted(member.results, key=lambda r: r.level)
+    densities, returns = [r.density for r in results], [r.best_return for r in results]
+    title = f"{member.chain.condition} seed {member.chain.seed}: best return against density"
+    rows = "\n".join(f"| {r.level} | {r.density:.4f} | {r.best_return:.1f} |" for r in results)
+    member.store.log_files({
+        "best_return_vs_density.png": lambda p: save_chain_png(densities, returns, p, title),
+        "levels.md": lambda p: p.write_text(f"| level | density | best return |\n| ---: | ---: | ---: |\n{rows}\n"),
+    })
 
 
 def _one_or_all(values: list[Any]) -> Any:

@@ -43,3 +43,15 @@ def save_inputs_png(reports: Mapping[str, InputReport], path: Path, title: str) 
     fig.tight_layout() if not image else None
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def save_chain_png(densities: list[float], returns: list[float], path: Path, title: str) -> None:
+    """One chain's best evaluation return against density (log scale, dense on the left), a point per level."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(densities, returns, marker="o", ms=4, label="best return per level")
+    for level, (d, r) in enumerate(zip(densities, returns)):
+        ax.annotate(str(level), (d, r), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    plt.save_curves(fig, ax, path, "density (fraction of weights kept, log scale)", "best mean evaluation return",
+                    title, title_size=10)

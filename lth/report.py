@@ -3,8 +3,9 @@
 Figures (PNG): best return against density for each condition (mean and one standard deviation across seeds,
 log density axis; several experiments, e.g. RL and distillation on one env, share the axes), layer-wise
 density against level, each input's surviving first-layer weight against level, and which inputs/pixels the
-first seed's mask/weights ticket still sees at selected levels. The folder is also logged back to MLflow as a
-run tagged ``lth.role=report`` in the first experiment.
+first seed's mask/weights ticket still sees at selected levels. The folder is also logged back to MLflow as the
+artifacts of a run tagged ``lth.role=report`` in the experiment :data:`REPORTS_EXPERIMENT` (one run per set of
+experiments, replaced by the next report of the same set), so the chains' experiments hold only chains.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from lth.callbacks import condition_names
 from lth.envs import env_shapes
 from lth.errors import ConfigError
 from lth.tracking import ChainStore, check_tracking_uri, log_folder
+
+
+REPORTS_EXPERIMENT = "lth reports"
+"""The MLflow experiment of ``lth report``'s runs."""
 
 
 @dataclass
@@ -243,6 +248,8 @@ def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlfl
     summary = out / "summary.md"
     summary.write_text("\n".join(lines))
     if log_to_mlflow:
-        log_folder(tracking_uri, chains[0].experiment, out, "report", {"lth.role": "report"})
+        # in an experiment of their own: a report run among the chains would be one more top-level row there
+        log_folder(tracking_uri, REPORTS_EXPERIMENT, out, f"report: {', '.join(experiments)}",
+                   {"lth.role": "report", "lth.report.experiments": ", ".join(experiments)})
     return summary
 

@@ -62,6 +62,7 @@ def imp_study(cli: LthCLI) -> Study:
         tags={"env": config.data.init_args.env_id, "algo": type(cli.model).__name__.lower()},
         description=study_description(config),
         population=config.population,
+        config_yaml=cli.parser.dump(config, skip_none=False),
     )
 
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,17 @@ def _creation_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def experiment_id(client: Any, name: str) -> str:
-    """The id of the MLflow experiment ``name``, created if it does not exist yet.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+"""The experiment tag MLflow 3's UI reads to choose its layout; without it a new experiment opens in GenAI mode."""
+MODEL_TRAINING = "custom_model_development"
+"""The value of :data:`EXPERIMENT_KIND` that opens an experiment in the UI's model-training mode (its runs table)."""
+NOTE = "mlflow.note.content"
+"""The tag the UI shows (and edits) as an experiment's or a run's description."""
+
+
+def experiment_id(client: Any, name: str, description: str | None = None) -> str:
+    """The id of the MLflow experiment ``name``, created if it does not exist yet, as a model-training experiment
+    (:func:`mark_model_training`) with ``description`` when it has none.
 
     Creating is also safe against another process creating it at the same moment (an http store has no
     lock): "already exists" means it is there, so it is looked up again.
@@ -96,16 +106,26 @@ def experiment_id(client: Any, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException as exc:
+    if found is None:
+        try:
+            client.create_experiment(name)
+        except MlflowException as exc:
+            logging.getLogger(__name__).debug("experiment %r created concurrently: %s", name, exc)
         found = client.get_experiment_by_name(name)
         if found is None:
-            raise
-        logging.getLogger(__name__).debug("experiment %r created concurrently: %s", name, exc)
-        return found.experiment_id
+            raise ConfigError(f"MLflow experiment {name!r} could not be created")
+    mark_model_training(client, found, description)
+    return found.experiment_id
+
+
+def mark_model_training(client: Any, experiment: Any, description: str | None = None) -> None:
+    """Tag ``experiment`` as model training (MLflow 3's UI then opens its runs, not a GenAI overview) and give it
+    ``description`` unless it has one (a user's own edit in the UI stays); no write when both are there."""
+    tags = experiment.tags
+    if tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    if description and not tags.get(NOTE):
+        client.set_experiment_tag(experiment.experiment_id, NOTE, description)
 
 
 def tag_query(tags: Mapping[str, str]) -> str:
@@ -114,14 +134,17 @@ def tag_query(tags: Mapping[str, str]) -> str:
 
 
 def log_folder(tracking_uri: str, experiment: str, folder: Path, run_name: str, tags: dict[str, str]) -> str:
-    """Log every file of ``folder`` as the artifacts of a new, finished run of ``experiment``; returns its id."""
+    """Log every file of ``folder`` as the artifacts of the run of ``experiment`` with these tags (created, finished,
+    if there is none; a rerun replaces its files instead of adding a run); returns its id."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
-    client.log_artifacts(run.info.run_id, str(folder))
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    exp_id = experiment_id(client, experiment)
+    found = client.search_runs([exp_id], tag_query(tags), order_by=["attributes.start_time DESC"], max_results=1)
+    run_id = found[0].info.run_id if found else client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+    client.log_artifacts(run_id, str(folder))
+    client.set_terminated(run_id)
+    return run_id
 
 
 class SaveConfigToMLflow(SaveConfigCallback):
@@ -137,6 +160,56 @@ class SaveConfigToMLflow(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
+                client = logger.experiment
+                mark_model_training(client, client.get_experiment(logger.experiment_id))
+
+
+def source_tags(command: str) -> dict[str, str]:
+    """MLflow's source tags for a run made by ``command`` (e.g. ``lth imp``): the program, lth's version, and the
+    git commit of lth's source when it runs from a checkout (what a reader needs to rerun it)."""
+    import subprocess
+
+    import lth
+
+    tags = {"mlflow.source.name": command, "mlflow.source.type": "LOCAL", "lth.version": lth.__version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(lth.__file__).parent, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return tags
+    return {**tags, "mlflow.source.git.commit": commit}
+
+
+TRAIN_SECONDS = "train_seconds"
+"""A chain run's metric at step = level: the wall seconds its level runs 0..level took. The chain run's own
+duration in the UI is the time from its first start to its last finish, idle time between a kill and the
+resume included."""
+
+
+def _train_seconds(finished: Mapping[int, Any]) -> dict[int, float]:
+    """Per finished level, the summed durations (start to end) of the level runs up to it."""
+    total, out = 0.0, {}
+    for level, run in sorted(finished.items()):
+        total += max(0, (run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
+        out[level] = total
+    return out
+
+
+def chain_run_name(tags: Mapping[str, str]) -> str:
+    """A chain run's name, ``mask/weights s0`` (its level runs add `` L3``): short, and sorting by condition."""
+    return f"{tags['condition']} s{tags['seed']}"
+
+
+@dataclass(frozen=True)
+class ChainShown:
+    """What a reader of a chain run sees beyond its identity, rewritten at every open of the chain: its
+    description (the UI's run description), informative tags (e.g. the level count asked for, the lth version),
+    text artifacts (the command's ``config.yaml``), and its experiment's description if that has none."""
+
+    note: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    texts: Mapping[str, str] = field(default_factory=dict)
+    experiment_note: str = ""
 
 
 CLAIM_TIMEOUT = 600.0
@@ -208,25 +281,29 @@ class ChainStore:
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, tags: dict[str, str], resume: bool,
-             description: Mapping[str, Any] | None = None) -> ChainStore:
+             description: Mapping[str, Any] | None = None, shown: ChainShown | None = None) -> ChainStore:
         """The chain's parent run, claimed by this process: when resuming, the newest with the same tags and
-        (given a ``description``) the same configuration hash, else a new one.
+        (given a ``description``) the same configuration hash, else a new one. ``shown`` (what a reader of the
+        run sees: its description, informative tags, text artifacts) is written at every open.
 
         Raises :class:`ChainBusyError` when a live process holds the chain's claim.
         """
         from lth.chain_identity import canonical_json, chain_hash, flatten
 
         check_tracking_uri(tracking_uri)
+        shown = shown or ChainShown()
         chain_tags = dict(tags)
         flat: dict[str, str] = {}
         if description is not None:
             chain_tags[cls.HASH] = chain_hash(description)
             flat = flatten(description)
         with cls._locked(tracking_uri):
-            store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume)
+            store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume,
+                                        shown.experiment_note)
         try:
             if store.created and description is not None:
                 store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
+            store._show(shown)
             store._beat = _Heartbeat(store)
             store._beat.start()
         except BaseException:
@@ -234,15 +311,25 @@ class ChainStore:
             raise
         return store
 
+    def _show(self, shown: ChainShown) -> None:
+        """Write what a reader of the chain run sees: description, informative tags, text artifacts."""
+        from mlflow.entities import RunTag
+
+        tags = {**shown.tags, **({NOTE: shown.note} if shown.note else {})}
+        if tags:
+            self.client.log_batch(self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        for name, text in shown.texts.items():
+            self.client.log_text(self.parent_id, text, name)
+
     @classmethod
     def _find_or_create(cls, tracking_uri: str, experiment: str, tags: dict[str, str], chain_tags: dict[str, str],
-                        flat: dict[str, str], resume: bool) -> ChainStore:
+                        flat: dict[str, str], resume: bool, experiment_note: str = "") -> ChainStore:
         """The critical section of :meth:`open`: experiment, parent run and claim (under :meth:`_locked`)."""
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
         client = MlflowClient(tracking_uri)
-        exp_id = experiment_id(client, experiment)
+        exp_id = experiment_id(client, experiment, experiment_note)
         closest = None
         if resume:
             runs = client.search_runs([exp_id], f"{tag_query(chain_tags)} and tags.`lth.role` = 'chain'",
@@ -255,7 +342,7 @@ class ChainStore:
                 closest = cls._closest(client, exp_id, tags, flat)
         store = cls(tracking_uri, exp_id, "")
         store.owner = uuid.uuid4().hex
-        name = f"{tags['condition']} seed {tags['seed']}"
+        name = chain_run_name(tags)
         run = client.create_run(exp_id, run_name=name, tags={**chain_tags, "lth.role": "chain", **store._claim_tags()})
         store.parent_id, store.created, store.closest = run.info.run_id, True, closest
         params = [Param(k[:250], v if len(v) <= 6000 else v[:5990] + "...") for k, v in flat.items()]
@@ -353,11 +440,13 @@ class ChainStore:
     def fill_parent_metrics(self, finished: Mapping[int, Any]) -> None:
         """Log the parent's per-level metrics a kill left out (after a level's completion mark), from the
         finished level runs: afterwards every finished level has exactly one point per parent metric."""
-        for key in self.PARENT_METRICS:
+        seconds = _train_seconds(finished)
+        for key in (*self.PARENT_METRICS, TRAIN_SECONDS):
             logged = {m.step for m in self.client.get_metric_history(self.parent_id, key)}
             for level, run in sorted(finished.items()):
-                if level not in logged and key in run.data.metrics:
-                    self.client.log_metric(self.parent_id, key, run.data.metrics[key], step=level)
+                value = seconds[level] if key == TRAIN_SECONDS else run.data.metrics.get(key)
+                if level not in logged and value is not None:
+                    self.client.log_metric(self.parent_id, key, value, step=level)
 
     def find_level_run(self, level: int) -> str | None:
         """The finished child run of ``level``, if there is one."""
@@ -367,7 +456,7 @@ class ChainStore:
     def start_level(self, level: int, tags: dict[str, str]) -> str:
         self._require_claim()
         run = self.client.create_run(
-            self.experiment_id, run_name=f"level {level}",
+            self.experiment_id, run_name=f"{chain_run_name(tags)} L{level}",
             tags={**tags, "level": str(level), "mlflow.parentRunId": self.parent_id},
         )
         return run.info.run_id
@@ -376,20 +465,17 @@ class ChainStore:
                      files: dict[str, Callable[[Path], None]]) -> None:
         """Log a level's metrics and artifacts (each written by ``files[name](path)``), mark it finished, then
         log the parent's metrics at step = level (a kill before them is repaired by :meth:`fill_parent_metrics`)."""
-        import tempfile
+        from mlflow.entities import Metric
 
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, value)
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, write in files.items():
-                path = Path(tmp) / name
-                write(path)
-                self.client.log_artifact(run_id, str(path))
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+        self.log_files(files, run_id)
         self._require_claim()
         self.client.set_tag(run_id, self.COMPLETE, "true")
         self.client.set_terminated(run_id, "FINISHED")
-        for key, value in parent_metrics.items():
-            self.client.log_metric(self.parent_id, key, value, step=level)
+        parent_metrics = {**parent_metrics, TRAIN_SECONDS: _train_seconds(self.finished_runs())[level]}
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, level) for k, v in parent_metrics.items()])
 
     def load(self, run_id: str, name: str) -> Any:
         """``torch.load`` an artifact of a run."""
@@ -404,6 +490,17 @@ class ChainStore:
 
     def finish_chain(self) -> None:
         self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def log_files(self, files: dict[str, Callable[[Path], None]], run_id: str | None = None) -> None:
+        """Write files to the artifacts of a run (default: the chain run), each by ``files[name](path)``; a file
+        of the same name is replaced."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, write in files.items():
+                path = Path(tmp) / name
+                write(path)
+                self.client.log_artifact(run_id or self.parent_id, str(path))
 
 
 class _Heartbeat(threading.Thread):

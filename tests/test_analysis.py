@@ -66,11 +66,14 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     summary = Path("report/summary.md").read_text()
     assert "| mask/weights | 3 | 0.125 |" in summary and "| random/reinit | 0 | 1.000 |" in summary
     assert "| seed | cart position | cart velocity | pole angle | pole angular velocity |" in summary
+    main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--out", "report"])  # again: the same report run
     client = MlflowClient(local_store())
     exp = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
-    reports = client.search_runs([exp.experiment_id], "tags.`lth.role` = 'report'")
+    assert {r.data.tags.get("lth.role") for r in client.search_runs([exp.experiment_id])} == {"chain", None}
+    reports = client.search_runs([client.get_experiment_by_name("lth reports").experiment_id])
     assert len(reports) == 1 and "return_vs_density.png" in {a.path for a in client.list_artifacts(
         reports[0].info.run_id)}
+    assert reports[0].data.tags["lth.report.experiments"] == "CartPole-v1/ppo/mlp64x64"
 
     # Two experiments (e.g. two init schemes) share the return plot and get one input section each.
     main(["imp", *tiny, "--imp.levels", "2", "--model.init_args.network.init", "xavier",

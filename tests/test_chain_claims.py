@@ -177,13 +177,15 @@ def _assert_finished_levels(client: MlflowClient, parent, levels: int) -> None:
         history = client.get_metric_history(parent.info.run_id, key)
         assert [m.step for m in history] == list(range(levels)), key
         assert [m.value for m in history] == [finished[k].data.metrics[key] for k in range(levels)], key
+    seconds = client.get_metric_history(parent.info.run_id, "train_seconds")  # the level runs' summed durations
+    assert [m.step for m in seconds] == list(range(levels)) and all(m.value > 0 for m in seconds)
 
 
-@pytest.mark.parametrize("kill_at", ["completion mark", "second parent metric"])
+@pytest.mark.parametrize("kill_at", ["completion mark", "parent metrics"])
 def test_a_kill_around_the_parents_metrics_leaves_one_point_per_level(in_tmp: Path, monkeypatch, kill_at) -> None:
-    """Killed at level 1 either at the completion mark (today after the parent's metrics) or between the two
-    parent metrics; the resume leaves exactly one point per level and metric."""
-    real_set_tag, real_log_metric = MlflowClient.set_tag, MlflowClient.log_metric
+    """Killed at level 1 either at the completion mark (before the parent's metrics) or at the parent's metrics
+    (one batch, after the mark); the resume leaves exactly one point per level and metric."""
+    real_set_tag, real_log_batch = MlflowClient.set_tag, MlflowClient.log_batch
     killed = []
 
     def set_tag(self, run_id, key, value, *args, **kwargs):
@@ -193,20 +195,20 @@ def test_a_kill_around_the_parents_metrics_leaves_one_point_per_level(in_tmp: Pa
             raise KeyboardInterrupt("killed at the completion mark")
         return real_set_tag(self, run_id, key, value, *args, **kwargs)
 
-    def log_metric(self, run_id, key, value, *args, step=None, **kwargs):
-        if (kill_at == "second parent metric" and key == "density" and step == 1 and not killed
+    def log_batch(self, run_id, metrics=(), *args, **kwargs):
+        if (kill_at == "parent metrics" and any(m.step == 1 for m in metrics) and not killed
                 and self.get_run(run_id).data.tags.get("lth.role") == "chain"):
             killed.append(run_id)
-            raise KeyboardInterrupt("killed between the parent's metrics")
-        return real_log_metric(self, run_id, key, value, *args, step=step, **kwargs)
+            raise KeyboardInterrupt("killed at the parent's metrics")
+        return real_log_batch(self, run_id, metrics, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "set_tag", set_tag)
-    monkeypatch.setattr(MlflowClient, "log_metric", log_metric)
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
     with pytest.raises(KeyboardInterrupt):
         run_imp([*TINY, "--imp.levels", "2"])
     assert killed
     monkeypatch.setattr(MlflowClient, "set_tag", real_set_tag)
-    monkeypatch.setattr(MlflowClient, "log_metric", real_log_metric)
+    monkeypatch.setattr(MlflowClient, "log_batch", real_log_batch)
     run_imp([*TINY, "--imp.levels", "2"])  # resumed at once: the killed process released its claim
 
     client = MlflowClient(local_store())

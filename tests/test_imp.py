@@ -44,11 +44,21 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
     assert f"mlflow ui --backend-store-uri {local_store()}" in out
 
     client = MlflowClient(local_store())
+    experiment = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's runs view, not GenAI
+    assert "group by the tag `condition`" in experiment.tags["mlflow.note.content"]
     chains = _chains(client, "CartPole-v1/ppo/mlp64x64")
     assert set(chains) == set(condition_names(paper=True))
     for condition, parent in chains.items():
         assert parent.data.tags["seed"] == "3" and parent.data.tags["env"] == "CartPole-v1"
         assert parent.data.tags["algo"] == "ppo"
+        assert parent.info.run_name == f"{condition} s3" and parent.data.tags["imp.levels"] == "3"
+        assert f"condition {condition}" in parent.data.tags["mlflow.note.content"]
+        assert parent.data.params["imp.amount"] == "0.2" and parent.data.params["imp.prune_from"] == '"best"'
+        assert {"config.yaml", "chain.json", "best_return_vs_density.png", "levels.md"} <= {
+            a.path for a in client.list_artifacts(parent.info.run_id)}
+        seconds = client.get_metric_history(parent.info.run_id, "train_seconds")
+        assert [m.step for m in seconds] == [0, 1, 2] and 0 < seconds[0].value < seconds[1].value < seconds[2].value
         densities = client.get_metric_history(parent.info.run_id, "density")
         assert [m.step for m in densities] == [0, 1, 2]
         assert [m.value for m in densities] == pytest.approx([1.0, 0.8, 0.64], abs=2.5 / 688)  # 688 weights
@@ -57,7 +67,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
         levels = _levels(client, parent)
         assert sorted(levels) == [0, 1, 2]
         for level, run in levels.items():
-            assert run.data.tags["condition"] == condition
+            assert run.data.tags["condition"] == condition and run.info.run_name == f"{condition} s3 L{level}"
             assert run.data.metrics["ticket/best_return"] == best[level].value
             assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/return")] == [512]
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
