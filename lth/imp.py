@@ -166,10 +166,33 @@ def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[
     (one batched network per population); returns every finished level's score."""
     chains = [Chain(seed, condition) for seed in study.seeds for condition in settings.chain_conditions()]
     size = population_size(study, settings, len(chains))
+    progress = Progress(len(chains) * settings.levels)
     results: list[LevelResult] = []
     for start in range(0, len(chains), size):
-        results += run_population(study, settings, chains[start : start + size], resume)
+        results += run_population(study, settings, chains[start : start + size], resume, progress)
     return results
+
+
+@dataclass
+class Progress:
+    """How far a study is, for the ETA on each level's line: level runs recorded by this process, of those left."""
+
+    left: int  # level runs the study has yet to record (finished ones found on resume are taken off)
+    done: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def record(self) -> str:
+        """Count one recorded level run; its progress note, e.g. ``12/80 levels, ETA 4 min``."""
+        self.done += 1
+        if self.done >= self.left:
+            return f"{self.done}/{self.left} levels"
+        eta = (time.monotonic() - self.started) / self.done * (self.left - self.done)
+        return f"{self.done}/{self.left} levels, ETA {_duration(eta)}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def population_size(study: Study, settings: ImpSettings, chains: int) -> int:
@@ -208,14 +231,15 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_population(study: Study, settings: ImpSettings, chains: list[Chain], resume: bool) -> list[LevelResult]:
+def run_population(study: Study, settings: ImpSettings, chains: list[Chain], resume: bool,
+                   progress: Progress | None = None) -> list[LevelResult]:
     """Find each chain of the population (or start it), claim it, train the missing levels of all of them
     together, release them."""
     stores: list[ChainStore] = []
     try:
         for chain in chains:
             stores.append(_open_chain(study, settings, chain, resume))
-        return _train_population(study, settings, chains, stores)
+        return _train_population(study, settings, chains, stores, progress or Progress(len(chains) * settings.levels))
     finally:
         for store in stores:
             store.release()
@@ -281,6 +305,7 @@ class _Member:
     tags: dict[str, str]  # of its runs
     run_ids: dict[int, str]  # of its finished levels
     results: list[LevelResult]
+    progress: Progress  # the study's, shared by all members
 
     @property
     def next_level(self) -> int:
@@ -291,8 +316,8 @@ class _Member:
         return None if level < 0 else self.store.load(self.run_ids[level], "next_state.pt")
 
 
-def _train_population(study: Study, settings: ImpSettings, chains: list[Chain],
-                      stores: list[ChainStore]) -> list[LevelResult]:
+def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], stores: list[ChainStore],
+                      progress: Progress) -> list[LevelResult]:
     members = []
     for chain, store in zip(chains, stores, strict=True):
         runs = store.finished_runs()
@@ -302,7 +327,8 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain],
         store.fill_parent_metrics(runs)
         recorded = [_recorded(runs[lv], chain.condition, lv) for lv in finished]
         run_ids = {lv: run.info.run_id for lv, run in runs.items()}
-        members.append(_Member(chain, store, _chain_tags(study, settings, chain), run_ids, recorded))
+        members.append(_Member(chain, store, _chain_tags(study, settings, chain), run_ids, recorded, progress))
+        progress.left -= min(len(finished), settings.levels)
     start = min(m.next_level for m in members)
     if start >= settings.levels:
         for member in members:
@@ -455,7 +481,7 @@ def _record_level(study: Study, model: AgentModule, datamodule: L.LightningDataM
     note = "" if diverged_at is None else (
         f" (training diverged at {diverged_at} frames: a non-finite loss, output or weight)")
     print(f"{member.chain.prefix} level {level}: density {result.density:.3f}, "
-          f"best return {result.best_return:.1f}{note}", flush=True)
+          f"best return {result.best_return:.1f}{note} ({member.progress.record()})", flush=True)
     return result
 
 
