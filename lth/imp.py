@@ -477,6 +477,11 @@ def _record_level(study: Study, model: AgentModule, datamodule: L.LightningDataM
                **_input_metrics(inputs)}
     if diverged_at is not None:
         store.client.set_tag(run_id, "diverged", "true")  # the module logged the metric diverged_at_frames
+    from lth.policy_model import log_policy  # imports MLflow's pyfunc: not at lth.imp's import time
+
+    # The loadable policy the ticket's score came from (the weights the next mask is computed from, masked): the
+    # model itself already holds the next level's starting weights.
+    log_policy(model, k, run_id, study.tracking_uri, weights=trained_weights)
     store.finish_level(run_id, level, metrics, summary, files)
     note = "" if diverged_at is None else (
         f" (training diverged at {diverged_at} frames: a non-finite loss, output or weight)")
