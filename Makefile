@@ -30,7 +30,7 @@ results: $(STAMP)  # docs/RESULTS.md: 5-seed CartPole input-mask study + transfe
 	$(PY) docs/make_results.py
 
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+	$(VENV)/bin/lth ui
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,27 +1,48 @@
 """The ``lth`` command: Lightning's CLI for single fits and IMP studies, with MLflow as the default store.
 
 ``lth fit --config configs/cartpole/ppo.yaml`` trains one agent; ``lth expert --config ...`` trains one and
-stores it as a distillation expert; ``lth imp --config ... --imp.levels 20 --imp.conditions all --seed 3``
+stores it as a distillation expert; ``lth imp --config ... --imp.levels 20 --imp.conditions all --seeds 3``
 runs IMP chains; ``lth report --experiment NAME`` draws a study's figures from MLflow; ``lth transfer
---config ... --ticket RUN --level K`` trains dense agents on a ticket's surviving inputs. Configuration
-problems end with one line naming the problem and the valid choices (exit code 2) instead of a traceback.
+--config ... --ticket RUN --level K`` trains dense agents on a ticket's surviving inputs; ``lth ui`` starts the
+MLflow UI on the store. Configuration problems end with one line naming the problem and the valid choices (exit
+code 2) instead of a traceback. ``lth --help`` lists the subcommands; ``--verbose`` shows Lightning's info lines.
 
 This module only maps arguments to library calls and prints: configs are parsed by :mod:`lth.parsing`,
 studies and transfers run in :mod:`lth.runner` (``run_imp``, ``run_transfer``), reports in :mod:`lth.report`.
+It imports those (and so Lightning, TorchRL, MLflow and torch) only inside the subcommands, so that
+``lth --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
+from lth.console import VERBOSE_HELP, quiet
 from lth.errors import ConfigError
-from lth.imp import summary_table
-from lth.parsing import ExpertCLI, ImpCLI, LthCLI, TransferCLI, build_cli, config_error, parse
-from lth.runner import configure_process, run_imp, run_transfer
-from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+#: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
+DEFAULT_UI_PORT = 5000
+
+#: Lightning's subcommands, run by :class:`lth.parsing.LthCLI`.
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+#: Every subcommand with its line in ``lth --help``.
+SUBCOMMANDS = {
+    "fit": "train one agent (Lightning's fit), logged to MLflow",
+    "validate": "evaluate one agent with greedy episodes (Lightning's validate)",
+    "test": "Lightning's test loop",
+    "predict": "Lightning's predict loop",
+    "imp": "run or resume IMP chains (lottery tickets), one per condition and seed, and print their best returns",
+    "report": "draw a study's figures and summary from its MLflow records",
+    "transfer": "train dense agents on all inputs and on the inputs a ticket kept",
+    "expert": "train one agent and store its best checkpoint as a distillation expert",
+    "ui": "start the MLflow UI on the store (default: mlruns/mlflow.db in this folder)",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,16 +52,57 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
+def top_help() -> str:
+    """``lth --help``: every subcommand in one line, without loading Lightning (the subcommands' help does)."""
+    parser = _Parser(
+        prog="lth",
+        description="Lottery tickets in deep reinforcement learning, on Lightning, TorchRL and MLflow.",
+        epilog="lth SUBCOMMAND --help describes a subcommand's options, e.g. lth imp --help.",
+    )
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    subcommands = parser.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    for name, line in SUBCOMMANDS.items():
+        subcommands.add_parser(name, help=line)
+    return parser.format_help()
+
+
+def study_url(tracking_uri: str, experiment: str, port: int = DEFAULT_UI_PORT) -> str:
+    """The address, in the MLflow UI that ``lth ui --port PORT`` serves, of a study's saved chains view: its chain
+    runs grouped by condition, with the conditions' charts (:mod:`lth.ui_views`)."""
+    from mlflow import MlflowClient
+
+    from lth.tracking import runs_url
+    from lth.ui_views import CHAINS_VIEW
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+    return runs_url(f"http://127.0.0.1:{port}", found.experiment_id, CHAINS_VIEW)
+
+
 def imp(args: list[str]) -> None:
     """``lth imp``: run or resume the IMP chains a config and ``--imp.*`` describe, then print a summary."""
+    from lth.imp import summary_table
+    from lth.parsing import ImpCLI, imp_help, parse
+    from lth.runner import run_imp
+    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+    if "-h" in args or "--help" in args:
+        print(imp_help(), flush=True)  # lth's options first; Lightning's help follows and exits
+        parse(args, ImpCLI)
     run = run_imp(args)
     print("\nBest evaluation return per level and condition:\n")
     print(summary_table(run.results))
-    print(f"\nCompare the chains in the MLflow UI:  mlflow ui --backend-store-uri {run.tracking_uri}")
+    ui_command = "lth ui" if run.tracking_uri == resolve_tracking_uri(DEFAULT_TRACKING_URI) else \
+        f"lth ui --tracking_uri {run.tracking_uri}"
+    print(f"\nCompare the chains in the MLflow UI (start it with: {ui_command}):")
+    print(f"  {study_url(run.tracking_uri, run.experiment)}")
 
 
 def transfer(args: list[str]) -> None:
     """``lth transfer --config CFG --ticket RUN --level K``: dense agents on all inputs and on the ticket's."""
+    from lth.runner import run_transfer
+
     parser = _Parser(
         prog="lth transfer", description=transfer.__doc__,
         epilog="Every other argument (--config, overrides such as --data.init_args.total_frames) configures the fits.",
@@ -57,7 +119,7 @@ def transfer(args: list[str]) -> None:
 
 def report(args: list[str]) -> None:
     """``lth report --experiment NAME [--experiment NAME ...]``: figures and a summary from MLflow."""
-    from lth.report import run_report
+    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
     parser = _Parser(prog="lth report", description=report.__doc__)
     parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
@@ -65,36 +127,101 @@ def report(args: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<experiment>)")
     parser.add_argument("--no_mlflow", action="store_true", help="do not log the report back to MLflow")
     ns = parser.parse_args(args)
+    from lth.report import run_report
+
     out = ns.out or Path("reports") / ns.experiment[0].replace("/", "_")
     summary = run_report(ns.experiment, resolve_tracking_uri(ns.tracking_uri), out, log_to_mlflow=not ns.no_mlflow)
     print(f"wrote {summary} and its figures")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+def ui(args: list[str]) -> None:
+    """``lth ui [--tracking_uri URI] [--port 5000]``: the MLflow UI on the store, run by this Python (MLflow's
+    ``mlflow`` command need not be on PATH), until Ctrl-C."""
+    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+    parser = _Parser(prog="lth ui", description=ui.__doc__)
+    parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="the port to serve on (default: %(default)s)")
+    ns = parser.parse_args(args)
+    uri = resolve_tracking_uri(ns.tracking_uri)
+    print(f"MLflow UI of {uri} at http://127.0.0.1:{ns.port} (Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(ns.port)]
+    try:
+        code = subprocess.run(command, check=False).returncode
+    except KeyboardInterrupt:  # the server got the Ctrl-C as well and stopped
+        return
+    if code:
+        raise SystemExit(code)
+
+
+def _config_error(exc: Exception) -> ConfigError | None:
+    """The :class:`ConfigError` behind ``exc``, if any (Lightning is loaded to look only if it is not one)."""
+    if isinstance(exc, ConfigError):
+        return exc
+    from lth.parsing import config_error
+
+    return config_error(exc)
+
+
+def _run(command: str, args: list[str]) -> None:
+    """Run one subcommand (``lth`` without ``--verbose`` and the subcommand's name is ``[command, *args]``)."""
+    if command == "ui":
+        ui(args)
+        return
+    if command == "report":
+        report(args)
+        return
+    if command not in SUBCOMMANDS and not command.startswith("-"):  # "-c CFG fit": Lightning's top-level options
+        raise ConfigError(f"unknown subcommand {command!r}; valid: {', '.join(SUBCOMMANDS)} (see lth --help)")
+    from lth.parsing import ExpertCLI, LthCLI, parse
+    from lth.runner import configure_process
+
     configure_process()  # $LTH_NUM_THREADS torch threads, default 1
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # main passes argv itself
-    argv = sys.argv[1:] if argv is None else argv
+    if command == "imp":
+        imp(args)
+    elif command == "transfer":
+        transfer(args)
+    elif command == "expert":
+        parse(["fit", *args], ExpertCLI, run=True)
+    else:
+        parse([command, *args], LthCLI, run=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``lth [--verbose] SUBCOMMAND ...``; bare ``lth``, ``-h`` or ``--help`` list them."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "--verbose" in argv
+    argv = [arg for arg in argv if arg != "--verbose"]  # not an option of the LightningCLI parsers
+    if not argv or argv[0] in ("-h", "--help"):
+        print(top_help(), end="")
+        return
+    quiet(verbose)
     try:
-        if argv[:1] == ["imp"]:
-            imp(argv[1:])
-        elif argv[:1] == ["report"]:
-            report(argv[1:])
-        elif argv[:1] == ["transfer"]:
-            transfer(argv[1:])
-        elif argv[:1] == ["expert"]:
-            parse(["fit", *argv[1:]], ExpertCLI, run=True)
-        else:
-            parse(argv, LthCLI, run=True)
+        _run(argv[0], argv[1:])
     except KeyboardInterrupt:  # Ctrl-C outside a fit (Lightning handles it inside one): no traceback
         print("lth: interrupted; the same command resumes where this one stopped", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as exc:
-        problem = config_error(exc)
+        problem = _config_error(exc)
         if problem is None:
             raise
         print(f"lth: error: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-__all__ = ["ExpertCLI", "ImpCLI", "LthCLI", "TransferCLI", "build_cli", "imp", "main", "report", "transfer"]
+_PARSING_NAMES = ("ExpertCLI", "ImpCLI", "LthCLI", "TransferCLI", "build_cli")
+
+
+def __getattr__(name: str) -> Any:
+    """The CLI classes and :func:`build_cli`, re-exported from :mod:`lth.parsing` when first asked for (lazily:
+    importing this module must not load Lightning)."""
+    if name in _PARSING_NAMES:
+        import lth.parsing
+
+        return getattr(lth.parsing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [*_PARSING_NAMES, "DEFAULT_UI_PORT", "SUBCOMMANDS", "imp", "main", "report", "study_url", "top_help",
+           "transfer", "ui"]

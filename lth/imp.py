@@ -36,6 +36,7 @@ from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.plots import save_chain_png, save_inputs_png
 from lth.tracking import ChainShown, ChainStore, source_tags
+from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, RUN_COLOR, condition_colour, study_views
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -43,16 +44,28 @@ if TYPE_CHECKING:
 
 @dataclass
 class ImpSettings:
-    """``--imp.*`` options of ``lth imp``."""
+    """How every chain of lth imp prunes and rewinds (--imp.* options).
+
+    Args:
+        levels: fits per chain; level k trains the network of density (1 - amount)^k
+        condition: the chain's ticket condition when --imp.conditions is not given (lth imp --help lists them)
+        conditions: one chain per condition: a comma-separated list, or all (the paper's four)
+        amount: the fraction of the remaining weights each level prunes
+        modules: sub-modules to prune, e.g. [actor] (the paper's AP); default: every prunable layer
+        rewind: where the surviving weights restart each level: init (their initial values) or N (their values
+            after N optimizer steps of the first fit: late rewinding)
+        prune_from: the weights whose magnitudes pick the next mask: those of the fit's best evaluation, or its last
+        branch_from: parent run id of a stored ticket chain whose level-k masks level k reuses instead of pruning
+    """
 
     levels: PositiveInt = 20
     condition: str = "mask/weights"
-    conditions: str | None = None  # "all" = the four paper conditions, or a comma-separated list
-    amount: OpenUnitInterval = 0.2  # the fraction of the remaining weights each level prunes
-    modules: list[str] | None = None  # sub-modules to prune, e.g. [actor] (the paper's AP); None = all
-    rewind: NonNegativeInt | Literal["init"] = "init"  # "init" or N optimizer steps of the first fit (late rewind)
+    conditions: str | None = None
+    amount: OpenUnitInterval = 0.2
+    modules: list[str] | None = None
+    rewind: NonNegativeInt | Literal["init"] = "init"
     prune_from: Literal["best", "last"] = "best"
-    branch_from: str | None = None  # parent run id of a stored ticket chain whose masks to reuse per level
+    branch_from: str | None = None
 
     def chain_conditions(self) -> list[str]:
         """The conditions to run, one chain each, validated."""
@@ -287,13 +300,15 @@ def _chain_shown(study: Study, settings: ImpSettings, chain: Chain) -> ChainShow
     )
     experiment_note = (
         f"Lottery-ticket (IMP) study of {algo} on {env}, made by `lth imp`. Each top-level run is one chain (a seed "
-        f"and a ticket condition) with one point per level; its child runs are the levels. To compare conditions: "
-        f"in the runs table group by the tag `condition` (mean and spread over seeds), then open Chart view for "
-        f"`ticket/best_return` against level, or against `density` in a scatter chart."
+        f"and a ticket condition) with one point per level; its child runs are the levels. To compare conditions, "
+        f"open the saved view `{CHAINS_VIEW}` (the URL `lth imp` prints ends in `viewStateShareKey={CHAINS_VIEW}`): "
+        f"chains grouped by the tag `condition` (mean and spread over seeds), `ticket/best_return` against level "
+        f"and against density. The view `{LEVELS_VIEW}` plots every level run's best return against its density."
     )
-    tags = {"imp.levels": str(settings.levels), **source_tags("lth imp")}
+    tags = {"imp.levels": str(settings.levels), RUN_COLOR: condition_colour(chain.condition),
+            **source_tags("lth imp")}
     texts = {"config.yaml": study.config_yaml} if study.config_yaml else {}
-    return ChainShown(note, tags, texts, experiment_note)
+    return ChainShown(note, tags, texts, experiment_note, study_views())
 
 
 @dataclass
@@ -424,7 +439,8 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
         if k not in todo:
             callback.load_member_state_dict(k, member.state_after(level - 1))
     population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
-    run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **population}) for k in todo}
+    run_ids = {k: members[k].store.start_level(level, {
+        **members[k].tags, **population, RUN_COLOR: condition_colour(members[k].chain.condition)}) for k in todo}
     loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
                             run_id=run_ids[k]) if k in run_ids else DummyLogger() for k in range(len(members))]
     final = FinalWeights()

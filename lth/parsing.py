@@ -30,6 +30,7 @@ from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from lth.console import VERBOSE_HELP
 from lth.domains import describe
 from lth.errors import ConfigError
 from lth.experts import ExportExpert
@@ -202,7 +203,8 @@ def config_error(exc: BaseException | None) -> ConfigError | None:
 
 class _LightningInfo:
     """Lightning's INFO lines ("Seed set to", "GPU available", tips) held back while a config is parsed, so that a
-    bad value ends with the one ``lth: error:`` line; a subcommand that runs (``lth fit``) shows them again."""
+    bad value ends with the one ``lth: error:`` line; a subcommand that runs (``lth fit``) shows them again, as far
+    as :func:`lth.console.quiet` lets them through (``lth --verbose``: all)."""
 
     names = ("lightning.pytorch", "lightning.fabric")
 
@@ -252,8 +254,21 @@ class LthCLI(LightningCLI):
         return trainer
 
 
+EXPERT_DESCRIPTION = ("Train one agent as lth fit does and store its best checkpoint (ModelCheckpoint on eval/return) "
+                      "as a distillation expert: the MLflow run's expert.ckpt artifact, which "
+                      "data.init_args.expert of a distillation config names by run id.")
+
+
 class ExpertCLI(LthCLI):
     """``lth fit`` that stores the best checkpoint as an expert for distillation (see :class:`ExportExpert`)."""
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
+        """Lightning's parsers, the fit subcommand's (what ``lth expert --help`` shows) named ``lth expert``."""
+        fit = {**subparser_kwargs.get("fit", {}), "description": EXPERT_DESCRIPTION}
+        super().setup_parser(add_subcommands, main_kwargs, {**subparser_kwargs, "fit": fit})
+        if add_subcommands:
+            self._subcommand_parsers["fit"].prog = "lth expert"
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
@@ -275,13 +290,13 @@ def _add_seed_argument(parser: Any) -> None:
 
 
 def _add_study_arguments(parser: Any) -> None:
-    """``lth imp``'s ``--seeds`` and ``--population``."""
+    """``lth imp``'s ``--seeds``, ``--population`` and ``--resume``."""
     parser.add_argument(
         "--seeds",
         type=str | int | None,  # int: a YAML ``seeds: 3``; the command line gives a string
         default=None,
-        help="the study's seeds, e.g. 0,1,2 or 0-4; one chain per seed and condition (default: seed_everything's "
-             "value, or 0)",
+        help="the study's seeds, e.g. 0,1,2 or 0-4; one chain per seed and condition (default: the config's "
+             "seed_everything, or 0)",
     )
     parser.add_argument(
         "--population",
@@ -290,6 +305,50 @@ def _add_study_arguments(parser: Any) -> None:
         help="at most this many chains train together as one batched population network per process "
              "(default: all chains of the study, as far as DQN members' replay buffers fit in memory)",
     )
+    parser.add_argument(
+        "--resume",
+        action=ActionYesNo,
+        default=True,
+        help="continue the chain with the same configuration at its first unfinished level (--no_resume: a new chain)",
+    )
+
+
+IMP_DESCRIPTION = (
+    "Iterative magnitude pruning (IMP) studies. A chain trains the configured agent --imp.levels times; after "
+    "each fit it prunes --imp.amount of the remaining weights by magnitude and rewinds the survivors "
+    "(--imp.rewind). One chain per condition and seed; every level is a nested MLflow run holding its ticket; "
+    "the same command resumes an interrupted study."
+)
+
+
+def imp_help() -> str:
+    """The top of ``lth imp --help``: lth's own options with descriptions and defaults, and the valid conditions
+    (Lightning's options, hundreds of lines, follow it)."""
+    import textwrap
+
+    from jsonargparse import ArgumentParser
+
+    from lth.callbacks import condition_names, get_condition
+
+    parser = ArgumentParser(
+        prog="lth imp",
+        usage="lth imp --config CONFIG [--imp.* ...] [--seeds SEEDS] [--population N] [--no_resume] [--verbose] "
+              "[Lightning's options]",
+        description=IMP_DESCRIPTION,
+        add_help=False,
+    )
+    parser.add_class_arguments(ImpSettings, "imp")
+    study = parser.add_argument_group("The study")
+    _add_study_arguments(study)
+    study.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    rows = []
+    for name in condition_names():
+        c = get_condition(name)
+        rows.append(textwrap.fill(f"{name:<18} weights: {c.weights}; mask: {c.mask}{f' ({c.note})' if c.note else ''}",
+                                  width=100, initial_indent=f"  {'*' if c.paper else ' '} ", subsequent_indent=" " * 23))
+    return "\n".join([parser.format_help().rstrip(), "",
+                      "Conditions (--imp.condition NAME, --imp.conditions NAME,NAME,... or all = the paper's four, *):",
+                      *rows, ""])
 
 
 class ImpCLI(LthCLI):
@@ -302,16 +361,17 @@ class ImpCLI(LthCLI):
 
     seeds: list[int]
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        """Lightning's parser, named ``lth imp``; its help follows :func:`imp_help`'s in ``lth imp --help``."""
+        description = "Every option of lth imp: the config, Lightning's --trainer.*, --model.*, --data.* and the above."
+        return super().init_parser(**{"prog": "lth imp", "description": description, **kwargs})
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_class_arguments(ImpSettings, "imp")
         _add_study_arguments(parser)
-        parser.add_argument(
-            "--resume",
-            action=ActionYesNo,
-            default=True,
-            help="continue the chain with the same configuration at its first unfinished level (--no_resume: a new chain)",
-        )
+        # still read (the configs set seed_everything: 0; study_seeds falls back to it) but not offered: --seeds
+        parser._option_string_actions["--seed_everything"].help = argparse.SUPPRESS
 
     def before_instantiate_classes(self) -> None:
         self.seeds = study_seeds(self.config)  # a bad --seeds fails here, before anything is built

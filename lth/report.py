@@ -24,7 +24,7 @@ from lth.callbacks import condition_names
 from lth.envs import env_shapes
 from lth.errors import ConfigError
 from lth.tracking import ChainStore, check_tracking_uri, log_folder
-
+from lth.ui_views import condition_colour
 
 REPORTS_EXPERIMENT = "lth reports"
 """The MLflow experiment of ``lth report``'s runs."""
@@ -109,7 +109,8 @@ def return_vs_density(chains: list[Chain], path: Path) -> list[str]:
         mean = np.array([m for m, _ in stats])
         sd = np.array([s for _, s in stats])
         label = f"{experiment}: {condition}" if several else condition
-        line, = ax.plot(density, mean, marker="o", ms=3, label=f"{label} (n={len(group)})")
+        colour = None if several else condition_colour(condition)  # the condition's colour in the MLflow UI too
+        line, = ax.plot(density, mean, marker="o", ms=3, color=colour, label=f"{label} (n={len(group)})")
         ax.fill_between(density, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
         rows += [f"| {label} | {k} | {d:.3f} | {m:.1f} ± {s:.1f} | {len(group)} |"
                  for k, d, (m, s) in zip(levels, density, stats)]

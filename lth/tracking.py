@@ -96,6 +96,20 @@ NOTE = "mlflow.note.content"
 """The tag the UI shows (and edits) as an experiment's or a run's description."""
 
 
+VIEW_STATE = "mlflow.sharedViewState."
+"""Prefix of the experiment tags holding a saved runs view (filter, grouping, charts) that the UI opens for the URL
+query ``viewStateShareKey=<key>``."""
+MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+"""The UI query that selects its model-training layout: MLflow 3.17's UI decides GenAI vs model training by this
+query (else the browser's last choice, else GenAI), not by :data:`EXPERIMENT_KIND`."""
+
+
+def runs_url(server: str, experiment_id: str, view: str | None = None) -> str:
+    """The UI address of an experiment's runs in the model-training layout, opening the saved view ``view``."""
+    query = MODEL_TRAINING_QUERY + (f"&viewStateShareKey={view}" if view else "")
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
 def experiment_id(client: Any, name: str, description: str | None = None) -> str:
     """The id of the MLflow experiment ``name``, created if it does not exist yet, as a model-training experiment
     (:func:`mark_model_training`) with ``description`` when it has none.
@@ -210,6 +224,7 @@ class ChainShown:
     tags: Mapping[str, str] = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)
     experiment_note: str = ""
+    experiment_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. saved views (:data:`VIEW_STATE`)
 
 
 CLAIM_TIMEOUT = 600.0
@@ -301,6 +316,8 @@ class ChainStore:
             store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume,
                                         shown.experiment_note)
         try:
+            for key, value in shown.experiment_tags.items():  # e.g. saved views: rewritten, as lth defines them
+                store.client.set_experiment_tag(store.experiment_id, key, value)
             if store.created and description is not None:
                 store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
             store._show(shown)

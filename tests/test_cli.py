@@ -94,7 +94,7 @@ def test_ctrl_c_outside_a_fit_is_one_line_and_exit_130(monkeypatch, capsys) -> N
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lth.cli.run_imp", interrupted)
+    monkeypatch.setattr("lth.runner.run_imp", interrupted)
     with pytest.raises(SystemExit) as exit_info:
         main(["imp", "--config", "whatever.yaml"])
     assert exit_info.value.code == 130

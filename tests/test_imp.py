@@ -11,8 +11,9 @@ from mlflow import MlflowClient
 import lth.imp
 from lth.callbacks import condition_names
 from lth.callbacks.masks import global_magnitude_masks
-from lth.cli import main
+from lth.cli import main, study_url
 from lth.tracking import ChainStore
+from lth.ui_views import condition_colour
 from tests.conftest import CONFIGS, local_store
 
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
@@ -41,12 +42,13 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
     main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "all", "--seeds", "3"])
     out = capsys.readouterr().out
     assert "| level | density | mask/weights | mask/permuted | permuted/permuted | random/reinit |" in out
-    assert f"mlflow ui --backend-store-uri {local_store()}" in out
 
     client = MlflowClient(local_store())
     experiment = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
+    assert f"(start it with: lth ui):\n  {study_url(local_store(), 'CartPole-v1/ppo/mlp64x64')}" in out
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's runs view, not GenAI
-    assert "group by the tag `condition`" in experiment.tags["mlflow.note.content"]
+    assert "chains grouped by the tag `condition`" in experiment.tags["mlflow.note.content"]
+    assert {"mlflow.sharedViewState.lth-chains", "mlflow.sharedViewState.lth-levels"} <= set(experiment.tags)
     chains = _chains(client, "CartPole-v1/ppo/mlp64x64")
     assert set(chains) == set(condition_names(paper=True))
     for condition, parent in chains.items():
@@ -54,6 +56,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
         assert parent.data.tags["algo"] == "ppo"
         assert parent.info.run_name == f"{condition} s3" and parent.data.tags["imp.levels"] == "3"
         assert f"condition {condition}" in parent.data.tags["mlflow.note.content"]
+        assert parent.data.tags["mlflow.runColor"] == condition_colour(condition)  # one colour per condition
         assert parent.data.params["imp.amount"] == "0.2" and parent.data.params["imp.prune_from"] == '"best"'
         assert {"config.yaml", "chain.json", "best_return_vs_density.png", "levels.md"} <= {
             a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -72,6 +75,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
             assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/return")] == [512]
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"ticket.pt", "trained.pt", "next_state.pt", "densities.md", "inputs.png"} <= artifacts
+            assert run.data.tags["lth.policy_uri"].startswith("models:/m-")  # the level's loadable policy
         ticket = _ticket(parent, levels[2])
         kept = sum(int(m.sum()) for m in ticket["masks"].values())
         total = sum(m.numel() for m in ticket["masks"].values())

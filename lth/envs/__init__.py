@@ -26,6 +26,10 @@ from lth.errors import ConfigError
 
 
 def _register_pybullet() -> None:
+    from lth.console import silenced_fd_output
+
+    with silenced_fd_output():  # pybullet's C module prints "pybullet build time: ..." on import
+        import pybullet  # noqa: F401
     import pybullet_envs_gymnasium  # noqa: F401 - importing registers the *BulletEnv-v0 ids
 
 

@@ -8,6 +8,7 @@ gymnasium's ``SyncVectorEnv`` in same-step autoreset mode, so TorchRL's cost is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +18,8 @@ from gymnasium.vector import AutoresetMode
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
+
+from lth.console import silenced_fd_output
 
 
 def _box_spec(space: gym.spaces.Box, batch: int) -> Bounded | Unbounded:
@@ -64,6 +67,7 @@ class GymVectorEnv(EnvBase):
         self.env_id = env_id
         self.num_envs = num_envs
         self._env = vec_env
+        self._silent_reset = "BulletEnv" in env_id  # pybullet connects at the first reset; its C code prints "argv[0]="
         obs_space = self._env.single_observation_space
         act_space = self._env.single_action_space
         if not isinstance(obs_space, gym.spaces.Box):
@@ -116,7 +120,8 @@ class GymVectorEnv(EnvBase):
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: Any) -> TensorDict:
         mask = None if tensordict is None else tensordict.get("_reset", None)
         if mask is None or bool(mask.all()):
-            obs, _ = self._env.reset(seed=self._pending_seed)
+            with silenced_fd_output() if self._silent_reset else nullcontext():
+                obs, _ = self._env.reset(seed=self._pending_seed)
             self._pending_seed = None  # seed once; later full resets continue the seeded RNG stream
             self._obs = self._observed(obs)
         else:
