@@ -367,7 +367,7 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], 
     for level in range(start, settings.levels):
         for member in members:
             member.store.heartbeat()  # at every level boundary too; raises if another process took the chain over
-        _run_level(study, model, datamodule, callback, members, level)
+        _run_level(study, model, datamodule, callback, members, level, summary=level == start)
     for member in members:
         _record_chain(member)
         member.store.finish_chain()
@@ -425,10 +425,11 @@ def _constructor_args(obj: L.LightningModule | L.LightningDataModule) -> dict[st
 
 
 def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
-               members: list[_Member], level: int) -> None:
+               members: list[_Member], level: int, summary: bool = True) -> None:
     """Train level ``level`` of every member that has not finished it (members ahead, after a kill between two
     members' records, retrain it from their stored state and are put back to their stored next state), record
-    each member's level run, and print one line per member."""
+    each member's level run, and print one line per member. ``summary=False`` skips Lightning's model summary
+    (the same table every level)."""
     seeds = [m.chain.seed for m in members]
     L.seed_everything(seeds[0] * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
     # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
@@ -444,7 +445,8 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
     loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
                             run_id=run_ids[k]) if k in run_ids else DummyLogger() for k in range(len(members))]
     final = FinalWeights()
-    trainer = L.Trainer(**study.trainer_kwargs, logger=loggers, callbacks=[final, callback], enable_checkpointing=False)
+    options = study.trainer_kwargs if summary else {**study.trainer_kwargs, "enable_model_summary": False}
+    trainer = L.Trainer(**options, logger=loggers, callbacks=[final, callback], enable_checkpointing=False)
     trainer.val_check_interval = getattr(datamodule, "eval_interval", trainer.val_check_interval)
     trained = [callback.member_masks(k) for k in range(len(members))]
     trainer.fit(model, datamodule)

@@ -21,8 +21,7 @@ LIGHTNING_CHATTER = ("Tip", "GPU available", "`Trainer.fit` stopped")
 TINY_STUDY = ["imp", "--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--imp.levels", "2", "--seeds", "0",
               "--data.init_args.total_frames", "512", "--data.init_args.eval_every", "512",
               "--data.init_args.eval_episodes", "2", "--model.init_args.actor_hidden", "[16, 16]",
-              "--model.init_args.critic_hidden", "[16, 16]", "--trainer.enable_progress_bar", "false",
-              "--trainer.enable_model_summary", "false"]
+              "--model.init_args.critic_hidden", "[16, 16]", "--trainer.enable_progress_bar", "false"]
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -140,6 +139,7 @@ def test_a_study_prints_no_lightning_chatter_unless_verbose(in_tmp: Path) -> Non
     for chatter in LIGHTNING_CHATTER:
         assert chatter not in quiet_out + quiet_err
         assert chatter in verbose_out + verbose_err
+    assert quiet_err.count("Trainable params") == 1  # the model summary once, not once per level
     closing = quiet_out.rstrip().splitlines()[-2:]
     assert closing[0] == "Compare the chains in the MLflow UI (start it with: lth ui):"
     assert re.fullmatch(r"  http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning"
