@@ -36,7 +36,7 @@ from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.plots import save_chain_png, save_inputs_png
 from lth.tracking import ChainShown, ChainStore, source_tags
-from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, RUN_COLOR, condition_colour, study_views
+from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -302,11 +302,10 @@ def _chain_shown(study: Study, settings: ImpSettings, chain: Chain) -> ChainShow
         f"Lottery-ticket (IMP) study of {algo} on {env}, made by `lth imp`. Each top-level run is one chain (a seed "
         f"and a ticket condition) with one point per level; its child runs are the levels. To compare conditions, "
         f"open the saved view `{CHAINS_VIEW}` (the URL `lth imp` prints ends in `viewStateShareKey={CHAINS_VIEW}`): "
-        f"chains grouped by the tag `condition` (mean and spread over seeds), `ticket/best_return` against level "
+        f"chains grouped by condition (mean and spread over seeds), `ticket/best_return` against level "
         f"and against density. The view `{LEVELS_VIEW}` plots every level run's best return against its density."
     )
-    tags = {"imp.levels": str(settings.levels), RUN_COLOR: condition_colour(chain.condition),
-            **source_tags("lth imp")}
+    tags = {"imp.levels": str(settings.levels), **run_tags(chain.condition), **source_tags("lth imp")}
     texts = {"config.yaml": study.config_yaml} if study.config_yaml else {}
     return ChainShown(note, tags, texts, experiment_note, study_views())
 
@@ -441,7 +440,7 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
             callback.load_member_state_dict(k, member.state_after(level - 1))
     population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
     run_ids = {k: members[k].store.start_level(level, {
-        **members[k].tags, **population, RUN_COLOR: condition_colour(members[k].chain.condition)}) for k in todo}
+        **members[k].tags, **population, **run_tags(members[k].chain.condition)}) for k in todo}
     loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
                             run_id=run_ids[k]) if k in run_ids else DummyLogger() for k in range(len(members))]
     final = FinalWeights()

@@ -47,7 +47,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
     experiment = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
     assert f"(start it with: lth ui):\n  {study_url(local_store(), 'CartPole-v1/ppo/mlp64x64')}" in out
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's runs view, not GenAI
-    assert "chains grouped by the tag `condition`" in experiment.tags["mlflow.note.content"]
+    assert "chains grouped by condition" in experiment.tags["mlflow.note.content"]
     assert {"mlflow.sharedViewState.lth-chains", "mlflow.sharedViewState.lth-levels"} <= set(experiment.tags)
     chains = _chains(client, "CartPole-v1/ppo/mlp64x64")
     assert set(chains) == set(condition_names(paper=True))
