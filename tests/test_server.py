@@ -102,7 +102,6 @@ def test_server_keeps_runs_in_postgres_proxies_artifacts_and_stops_on_sigint(tmp
         seconds = _stop(proc, signal.SIGINT)
     assert seconds < 30
     assert not postmaster.is_running() or postmaster.status() == psutil.STATUS_ZOMBIE  # left for PID 1 to reap
-    assert not (pgdata / ".s.PGSQL.5432").exists()
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
 
 
