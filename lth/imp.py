@@ -435,9 +435,10 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
     # keeps the global generator: its results are those of the solo path).
     model.seed_members([seed * 10_007 + level for seed in seeds] if len(seeds) > 1 else None)
     todo = [k for k, m in enumerate(members) if m.next_level == level]
-    for k, member in enumerate(members):
-        if k not in todo:
-            callback.load_member_state_dict(k, member.state_after(level - 1))
+    for k in (k for k in range(len(members)) if k not in todo):
+        state = members[k].state_after(level - 1)
+        if state is not None:  # at level 0 the callback's fresh state is the initial one
+            callback.load_member_state_dict(k, state)
     population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
     run_ids = {k: members[k].store.start_level(level, {
         **members[k].tags, **population, **run_tags(members[k].chain.condition)}) for k in todo}

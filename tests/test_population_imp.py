@@ -55,21 +55,23 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
     for run in levels:  # each member's params read like a solo chain's: its own seed, one member
         assert (run.data.params["seed"], run.data.params["members"]) == (run.data.tags["seed"], "1")
 
-    killed = [*STUDY, "--trainer.logger.init_args.experiment_name", "killed"]
-    code = f"from lth.cli import main; main({['imp', *killed]!r})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:  # kill as soon as the first member has recorded level 1, mid-way through the others
-        if "level 1:" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    assert proc.wait(timeout=300) == -signal.SIGKILL
-    main(["imp", *killed])
-
-    straight, resumed = _masks(client, "straight"), _masks(client, "killed")
-    assert straight.keys() == resumed.keys() and len(straight) == 12
-    for key, masks in straight.items():
-        assert all(torch.equal(masks[name], resumed[key][name]) for name in masks), key
+    straight = _masks(client, "straight")
+    assert len(straight) == 12
+    for level in (0, 1):  # level 0: the members ahead retrain from their initial weights (no stored state before)
+        killed = [*STUDY, "--trainer.logger.init_args.experiment_name", f"killed at level {level}"]
+        code = f"from lth.cli import main; main({['imp', *killed]!r})"
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in proc.stdout:  # kill as soon as the first member has recorded the level, mid-way through the others
+            if f"level {level}:" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        assert proc.wait(timeout=300) == -signal.SIGKILL
+        main(["imp", *killed])
+        resumed = _masks(client, f"killed at level {level}")
+        assert straight.keys() == resumed.keys()
+        for key, masks in straight.items():
+            assert all(torch.equal(masks[name], resumed[key][name]) for name in masks), (level, key)
     # same seed, different conditions: the same dense level 0 (each member acts and shuffles with its own
     # seed's generator); different seeds: different agents
     best = {(r.data.tags["condition"], r.data.tags["seed"]): r.data.metrics["ticket/best_return"] for r in levels}
