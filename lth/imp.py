@@ -33,6 +33,7 @@ from lth.callbacks import PruningCallback, condition_names, get_condition
 from lth.callbacks.masks import density, layer_densities
 from lth.chain_identity import chain_description, describe_differences, member_description
 from lth.errors import ConfigError
+from lth.executors import Executor, LocalExecutor
 from lth.modules import AgentModule
 from lth.plots import save_chain_png, save_inputs_png
 from lth.tracking import ChainShown, ChainStore, source_tags
@@ -174,16 +175,29 @@ class FinalWeights(L.Callback):
         self.weights = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
 
 
-def run_study(study: Study, settings: ImpSettings, resume: bool = True) -> list[LevelResult]:
+def run_study(study: Study, settings: ImpSettings, resume: bool = True, executor: Executor | None = None,
+              unit: Callable[[list[Chain]], list[LevelResult]] | None = None) -> list[LevelResult]:
     """Run (or resume) one chain per seed and condition, as populations of at most ``study.population`` chains
-    (one batched network per population); returns every finished level's score."""
+    (one batched network per population); returns every finished level's score.
+
+    ``executor`` runs the populations (default: one after another in this process); ``unit`` trains one of them
+    where the executor runs it (:class:`lth.executors.ImpUnit`: another process rebuilds the study), always
+    resuming, since an executor may run a unit twice: ``resume=False`` then starts the new chains here first."""
     chains = [Chain(seed, condition) for seed in study.seeds for condition in settings.chain_conditions()]
     size = population_size(study, settings, len(chains))
-    progress = Progress(len(chains) * settings.levels)
-    results: list[LevelResult] = []
-    for start in range(0, len(chains), size):
-        results += run_population(study, settings, chains[start : start + size], resume, progress)
-    return results
+    units = [chains[start : start + size] for start in range(0, len(chains), size)]
+    if unit is not None and not resume:
+        _start_new_chains(study, settings, chains)
+    progress = Progress(len(chains) * settings.levels)  # the ETA of this process's units
+    run = unit or (lambda population: run_population(study, settings, population, resume, progress))
+    names = [", ".join(f"{c.condition} s{c.seed}" for c in population) for population in units]
+    return [r for results in (executor or LocalExecutor()).map_units(run, units, names) for r in results]
+
+
+def _start_new_chains(study: Study, settings: ImpSettings, chains: list[Chain]) -> None:
+    """New parent runs for ``chains`` (``--no_resume``), unclaimed: the units, run elsewhere, resume them."""
+    for chain in chains:
+        _open_chain(study, settings, chain, resume=False).release()
 
 
 @dataclass

@@ -290,7 +290,7 @@ def _add_seed_argument(parser: Any) -> None:
 
 
 def _add_study_arguments(parser: Any) -> None:
-    """``lth imp``'s ``--seeds``, ``--population`` and ``--resume``."""
+    """``lth imp``'s ``--seeds``, ``--population``, ``--resume``, ``--executor`` and ``--ray.*``."""
     parser.add_argument(
         "--seeds",
         type=str | int | None,  # int: a YAML ``seeds: 3``; the command line gives a string
@@ -310,6 +310,26 @@ def _add_study_arguments(parser: Any) -> None:
         action=ActionYesNo,
         default=True,
         help="continue the chain with the same configuration at its first unfinished level (--no_resume: a new chain)",
+    )
+    parser.add_argument(
+        "--executor",
+        type=typing.Literal["local", "ray"],
+        default="local",
+        help="where the study's populations (units) train: local (one after another in this process) or ray (one "
+             "Ray task each, retried from MLflow's records if its worker dies)",
+    )
+    parser.add_argument(
+        "--ray.address",
+        type=str | None,
+        default=None,
+        help="with --executor ray: the Ray cluster to connect to (auto or HOST:PORT; default: start a local Ray on "
+             "every CPU); a sqlite store needs every Ray node on this machine",
+    )
+    parser.add_argument(
+        "--ray.cpus_per_unit",
+        type=PositiveInt,
+        default=1,
+        help="with --executor ray: CPUs Ray reserves for each unit's task",
     )
 
 

@@ -22,6 +22,7 @@ import torch
 
 from lth.chain_identity import study_description
 from lth.errors import ConfigError
+from lth.executors import ImpUnit, make_executor
 from lth.imp import ImpSettings, LevelResult, Study, run_study
 from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse, study_seeds
 from lth.tracking import tag_query
@@ -77,10 +78,13 @@ class ImpRun:
 
 def run_imp(config_args: Sequence[str], exit_on_error: bool = False) -> ImpRun:
     """Run or resume the IMP chains of ``lth imp``'s arguments (config, ``--imp.*``, ``--seeds``, ``--population``,
-    ``--resume``)."""
+    ``--resume``, ``--executor``, ``--ray.*``)."""
     cli = parse(config_args, ImpCLI, exit_on_error)
     study = imp_study(cli)
-    results = run_study(study, ImpSettings(**cli.config.imp.as_dict()), resume=cli.config.resume)
+    executor = make_executor(cli.config, study.tracking_uri)
+    unit = ImpUnit(tuple(config_args), os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
+    results = run_study(study, ImpSettings(**cli.config.imp.as_dict()), resume=cli.config.resume,
+                        executor=executor, unit=unit)
     return ImpRun(results, study.tracking_uri, study.experiment)
 
 
