@@ -83,6 +83,8 @@ class RayExecutor:
         import ray
         import ray._private.ray_logging as ray_logging
 
+        from lth.claims import lock_actor
+
         # Ray folds lines that differ only in numbers (the chains' level lines) into "... [repeated 3x across
         # cluster]" unless $RAY_DEDUP_LOGS=0, read when Ray is imported: TorchRL imports it before lth gets here.
         if os.environ.get("RAY_DEDUP_LOGS", "0") == "0":
@@ -98,6 +100,8 @@ class RayExecutor:
         try:
             if self.local_only:
                 _check_one_machine(ray)
+            else:
+                lock_actor()  # before the units race to create it: they lock a server store's claims with it
             task = ray.remote(num_cpus=self.cpus_per_unit, max_retries=self.max_retries,
                               retry_exceptions=True)(run_unit)
             pending = {task.remote(fn, unit): k for k, unit in enumerate(units)}

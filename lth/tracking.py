@@ -257,9 +257,10 @@ class ChainStore:
     level or an evaluation takes; a claim is stale after :data:`CLAIM_TIMEOUT` seconds without one, or at once
     when its process is gone from this host (a rerun after ``kill -9`` needs no wait), and is then taken over.
     Every write of a level (start, discard, finish) first checks that the claim is still this store's.
-    :meth:`release` (call it in a ``finally``) removes the claim. An http store has no lock here, so two
-    machines can still race between reading and writing the claim; a server-side compare-and-set belongs in
-    :meth:`_locked` / :meth:`_take_claim` (issue 14).
+    :meth:`release` (call it in a ``finally``) removes the claim. An http store is locked through the Ray
+    cluster's lock actor (:mod:`lth.claims`) when Ray runs in the process (``--executor ray``); launches on
+    different Ray clusters, or without Ray, can still race between reading and writing the claim: a server-side
+    compare-and-set belongs in :meth:`_locked` / :meth:`_take_claim` (issue 14).
     """
 
     COMPLETE = "lth.level_complete"
@@ -383,7 +384,15 @@ class ChainStore:
     @staticmethod
     @contextmanager
     def _locked(tracking_uri: str) -> Iterator[None]:
-        """The critical section of claims: the store's file lock for sqlite; nothing yet for a server (issue 14)."""
+        """The critical section of claims: the store's file lock for sqlite; for a server (``http(s)://``), the
+        Ray cluster's lock actor (:mod:`lth.claims`) when Ray is initialised in this process (the workers of
+        ``--executor ray``), else nothing, so two launches without Ray can still race (issue 14)."""
+        from lth.claims import ray_active, ray_lock
+
+        if tracking_uri.startswith(("http://", "https://")) and ray_active():
+            with ray_lock(tracking_uri):
+                yield
+            return
         with _creation_lock(tracking_uri):
             yield
 
