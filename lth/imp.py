@@ -36,7 +36,7 @@ from lth.errors import ConfigError
 from lth.executors import Executor, LocalExecutor
 from lth.modules import AgentModule
 from lth.plots import save_chain_png, save_inputs_png
-from lth.tracking import ChainShown, ChainStore, source_tags
+from lth.tracking import ChainShown, ChainStore, chain_run_name, metric_batch, source_tags
 from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
 
 if TYPE_CHECKING:
@@ -121,6 +121,11 @@ class Chain:
     def prefix(self) -> str:
         return f"[{self.condition} seed {self.seed}]"
 
+    @property
+    def name(self) -> str:
+        """Its chain run's name, e.g. ``mask/weights s0``."""
+        return chain_run_name(self.condition, self.seed)
+
 
 class MemberLogger(MLFlowLogger):
     """The MLflow logger of one member's level run: the population's hyperparameters are logged as the member's
@@ -146,10 +151,7 @@ class MemberLogger(MLFlowLogger):
         super().log_hyperparams(params, *args, **kwargs)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        timestamp = int(time.time() * 1000)
-        self._pending += [Metric(key, float(value), timestamp, step or 0) for key, value in metrics.items()]
+        self._pending += metric_batch(metrics, step or 0)
         if time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
 
@@ -190,7 +192,7 @@ def run_study(study: Study, settings: ImpSettings, resume: bool = True, executor
         _start_new_chains(study, settings, chains)
     progress = Progress(len(chains) * settings.levels)  # the ETA of this process's units
     run = unit or (lambda population: run_population(study, settings, population, resume, progress))
-    names = [", ".join(f"{c.condition} s{c.seed}" for c in population) for population in units]
+    names = [", ".join(c.name for c in population) for population in units]
     return [r for results in (executor or LocalExecutor()).map_units(run, units, names) for r in results]
 
 
@@ -309,8 +311,7 @@ def _chain_shown(study: Study, settings: ImpSettings, chain: Chain) -> ChainShow
         f"weights: {condition.weights}; layer ratios: {condition.layer_ratio}). Each level trains, then prunes "
         f"{settings.amount:.0%} of the remaining weights of {modules} by global magnitude from its "
         f"{settings.prune_from} weights (rewind point: {rewind}). Metrics `ticket/best_return`, `density` and "
-        f"`train_seconds` have one point per level (step = level); the child runs `{chain.condition} s{chain.seed} "
-        f"L<level>` hold each level's curves, ticket (`ticket.pt`), trained weights and input picture."
+        f"`train_seconds` have one point per level (step = level); the child runs `{chain.name} L<level>` hold each level's curves, ticket (`ticket.pt`), trained weights and input picture."
     )
     experiment_note = (
         f"Lottery-ticket (IMP) study of {algo} on {env}, made by `lth imp`. Each top-level run is one chain (a seed "
@@ -330,7 +331,7 @@ class _Member:
 
     chain: Chain
     store: ChainStore
-    tags: dict[str, str]  # of its runs
+    tags: dict[str, str]  # of its level runs: the chain's, and how the UI shows its condition
     run_ids: dict[int, str]  # of its finished levels
     results: list[LevelResult]
     progress: Progress  # the study's, shared by all members
@@ -355,7 +356,8 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], 
         store.fill_parent_metrics(runs)
         recorded = [_recorded(runs[lv], chain.condition, lv) for lv in finished]
         run_ids = {lv: run.info.run_id for lv, run in runs.items()}
-        members.append(_Member(chain, store, _chain_tags(study, settings, chain), run_ids, recorded, progress))
+        tags = {**_chain_tags(study, settings, chain), **run_tags(chain.condition)}
+        members.append(_Member(chain, store, tags, run_ids, recorded, progress))
         progress.left -= min(len(finished), settings.levels)
     start = min(m.next_level for m in members)
     if start >= settings.levels:
@@ -454,8 +456,7 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
         if state is not None:  # at level 0 the callback's fresh state is the initial one
             callback.load_member_state_dict(k, state)
     population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
-    run_ids = {k: members[k].store.start_level(level, {
-        **members[k].tags, **population, **run_tags(members[k].chain.condition)}) for k in todo}
+    run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **population}) for k in todo}
     loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
                             run_id=run_ids[k]) if k in run_ids else DummyLogger() for k in range(len(members))]
     final = FinalWeights()

@@ -94,8 +94,6 @@ MODEL_TRAINING = "custom_model_development"
 """The value of :data:`EXPERIMENT_KIND` that opens an experiment in the UI's model-training mode (its runs table)."""
 NOTE = "mlflow.note.content"
 """The tag the UI shows (and edits) as an experiment's or a run's description."""
-
-
 VIEW_STATE = "mlflow.sharedViewState."
 """Prefix of the experiment tags holding a saved runs view (filter, grouping, charts) that the UI opens for the URL
 query ``viewStateShareKey=<key>``."""
@@ -110,9 +108,10 @@ def runs_url(server: str, experiment_id: str, view: str | None = None) -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
-def experiment_id(client: Any, name: str, description: str | None = None) -> str:
+def experiment_id(client: Any, name: str, description: str | None = None,
+                  tags: Mapping[str, str] | None = None) -> str:
     """The id of the MLflow experiment ``name``, created if it does not exist yet, as a model-training experiment
-    (:func:`mark_model_training`) with ``description`` when it has none.
+    (:func:`mark_model_training`) with ``description`` when it has none and ``tags``.
 
     Creating is also safe against another process creating it at the same moment (an http store has no
     lock): "already exists" means it is there, so it is looked up again.
@@ -128,18 +127,29 @@ def experiment_id(client: Any, name: str, description: str | None = None) -> str
         found = client.get_experiment_by_name(name)
         if found is None:
             raise ConfigError(f"MLflow experiment {name!r} could not be created")
-    mark_model_training(client, found, description)
+    mark_model_training(client, found, description, tags)
     return found.experiment_id
 
 
-def mark_model_training(client: Any, experiment: Any, description: str | None = None) -> None:
-    """Tag ``experiment`` as model training (MLflow 3's UI then opens its runs, not a GenAI overview) and give it
-    ``description`` unless it has one (a user's own edit in the UI stays); no write when both are there."""
-    tags = experiment.tags
-    if tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
-    if description and not tags.get(NOTE):
-        client.set_experiment_tag(experiment.experiment_id, NOTE, description)
+def mark_model_training(client: Any, experiment: Any, description: str | None = None,
+                        tags: Mapping[str, str] | None = None) -> None:
+    """Tag ``experiment`` as model training (MLflow 3's UI then opens its runs, not a GenAI overview), give it
+    ``description`` unless it has one (a user's own edit in the UI stays) and ``tags`` (e.g. saved views, as lth
+    defines them); only what differs is written."""
+    wanted = {EXPERIMENT_KIND: MODEL_TRAINING, **(tags or {})}
+    if description and not experiment.tags.get(NOTE):
+        wanted[NOTE] = description
+    for key, value in wanted.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+
+
+def metric_batch(values: Mapping[str, float], step: int = 0) -> list[Any]:
+    """``values`` as MLflow ``Metric``s at ``step``, stamped now: one ``log_batch`` writes them in one transaction."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, step) for key, value in values.items()]
 
 
 def tag_query(tags: Mapping[str, str]) -> str:
@@ -209,9 +219,9 @@ def _train_seconds(finished: Mapping[int, Any]) -> dict[int, float]:
     return out
 
 
-def chain_run_name(tags: Mapping[str, str]) -> str:
+def chain_run_name(condition: str, seed: int | str) -> str:
     """A chain run's name, ``mask/weights s0`` (its level runs add `` L3``): short, and sorting by condition."""
-    return f"{tags['condition']} s{tags['seed']}"
+    return f"{condition} s{seed}"
 
 
 @dataclass(frozen=True)
@@ -224,7 +234,7 @@ class ChainShown:
     tags: Mapping[str, str] = field(default_factory=dict)
     texts: Mapping[str, str] = field(default_factory=dict)
     experiment_note: str = ""
-    experiment_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. saved views (:data:`VIEW_STATE`)
+    experiment_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. saved views (written when they differ)
 
 
 CLAIM_TIMEOUT = 600.0
@@ -314,11 +324,8 @@ class ChainStore:
             chain_tags[cls.HASH] = chain_hash(description)
             flat = flatten(description)
         with cls._locked(tracking_uri):
-            store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume,
-                                        shown.experiment_note)
+            store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume, shown)
         try:
-            for key, value in shown.experiment_tags.items():  # e.g. saved views: rewritten, as lth defines them
-                store.client.set_experiment_tag(store.experiment_id, key, value)
             if store.created and description is not None:
                 store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
             store._show(shown)
@@ -341,13 +348,13 @@ class ChainStore:
 
     @classmethod
     def _find_or_create(cls, tracking_uri: str, experiment: str, tags: dict[str, str], chain_tags: dict[str, str],
-                        flat: dict[str, str], resume: bool, experiment_note: str = "") -> ChainStore:
+                        flat: dict[str, str], resume: bool, shown: ChainShown) -> ChainStore:
         """The critical section of :meth:`open`: experiment, parent run and claim (under :meth:`_locked`)."""
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
         client = MlflowClient(tracking_uri)
-        exp_id = experiment_id(client, experiment, experiment_note)
+        exp_id = experiment_id(client, experiment, shown.experiment_note, shown.experiment_tags)
         closest = None
         if resume:
             runs = client.search_runs([exp_id], f"{tag_query(chain_tags)} and tags.`lth.role` = 'chain'",
@@ -360,7 +367,7 @@ class ChainStore:
                 closest = cls._closest(client, exp_id, tags, flat)
         store = cls(tracking_uri, exp_id, "")
         store.owner = uuid.uuid4().hex
-        name = chain_run_name(tags)
+        name = chain_run_name(tags["condition"], tags["seed"])
         run = client.create_run(exp_id, run_name=name, tags={**chain_tags, "lth.role": "chain", **store._claim_tags()})
         store.parent_id, store.created, store.closest = run.info.run_id, True, closest
         params = [Param(k[:250], v if len(v) <= 6000 else v[:5990] + "...") for k, v in flat.items()]
@@ -482,7 +489,7 @@ class ChainStore:
     def start_level(self, level: int, tags: dict[str, str]) -> str:
         self._require_claim()
         run = self.client.create_run(
-            self.experiment_id, run_name=f"{chain_run_name(tags)} L{level}",
+            self.experiment_id, run_name=f"{chain_run_name(tags['condition'], tags['seed'])} L{level}",
             tags={**tags, "level": str(level), "mlflow.parentRunId": self.parent_id},
         )
         return run.info.run_id
@@ -491,17 +498,13 @@ class ChainStore:
                      files: dict[str, Callable[[Path], None]]) -> None:
         """Log a level's metrics and artifacts (each written by ``files[name](path)``), mark it finished, then
         log the parent's metrics at step = level (a kill before them is repaired by :meth:`fill_parent_metrics`)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+        self.client.log_batch(run_id, metrics=metric_batch(metrics))
         self.log_files(files, run_id)
         self._require_claim()
         self.client.set_tag(run_id, self.COMPLETE, "true")
         self.client.set_terminated(run_id, "FINISHED")
         parent_metrics = {**parent_metrics, TRAIN_SECONDS: _train_seconds(self.finished_runs())[level]}
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, level) for k, v in parent_metrics.items()])
+        self.client.log_batch(self.parent_id, metrics=metric_batch(parent_metrics, level))
 
     def load(self, run_id: str, name: str) -> Any:
         """``torch.load`` an artifact of a run."""
