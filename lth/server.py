@@ -32,10 +32,6 @@ ROLE = "mlflow"  # the PostgreSQL login MLflow uses; the superuser gets no passw
 DATABASES = ("mlflow", "mlflow_auth")  # the tracking store, and the basic-auth app's users
 ADMIN = "admin"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# MLflow 3.17's default Host-header allowlist (mlflow.server.security_utils; importing it costs seconds): loopback and
-# private addresses. A worker that names the head by its hostname needs that name added, or MLflow answers 403.
-DEFAULT_ALLOWED_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[[]::1]:*", "10.*",
-                         "192.168.*", "172.1[6-9].*", "172.2?.*", "172.3[01].*", "fc00:*", "fd00:*")
 
 
 @dataclass(frozen=True)
@@ -121,10 +117,15 @@ def write_auth_config(root: Path, database_uri: str) -> Path:
 
 
 def allowed_hosts() -> str:
-    """``MLFLOW_SERVER_ALLOWED_HOSTS`` as set, else MLflow's default allowlist plus this machine's names."""
+    """``MLFLOW_SERVER_ALLOWED_HOSTS`` as set, else MLflow's default Host-header allowlist (loopback and private
+    addresses) plus this machine's names: a worker that names the head by its hostname is refused (403) otherwise."""
+    if os.environ.get("MLFLOW_SERVER_ALLOWED_HOSTS"):
+        return os.environ["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    from mlflow.server.security_utils import get_default_allowed_hosts  # ~3 s: only when auth is on
+
     names = {socket.gethostname(), socket.getfqdn()}
     extra = [pattern for name in sorted(names) for pattern in (name, f"{name}:*")]
-    return os.environ.get("MLFLOW_SERVER_ALLOWED_HOSTS") or ",".join((*DEFAULT_ALLOWED_HOSTS, *extra))
+    return ",".join((*get_default_allowed_hosts(), *extra))
 
 
 def serve(host: str, port: int, root: Path, backend_uri: str, auth_env: dict[str, str] | None,
