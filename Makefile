@@ -5,9 +5,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-slow bench results ui server clean
 
+# pip unpacks torch's CUDA wheels (~5 GB installed) in TMPDIR: keep them on the project's disk, not a small /tmp.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test,cluster]'
+	mkdir -p $(VENV)/pip-tmp
+	TMPDIR=$(CURDIR)/$(VENV)/pip-tmp $(PY) -m pip install --quiet --no-cache-dir -e '.[test,cluster]'
+	rm -rf $(VENV)/pip-tmp
 	touch $(STAMP)
 
 demo: $(STAMP)
