@@ -27,9 +27,12 @@ VERBOSE_HELP = "show Lightning's info lines (tips, 'GPU available', '`Trainer.fi
 
 
 def quiet(verbose: bool = False) -> None:
-    """Hide Lightning's INFO chatter (warnings still show), or with ``verbose`` let Lightning's own levels apply."""
+    """Hide Lightning's INFO chatter (warnings still show), or with ``verbose`` let Lightning's own levels apply.
+    Quiet also stops MLflow's "View run ... at: URL" lines, two per run ended on a server store."""
     for name in LIGHTNING_CHATTER:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    if not verbose:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _flush_all() -> None:

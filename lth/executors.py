@@ -3,7 +3,8 @@
 A unit is one population of chains (:func:`lth.imp.population_size`). It is idempotent: it opens its chains with
 resume and continues from what MLflow holds, so running it again after a crash (a worker killed, out of memory)
 finishes the same chains with the same masks and no duplicate runs. :class:`RayExecutor` relies on that: each unit
-is a Ray task, retried when its worker dies or it raises anything but a :class:`ConfigError`.
+is a Ray task, retried when its worker dies or it raises anything but a :class:`ConfigError`, and waiting while
+another live process holds one of its chains (:func:`run_unit`).
 
 ``registry`` maps ``--executor``'s names to the executors; each has ``map_units(fn, units, names)``. This module
 imports nothing heavy (Ray, Lightning and lth's study code load inside the calls).
@@ -102,8 +103,8 @@ class RayExecutor:
                 _check_one_machine(ray)
             else:
                 lock_actor()  # before the units race to create it: they lock a server store's claims with it
-            task = ray.remote(num_cpus=self.cpus_per_unit, max_retries=self.max_retries,
-                              retry_exceptions=True)(run_unit)
+            task = ray.remote(num_cpus=self.cpus_per_unit, max_retries=self.max_retries, retry_exceptions=True,
+                              runtime_env={"env_vars": forwarded_env()})(run_unit)
             pending = {task.remote(fn, unit): k for k, unit in enumerate(units)}
             results: dict[int, R] = {}
             begin = time.monotonic()
@@ -123,6 +124,17 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
+
+
+FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH")
+"""The MLflow client's variables a Ray unit gets from the driver's environment, so that a worker node needs no
+credentials of its own (``ray start --address`` is all): they travel in the tasks' runtime_env."""
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's values of :data:`FORWARDED_ENV` that are set."""
+    return {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
 
 
 registry: dict[str, type[LocalExecutor] | type[RayExecutor]] = {"local": LocalExecutor, "ray": RayExecutor}
@@ -154,12 +166,29 @@ class Refused:
     message: str
 
 
+BUSY_POLL_S = 2.0
+"""Seconds between a waiting Ray unit's looks at the claim of a chain that another live process trains."""
+
+
 def run_unit(fn: Callable[[U], R], unit: U) -> R | Refused:
-    """One unit in a Ray worker: ``fn(unit)``, or its configuration problem as a :class:`Refused`."""
-    try:
-        return fn(unit)
-    except ConfigError as exc:
-        return Refused(str(exc))
+    """One unit in a Ray worker: ``fn(unit)``, or its configuration problem as a :class:`Refused`.
+
+    A chain claimed by another live process (the same study launched twice, or Ray retrying a unit whose old worker
+    still runs) is not an error here: the unit waits until the claim is released (the other process finished the
+    chain: the retry finds it done) or goes stale (that process died: the retry takes it over), then runs again."""
+    from lth.tracking import ChainBusyError
+
+    waited = False
+    while True:
+        try:
+            return fn(unit)
+        except ChainBusyError as exc:
+            if not waited:
+                print(f"waiting for another process: {exc}", flush=True)
+                waited = True
+            exc.wait(BUSY_POLL_S)
+        except ConfigError as exc:
+            return Refused(str(exc))
 
 
 @dataclass(frozen=True)

@@ -109,10 +109,14 @@ def start_postgres(data_dir: Path, password: str) -> tuple[Callable[[str], str],
 
 def write_auth_config(root: Path, database_uri: str) -> Path:
     """Write the basic-auth app's config (its users live in PostgreSQL too) to a 0600 file, as it holds the database
-    password; return its path for ``MLFLOW_AUTH_CONFIG_PATH``."""
+    password; return its path for ``MLFLOW_AUTH_CONFIG_PATH``.
+
+    MLflow checks the password's scrypt hash on every request (~0.1 s of server CPU each): a cluster's writers then
+    queue behind it and time out. Its own cache of successful checks (``auth_cache_ttl_seconds``, keyed by an HMAC
+    of the password) makes a known client's later requests cheap; a removed user is refused within a minute."""
     path = root / "basic_auth.ini"
-    write_private(path,
-                  f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {database_uri}\nadmin_username = {ADMIN}\n")
+    write_private(path, f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {database_uri}\n"
+                        f"admin_username = {ADMIN}\nauth_cache_ttl_seconds = 60\n")
     return path
 
 
@@ -132,10 +136,12 @@ def serve(host: str, port: int, root: Path, backend_uri: str, auth_env: dict[str
           workers: int) -> subprocess.Popen:
     """Start ``mlflow server`` (it runs MLflow's migrations on an empty database) in its own process group, so a
     terminal's Ctrl-C reaches only this process, which stops MLflow before PostgreSQL. Secrets go by environment,
-    not argv, where ``ps`` would show them."""
+    not argv, where ``ps`` would show them. MLflow's job runner (two Huey consumers for its GenAI jobs, which lth
+    does not use) stays off unless ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` says otherwise."""
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
            "--serve-artifacts", "--artifacts-destination", str((root / "artifacts").resolve())]
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_uri, **(auth_env or {})}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": backend_uri,
+           **(auth_env or {})}
     if auth_env is not None:
         cmd += ["--app-name", "basic-auth"]
     return subprocess.Popen(cmd, env=env, start_new_session=True)

@@ -42,8 +42,9 @@ def check_tracking_uri(uri: str) -> None:
 
     A new sqlite store is created under a file lock: MLflow's schema migration fails when two processes (say
     two ``lth imp`` seeds started together) create the same database at once. A server (``http(s)://``) is
-    probed once with a short timeout and no retries (MLflow's defaults retry for minutes): the environment
-    variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT`` are set for the probe only.
+    probed once without retries (MLflow's defaults retry for minutes): nothing listening fails at once, a server
+    busy with a cluster's writers gets 30 s. The environment variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` are set for the probe only.
     """
     from mlflow import MlflowClient
 
@@ -51,7 +52,7 @@ def check_tracking_uri(uri: str) -> None:
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.WARNING)
-    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
     saved = {key: os.environ.get(key) for key in probe_env}
     if uri.startswith(("http://", "https://")):
         os.environ.update(probe_env)
@@ -244,7 +245,25 @@ HEARTBEAT_INTERVAL = 60.0
 
 
 class ChainBusyError(ConfigError):
-    """Another live process holds the claim of the chain this one was asked to train."""
+    """Another live process holds the claim of the chain this one was asked to train (run ``parent_id``)."""
+
+    def __init__(self, message: str, tracking_uri: str = "", parent_id: str = "") -> None:
+        super().__init__(message)
+        self.tracking_uri, self.parent_id = tracking_uri, parent_id
+
+    def wait(self, poll_s: float) -> None:
+        """Block until nobody holds the chain's claim or its holder is stale (what :meth:`ChainStore.open` takes
+        over), reading only the chain run's tags every ``poll_s`` seconds."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        while True:
+            tags = client.get_run(self.parent_id).data.tags
+            if not tags.get(ChainStore.OWNER):
+                return
+            if _claim_is_stale(tags, time.time() - _parse_utc(tags.get(ChainStore.HEARTBEAT, ""))):
+                return
+            time.sleep(poll_s)
 
 
 class ChainStore:
@@ -417,7 +436,8 @@ class ChainStore:
                 raise ChainBusyError(
                     f"chain {self.parent_id} is being trained by another process ({who}, last heartbeat "
                     f"{age:.0f} s ago); run again when it has finished (a claim without a heartbeat for "
-                    f"{CLAIM_TIMEOUT:.0f} s is taken over), or use --no_resume for a new chain")
+                    f"{CLAIM_TIMEOUT:.0f} s is taken over), or use --no_resume for a new chain",
+                    self.tracking_uri, self.parent_id)
             self.took_over = f"{who}, last heartbeat {age:.0f} s ago"
         self.owner = uuid.uuid4().hex
         for key, value in self._claim_tags().items():
@@ -430,7 +450,8 @@ class ChainStore:
     def _require_claim(self) -> None:
         if not self.holds_claim():
             raise ChainBusyError(f"this process no longer holds the claim of chain {self.parent_id} "
-                                 "(another process took it over); stopping without writing to it")
+                                 "(another process took it over); stopping without writing to it",
+                                 self.tracking_uri, self.parent_id)
 
     def heartbeat(self) -> None:
         """Refresh the claim's heartbeat; :class:`ChainBusyError` if the claim was lost."""

@@ -12,6 +12,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,16 +31,21 @@ from tests.conftest import local_store
 from tests.test_population_imp import STUDY
 
 UNITS = [*STUDY, "--population", "2"]  # 2 seeds x 2 conditions x 3 levels: two units of two chains
+EXPERIMENT = "CartPole-v1/ppo/mlp64x64"
 WORKER_LEVEL = re.compile(r"^\(run_unit pid=(\d+)\) \[(\S+) seed (\d+)\] level (\d+):")
 
 
-def _store_records(folder: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Per (condition, seed, level; level -1: the chain run) of the study stored in ``folder``: run name, stable
-    tags, artifact names and (for a level) the ticket's masks; asserts one chain run per chain, finished levels
-    0-2 and no other child run."""
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+def folder_store(folder: Path) -> str:
+    """The sqlite store ``lth imp`` run in ``folder`` writes."""
+    return f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+
+
+def store_records(uri: str, experiment_name: str = EXPERIMENT) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Per (condition, seed, level; level -1: the chain run) of the study stored in experiment ``experiment_name``
+    of ``uri``: run name, stable tags, artifact names and (for a level) the ticket's masks; asserts one chain run
+    per chain, finished levels 0-2 and no other child run."""
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64")
+    experiment = client.get_experiment_by_name(experiment_name)
     records: dict[tuple[str, str, int], dict[str, Any]] = {}
     chains = client.search_runs([experiment.experiment_id], "tags.`lth.role` = 'chain'")
     assert len(chains) == 4
@@ -66,9 +73,10 @@ def _record(client: MlflowClient, run: Any) -> dict[str, Any]:
             "artifacts": sorted(a.path for a in client.list_artifacts(run.info.run_id))}
 
 
-def _assert_same_study(local: Path, ray: Path) -> None:
-    """The two stores hold the same chains and level runs, names, tags, artifacts and bit-identical masks."""
-    expected, got = _store_records(local), _store_records(ray)
+def assert_same_study(expected: dict[tuple[str, str, int], dict[str, Any]],
+                      got: dict[tuple[str, str, int], dict[str, Any]]) -> None:
+    """Two studies' :func:`store_records` hold the same chains and level runs, names, tags, artifacts and
+    bit-identical masks."""
     assert expected.keys() == got.keys() and len(expected) == 16
     for key, record in expected.items():
         other = got[key]
@@ -106,7 +114,7 @@ def test_ray_executor_records_the_study_the_local_executor_records(tmp_path: Pat
     pids = {seed: {pid for pid, _, s, _ in levels if s == seed} for seed in ("0", "1")}
     assert len(pids["0"]) == len(pids["1"]) == 1 and pids["0"] != pids["1"]  # each unit in its own worker
     assert "\x1b[" not in out  # no colour codes in a pipe
-    _assert_same_study(tmp_path / "local", tmp_path / "ray")
+    assert_same_study(store_records(folder_store(tmp_path / "local")), store_records(folder_store(tmp_path / "ray")))
 
 
 @pytest.mark.slow  # 35-60 s on two cores: a local run, Ray, a killed worker and its retry
@@ -127,7 +135,7 @@ def test_a_unit_whose_ray_worker_is_killed_is_retried_to_the_masks_of_an_uninter
     assert "took over the stale claim" in out  # the retry found its chains claimed by the dead worker's pid
     levels = [m.groups() for m in map(WORKER_LEVEL.match, out.splitlines()) if m]
     assert {pid for pid, _, s, _ in levels if s == seed} - {str(killed)}  # another worker finished the unit
-    _assert_same_study(tmp_path / "local", tmp_path / "ray")
+    assert_same_study(store_records(folder_store(tmp_path / "local")), store_records(folder_store(tmp_path / "ray")))
 
 
 def test_executors_run_units_in_order_and_refuse_what_they_cannot_run(tmp_path: Path, monkeypatch) -> None:
@@ -149,3 +157,24 @@ def test_executors_run_units_in_order_and_refuse_what_they_cannot_run(tmp_path: 
         run_imp([*UNITS, "--ray.address", "auto"])
     with pytest.raises(ConfigError, match="executor"):
         run_imp([*UNITS, "--executor", "dask"])
+
+
+def test_a_ray_unit_waits_while_another_live_process_holds_a_chain_then_runs(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lth.executors.BUSY_POLL_S", 0.05)
+    uri = local_store()
+    store = ChainStore.open(uri, "waits", {"condition": "mask/weights", "seed": "0"}, resume=True)  # held here
+    calls: list[float] = []
+
+    def unit(value: int) -> int:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            ChainStore.open(uri, "waits", {"condition": "mask/weights", "seed": "0"}, resume=True)  # busy: raises
+        return value * 2
+
+    releaser = threading.Timer(0.5, store.release)
+    releaser.start()
+    assert run_unit(unit, 21) == 42
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.45  # tried again only once the claim was released
+    assert f"waiting for another process: chain {store.parent_id} is being trained" in capsys.readouterr().out

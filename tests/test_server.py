@@ -28,9 +28,10 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def _status(url: str, user: str | None = None, password: str | None = None) -> int:
-    """The HTTP status of a GET, with basic auth when a user is given."""
-    request = urllib.request.Request(url)
+def _status(url: str, user: str | None = None, password: str | None = None, body: dict | None = None) -> int:
+    """The HTTP status of a GET (a POST of ``body`` as JSON), with basic auth when a user is given."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
     if user is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
     try:
@@ -122,7 +123,17 @@ def test_server_off_loopback_takes_only_the_printed_credentials_kept_0600(tmp_pa
         assert _status(url, env["MLFLOW_TRACKING_USERNAME"], password) == 200
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", env["MLFLOW_TRACKING_USERNAME"])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        assert MlflowClient(f"http://127.0.0.1:{port}").create_experiment("cluster")
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("cluster"))
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        create, delete = {"experiment_id": run.info.experiment_id}, {"run_id": run.info.run_id}
+        for user, secret in ((None, None), ("admin", "wrong"), ("intruder", password)):  # no or wrong credentials
+            assert _status(f"{api}/runs/get?run_id={run.info.run_id}", user, secret) == 401
+            assert _status(f"{api}/runs/create", user, secret, create) == 401
+            assert _status(f"{api}/runs/delete", user, secret, delete) == 401
+        assert client.get_run(run.info.run_id).info.lifecycle_stage == "active"  # nothing was deleted
+        assert _status(f"{api}/runs/delete", "admin", password, delete) == 200
+        assert client.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
     finally:
         _stop(proc, signal.SIGTERM)
     for name in ("server-secrets.json", "worker.env", "basic_auth.ini"):
