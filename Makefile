@@ -28,9 +28,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/ppo_throughput.py --seeds 0 1 2
 	$(PY) benchmarks/dqn_throughput.py --frames 1000000
 	$(PY) benchmarks/study_throughput.py --dqn  # the CartPole IMP study: populations vs one chain at a time vs SB3
+	$(PY) benchmarks/cluster_units.py  # units/min on lth.server: local executor vs Ray
 
-results: $(STAMP)  # docs/RESULTS.md: 5-seed CartPole input-mask study + transfer (~1.5 h on two cores)
-	$(PY) docs/make_results.py
+# docs/RESULTS.md: the CartPole input-mask study + transfer (~1.5 h on two cores) and the four conditions on CartPole
+# with PPO and distillation, 10 seeds x 20 levels (~1 h); ITEMS=tickets regenerates one item and keeps the others.
+ITEMS = masks tickets
+results: $(STAMP)
+	$(PY) docs/make_results.py --items $(ITEMS)
 
 ui: $(STAMP)
 	$(VENV)/bin/lth ui
