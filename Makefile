@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/cluster_units.py  # units/min on lth.server: local executor vs Ray
 
 # docs/RESULTS.md: the CartPole input-mask study + transfer (~1.5 h on two cores) and the four conditions on CartPole
-# with PPO and distillation, 10 seeds x 20 levels (~1 h); ITEMS=tickets regenerates one item and keeps the others.
+# with PPO and distillation, 10 seeds x 20 levels (68 + 12 min); ITEMS=tickets regenerates one item and keeps the others.
 ITEMS = masks tickets
 results: $(STAMP)
 	$(PY) docs/make_results.py --items $(ITEMS)

@@ -1,6 +1,9 @@
-"""Regenerate ``docs/RESULTS.md``: the CartPole input-mask study of the paper's section 4 (Figure 8), from runs
-made on this machine. ``make results`` runs it; every step resumes from MLflow, so a rerun only redraws. Each
-step calls the library function behind an ``lth`` command (:mod:`lth.runner`, :mod:`lth.report`).
+"""Regenerate ``docs/RESULTS.md`` from runs made on this machine, one block per item (``--items``): ``masks``, the
+CartPole input-mask study of the paper's section 4 (Figure 8), and ``tickets``, the four conditions against each
+other (:mod:`results_tickets`). ``make results`` runs it; every step resumes from MLflow, so a rerun only redraws.
+Each step calls the library function behind an ``lth`` command (:mod:`lth.runner`, :mod:`lth.report`).
+
+The ``masks`` item:
 
 1. ``lth imp`` (``run_imp``) on ``configs/init_study/cartpole_kaiming_input0.1.yaml`` (PPO, input layer scaled
    by 0.1) for each seed: the ticket chain (mask/weights) of ``--levels`` levels.
@@ -10,13 +13,14 @@ step calls the library function behind an ``lth`` command (:mod:`lth.runner`, :m
    level where it sees only the pole, against dense agents on all inputs.
 4. The same ticket chains with plain Kaiming and Xavier initialisation (``--scheme_seeds``), reported together
    under ``docs/results/cartpole_init_schemes``.
-5. ``docs/RESULTS.md`` from those numbers, with the comparison to the paper's claims.
+5. Its section of ``docs/RESULTS.md`` from those numbers, with the comparison to the paper's claims.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import yaml
@@ -26,6 +30,9 @@ from lth.runner import configure_process, run_imp, run_transfer
 from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 from lth.transfer import ARMS
 from lth.transfer_report import Curve, load_curves
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_tickets  # noqa: E402 - docs/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMES = ("kaiming_input0.1", "kaiming", "xavier")  # section 4.2's three input-layer initialisations
@@ -137,8 +144,8 @@ def transfer_verdict(curves: list[Curve]) -> str:
 
 def write_results(chains: list[Chain], transfer_rows: list[str], transfer_level: int | None,
                   transfer_curves: list[Curve], seeds: list[int], levels: int, frames: int,
-                  schemes: list[str]) -> Path:
-    """``docs/RESULTS.md`` from the chains' metrics and the transfer table."""
+                  schemes: list[str], transfer_experiment: str = "") -> str:
+    """The input-mask section of ``docs/RESULTS.md`` from the chains' metrics and the transfer table."""
     tickets = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
     last = max(max(c.levels) for c in tickets)
     rows = ["| seed | " + " | ".join(CART + POLE) + " | actor sees only the pole from level | "
@@ -185,18 +192,17 @@ def write_results(chains: list[Chain], transfer_rows: list[str], transfer_level:
     density = {k: statistics.fmean(c.levels[k]["density"] for c in tickets if k in c.levels) for k in best}
     returns = ["| level | density | best return (mean of seeds) |", "| ---: | ---: | ---: |"]
     returns += [f"| {k} | {density[k]:.3f} | {best[k]:.1f} |" for k in best]
+    experiments = ", ".join(f"`{scheme_experiment(scheme)}`" for scheme in SCHEMES) + " (the schemes of the last "
+    experiments += "subsection)" + (f" and `{transfer_experiment}` (the transfer)" if transfer_experiment else "")
     verdict = ("agrees with" if agree == len(tickets) else "partly agrees with" if agree else "does not reproduce")
-    text = f"""# Results: minimal task representations in CartPole (paper section 4.2, Figure 8)
-
-Regenerate with `make results` (runs `python docs/make_results.py`; every step resumes from MLflow, so a
-rerun on the same store only redraws). Runs made on this machine (2 CPU cores, no GPU).
+    text = f"""## Minimal task representations in CartPole (paper section 4.2, Figure 8)
 
 **Setup.** PPO on `CartPole-v1` with the paper's Table 3 values (`{CONFIG.relative_to(ROOT)}`): actor and
 critic 64-64 tanh, Kaiming-uniform init with the input layer scaled by 0.1 (the paper's section 4.2
 heuristic), {frames // 1000}k frames per level, IMP with 20% global magnitude pruning of actor and critic per
 level and rewinding to the initial weights, the ticket condition (mask/weights) only, {levels} levels
 (density 0.8^k, down to {0.8 ** (levels - 1):.3f}), seeds {seeds}. An input is *dead* at a level when its
-column in the actor's first layer has no weight left.
+column in the actor's first layer has no weight left. MLflow experiments: {experiments}.
 
 **The paper's claim** (section 4.2, Figure 8 top): IMP prunes the cart position and the cart velocity, while
 the pole angle and the pole angular velocity survive.
@@ -220,7 +226,7 @@ Best greedy evaluation return of the ticket per level (mean over seeds):
 
 {chr(10).join(returns)}
 
-## Transfer: a dense agent on the inputs the ticket kept (Figure 8 bottom)
+### Transfer: a dense agent on the inputs the ticket kept (Figure 8 bottom)
 
 """
     if transfer_level is None:
@@ -237,7 +243,7 @@ every observation) against dense agents on all four inputs, seeds {seeds}:
 {transfer_verdict(transfer_curves)}
 """
     text += f"""
-## Initialisation schemes (section 4.2, Figure 8 top rows)
+### Initialisation schemes (section 4.2, Figure 8 top rows)
 
 The same ticket chains with the input layer initialised by plain Kaiming-uniform (PyTorch's default) and by
 Xavier-uniform, next to the 0.1-scaled Kaiming above. The paper reports that Kaiming-style inits scale a
@@ -254,7 +260,7 @@ that scaling Kaiming's input layer by 0.1 gives a robust separation after a few 
 Every scheme's per-seed table and figures: [the scheme report](results/cartpole_init_schemes/summary.md).
 """
     text += """
-## Where this differs from the paper
+### Where this differs from the paper
 
 - One condition (the ticket) and no baselines: the question here is which inputs the mask keeps, not how
   tickets compare with permuted masks (run `lth imp --imp.conditions all` for that; `make demo` shows it
@@ -266,13 +272,11 @@ Every scheme's per-seed table and figures: [the scheme report](results/cartpole_
 - The paper does not state which network's mask Figure 8 shows; here the actor's (the critic's is in the
   full report). Actor and critic are pruned together, globally, as in `lth imp`'s default.
 """
-    path = ROOT / "docs" / "RESULTS.md"
-    path.write_text(text)
-    return path
+    return text
 
 
-def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
-    uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)
+def input_masks(uri: str, seeds: list[int], levels: int, scheme_seeds: list[int]) -> str:
+    """Run (or resume) the input-mask studies and the transfer; their section of ``docs/RESULTS.md``."""
     for seed in seeds:
         run_imp(["--config", str(CONFIG), "--imp.levels", str(levels), "--seeds", str(seed), *QUIET])
     run_report([EXPERIMENT], uri, OUT / "cartpole_input0.1")
@@ -281,11 +285,13 @@ def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
     level = pole_only_level(first)
     rows: list[str] = []
     curves: list[Curve] = []
+    transfer_experiment = ""
     if level is not None:
         transfer = run_transfer(["--config", str(CONFIG), *QUIET], ticket=first.run_id, level=level, seeds=seeds,
                                 modules=["actor"], out=OUT / "cartpole_transfer")
         rows = [row for row in transfer.summary.read_text().split("\n") if row.startswith("|")]
         curves = load_curves(transfer.tracking_uri, transfer.experiment, transfer.settings)
+        transfer_experiment = transfer.experiment
     for scheme in SCHEMES[1:]:
         for seed in scheme_seeds:
             run_imp(["--config", str(scheme_config(scheme)), "--imp.levels", str(levels), "--seeds", str(seed), *QUIET])
@@ -294,14 +300,45 @@ def run(seeds: list[int], levels: int, scheme_seeds: list[int]) -> Path:
     by_scheme = [c for c in load_chains(uri, experiments)
                  if c.seed in (seeds if c.experiment == EXPERIMENT else scheme_seeds)]
     frames = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]["total_frames"]
-    return write_results(chains, rows, level, curves, seeds, levels, frames, scheme_rows(by_scheme))
+    return write_results(chains, rows, level, curves, seeds, levels, frames, scheme_rows(by_scheme),
+                         transfer_experiment)
+
+
+RESULTS = ROOT / "docs" / "RESULTS.md"
+HEADER = """# Results
+
+Every section is made by `make results` (`python docs/make_results.py [--items ...]`) from runs on this machine
+(2 CPU cores, no GPU); every study resumes from MLflow, so a rerun on the same store only redraws. Each section
+names its MLflow experiments: `lth ui` opens them.
+"""
+
+
+def write_block(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the markers of block ``name`` in ``path`` (appended if absent), keeping the other
+    blocks: one item can be regenerated alone."""
+    begin, end = f"<!-- block: {name} -->", f"<!-- /block: {name} -->"
+    old = path.read_text() if path.exists() else HEADER
+    block = f"{begin}\n{text.strip()}\n{end}"
+    if begin in old:
+        head, rest = old.split(begin, 1)
+        old = head + block + rest.split(end, 1)[1]
+    else:
+        old = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(old)
 
 
 if __name__ == "__main__":
     configure_process()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--items", nargs="+", choices=["masks", "tickets"], default=["masks", "tickets"],
+                        help="the sections to regenerate (the others are kept)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the input-mask study")
     parser.add_argument("--levels", type=int, default=16)
     parser.add_argument("--scheme_seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of Kaiming and Xavier")
     ns = parser.parse_args()
-    print(f"wrote {run(ns.seeds, ns.levels, ns.scheme_seeds)}")
+    tracking_uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)
+    if "masks" in ns.items:
+        write_block(RESULTS, "masks", input_masks(tracking_uri, ns.seeds, ns.levels, ns.scheme_seeds))
+    if "tickets" in ns.items:
+        write_block(RESULTS, "tickets", results_tickets.section(tracking_uri))
+    print(f"wrote {RESULTS}")
