@@ -2,8 +2,8 @@
 
 Every env is a gymnasium vector env in same-step autoreset mode wrapped by :class:`GymVectorEnv`:
 gymnasium's ``SyncVectorEnv`` for ordinary ids (MinAtar's observations moved channels-first), the env's own
-vectorised implementation for lth's envs (MazeGrid), a numpy-batched ``CartPole-v1`` (same transitions and
-seeding as ``SyncVectorEnv``, see :mod:`lth.envs.cartpole`), and ale-py's native ``AtariVectorEnv`` (frame
+vectorised implementation for lth's envs (MazeGrid), numpy-batched ``CartPole-v1`` and ``Acrobot-v1`` (same
+transitions and seeding as ``SyncVectorEnv``, see :mod:`lth.envs.native`), and ale-py's native ``AtariVectorEnv`` (frame
 skip 4, 84x84 grey, 4-frame stack, no-op starts, sticky actions 0.25 as in ``ALE/*-v5``) for ``ALE/`` ids.
 """
 
@@ -19,10 +19,12 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from torchrl.data import TensorSpec
 
-from lth.envs.cartpole import ENV_ID as CARTPOLE_ID
+from lth.envs.acrobot import AcrobotVectorEnv
 from lth.envs.cartpole import CartPoleVectorEnv
 from lth.envs.vector import GymVectorEnv
 from lth.errors import ConfigError
+
+NUMPY_ENVS = {"CartPole-v1": CartPoleVectorEnv, "Acrobot-v1": AcrobotVectorEnv}  # ids with an array-maths twin
 
 
 def _register_pybullet() -> None:
@@ -118,9 +120,9 @@ def gym_vector_env(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.
         return _atari_vector_env(env_id, num_envs, **env_kwargs)
     if env_id.startswith("lth/"):  # lth's own envs are vectorised natively (gymnasium's autoreset ones are not)
         return gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
-    if env_id == CARTPOLE_ID and set(env_kwargs) <= {"max_episode_steps"}:
+    if env_id in NUMPY_ENVS and set(env_kwargs) <= {"max_episode_steps"}:
         # numpy-batched, with SyncVectorEnv's per-copy seeding and transitions (other kwargs: the sync path)
-        return CartPoleVectorEnv(num_envs, **env_kwargs)
+        return NUMPY_ENVS[env_id](num_envs, **env_kwargs)
     return gym.make_vec(
         env_id,
         num_envs,

@@ -1,4 +1,5 @@
-"""The numpy-batched CartPole-v1 gives gymnasium's SyncVectorEnv transitions bit for bit and works through TorchRL."""
+"""The numpy-batched CartPole-v1 and Acrobot-v1 give gymnasium's SyncVectorEnv transitions bit for bit and work
+through TorchRL."""
 
 from __future__ import annotations
 
@@ -9,15 +10,26 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from lth.envs import gym_vector_env, make_env
+from lth.envs.acrobot import AcrobotVectorEnv
 from lth.envs.cartpole import CartPoleVectorEnv
+from lth.envs.native import SyncLikeVectorEnv
 
 N = 7
 STEPS = 2000
+ENVS = {"CartPole-v1": CartPoleVectorEnv, "Acrobot-v1": AcrobotVectorEnv}
 
 
-def _sync_cartpole(num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+def _heuristic(env_id: str, obs: np.ndarray) -> np.ndarray:
+    """A policy that ends episodes both ways: CartPole balances (the noiseless copies reach the limit); Acrobot
+    pumps energy with the joint velocities (swings up within ~100 steps), except copy 0, which hangs still."""
+    if env_id == "CartPole-v1":
+        return obs[:, 2] + obs[:, 3] > 0
+    return np.where(np.arange(len(obs)) == 0, 1, np.where(obs[:, 4] + obs[:, 5] > 0, 2, 0))
+
+
+def _sync(env_id: str, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
     return gym.make_vec(
-        "CartPole-v1",
+        env_id,
         num_envs,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
@@ -38,9 +50,9 @@ def _assert_same_info(new: dict, old: dict) -> None:
     assert all(v is None for v in new["final_obs"][~done])
 
 
-def _compare(seed, steps: int = STEPS, **kwargs) -> tuple[int, int, int]:
+def _compare(env_id: str, seed, steps: int = STEPS, **kwargs) -> tuple[int, int, int]:
     """Step both envs with the same actions; return (terminations, truncations, full resets) seen."""
-    new, old = CartPoleVectorEnv(N, **kwargs), _sync_cartpole(N, **kwargs)
+    new, old = ENVS[env_id](N, **kwargs), _sync(env_id, N, **kwargs)
     assert new.single_observation_space == old.single_observation_space
     assert new.single_action_space == old.single_action_space
     assert new.observation_space == old.observation_space and new.action_space == old.action_space
@@ -58,7 +70,8 @@ def _compare(seed, steps: int = STEPS, **kwargs) -> tuple[int, int, int]:
             obs_old, _ = old.reset()
             assert np.array_equal(obs_new, obs_old)
             resets += 1
-        action = np.where(rng.random(N) < noise, rng.integers(0, 2, N), (obs_old[:, 2] + obs_old[:, 3] > 0))
+        n = old.single_action_space.n
+        action = np.where(rng.random(N) < noise, rng.integers(0, n, N), _heuristic(env_id, obs_old))
         action = action.astype(np.int64)
         obs_new, rew_new, term_new, trunc_new, info_new = new.step(action)
         obs_old, rew_old, term_old, trunc_old, info_old = old.step(action)
@@ -72,41 +85,50 @@ def _compare(seed, steps: int = STEPS, **kwargs) -> tuple[int, int, int]:
     return int(counts[0]), int(counts[1]), resets
 
 
+@pytest.mark.parametrize("env_id", ENVS)
 @pytest.mark.parametrize("seed", [11, [5, 900, 3, 3, 12345, 0, 77]], ids=["int", "list"])
-def test_matches_sync_vector_env_bit_for_bit(seed) -> None:
-    terminations, truncations, _ = _compare(seed)
+def test_matches_sync_vector_env_bit_for_bit(env_id: str, seed) -> None:
+    terminations, truncations, _ = _compare(env_id, seed)
     assert terminations >= 10 and truncations >= 1
 
 
-def test_matches_sync_vector_env_with_shorter_time_limit() -> None:
-    terminations, truncations, _ = _compare(4, steps=300, max_episode_steps=60)
+@pytest.mark.parametrize("env_id", ENVS)
+def test_matches_sync_vector_env_with_shorter_time_limit(env_id: str) -> None:
+    terminations, truncations, _ = _compare(env_id, 4, steps=300, max_episode_steps=60)
     assert truncations >= 5
 
 
-def test_dispatch_and_fallback() -> None:
-    assert isinstance(gym_vector_env("CartPole-v1", 3), CartPoleVectorEnv)
-    assert isinstance(gym_vector_env("CartPole-v1", 3, max_episode_steps=100), CartPoleVectorEnv)
-    fallback = gym_vector_env("CartPole-v1", 3, sutton_barto_reward=True)  # a kwarg the numpy env lacks
-    assert not isinstance(fallback, CartPoleVectorEnv)
+@pytest.mark.parametrize("env_id", ENVS)
+def test_dispatch_and_fallback(env_id: str) -> None:
+    assert isinstance(gym_vector_env(env_id, 3), ENVS[env_id])
+    assert isinstance(gym_vector_env(env_id, 3, max_episode_steps=100), ENVS[env_id])
+    fallback = gym_vector_env(env_id, 3, render_mode="rgb_array")  # a kwarg the numpy envs lack
+    assert not isinstance(fallback, SyncLikeVectorEnv)
     assert fallback.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     fallback.close()
 
 
-def test_rejects_bad_use() -> None:
-    env = CartPoleVectorEnv(2)
+@pytest.mark.parametrize("env_id", ENVS)
+def test_rejects_bad_use(env_id: str) -> None:
+    env = ENVS[env_id](2)
     with pytest.raises(RuntimeError):
         env.step(np.zeros(2, dtype=np.int64))
     env.reset(seed=0)
-    with pytest.raises(ValueError):
-        env.step(np.array([0, 2]))
+    n = env.single_action_space.n
+    for bad in (np.array([0, n]), np.array([0, -1]), np.array([0.5, 0.0]), np.zeros(3, dtype=np.int64)):
+        with pytest.raises(ValueError):
+            env.step(bad)
     with pytest.raises(ValueError):
         env.reset(seed=[1, 2, 3])
     with pytest.raises(ValueError):
-        CartPoleVectorEnv(2, autoreset_mode=AutoresetMode.NEXT_STEP)
+        ENVS[env_id](2, autoreset_mode=AutoresetMode.NEXT_STEP)
+    with pytest.raises(ValueError):
+        ENVS[env_id](2, max_episode_steps=0)
 
 
-def test_partial_reset_matches_sync_vector_env() -> None:
-    new, old = CartPoleVectorEnv(N), _sync_cartpole(N)
+@pytest.mark.parametrize("env_id", ENVS)
+def test_partial_reset_matches_sync_vector_env(env_id: str) -> None:
+    new, old = ENVS[env_id](N), _sync(env_id, N)
     new.reset(seed=2)
     old.reset(seed=2)
     mask = np.arange(N) % 2 == 0
