@@ -9,17 +9,15 @@ vectorization_mode="sync", vector_kwargs={"autoreset_mode": SAME_STEP})``'s bit 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv
 from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
 from numpy import cos, pi, sin
 
 from lth.envs.native import SyncLikeVectorEnv
-
-ENV_ID = "Acrobot-v1"
-MAX_EPISODE_STEPS = 500  # Acrobot-v1's TimeLimit
 
 A = AcrobotEnv  # its constants (book dynamics, no torque noise)
 TORQUES = np.array(A.AVAIL_TORQUE, dtype=np.float64)
@@ -70,20 +68,13 @@ class AcrobotVectorEnv(SyncLikeVectorEnv):
     metadata = {"render_modes": [], "render_fps": 15, "autoreset_mode": AutoresetMode.SAME_STEP}
     reset_low, reset_high = -0.1, 0.1
     state_size = 4  # theta1, theta2, dtheta1, dtheta2
+    _high = np.array([1.0, 1.0, 1.0, 1.0, A.MAX_VEL_1, A.MAX_VEL_2], dtype=np.float32)
+    single_observation_space = spaces.Box(low=-_high, high=_high, dtype=np.float32)
+    single_action_space = spaces.Discrete(3)
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int = MAX_EPISODE_STEPS,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
-    ) -> None:
-        high = np.array([1.0, 1.0, 1.0, 1.0, A.MAX_VEL_1, A.MAX_VEL_2], dtype=np.float32)
-        self.single_observation_space = spaces.Box(low=-high, high=high, dtype=np.float32)
-        self.single_action_space = spaces.Discrete(3)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self._fresh = np.zeros(num_envs, dtype=bool)  # state drawn at reset, still float32 in AcrobotEnv
-        super().__init__(num_envs, max_episode_steps, autoreset_mode)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fresh = np.zeros(self.num_envs, dtype=bool)  # state drawn at reset, still float32 in AcrobotEnv
 
     def _start(self, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
         return rng.uniform(low=low, high=high, size=(4,)).astype(np.float32)
@@ -123,4 +114,4 @@ class AcrobotVectorEnv(SyncLikeVectorEnv):
         return terminated, np.where(terminated, 0.0, -1.0)
 
 
-__all__ = ["ENV_ID", "MAX_EPISODE_STEPS", "AcrobotVectorEnv"]
+__all__ = ["AcrobotVectorEnv"]

@@ -15,12 +15,8 @@ import math
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
 
 from lth.envs.native import SyncLikeVectorEnv
-
-ENV_ID = "CartPole-v1"
-MAX_EPISODE_STEPS = 500  # CartPole-v1's TimeLimit
 
 # CartPoleEnv's constants, computed the same way (the float64 results must match bit for bit).
 GRAVITY = 9.8
@@ -45,19 +41,9 @@ class CartPoleVectorEnv(SyncLikeVectorEnv):
     metadata = {"render_modes": [], "render_fps": 50, "autoreset_mode": AutoresetMode.SAME_STEP}
     reset_low, reset_high = -0.05, 0.05
     state_size = 4  # x, x_dot, theta, theta_dot
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int = MAX_EPISODE_STEPS,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
-    ) -> None:
-        high = np.array([X_THRESHOLD * 2, np.inf, THETA_THRESHOLD * 2, np.inf], dtype=np.float32)
-        self.single_observation_space = spaces.Box(-high, high, dtype=np.float32)
-        self.single_action_space = spaces.Discrete(2)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        super().__init__(num_envs, max_episode_steps, autoreset_mode)
+    _high = np.array([X_THRESHOLD * 2, np.inf, THETA_THRESHOLD * 2, np.inf], dtype=np.float32)
+    single_observation_space = spaces.Box(-_high, _high, dtype=np.float32)
+    single_action_space = spaces.Discrete(2)
 
     def _start(self, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
         return rng.uniform(low=low, high=high, size=(4,))
@@ -85,4 +71,4 @@ class CartPoleVectorEnv(SyncLikeVectorEnv):
         return terminated, np.ones(self.num_envs, dtype=np.float64)
 
 
-__all__ = ["ENV_ID", "MAX_EPISODE_STEPS", "CartPoleVectorEnv"]
+__all__ = ["CartPoleVectorEnv"]

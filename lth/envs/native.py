@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.envs.classic_control import utils
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 
 def check_vector_options(env_name: str, num_envs: int, autoreset_mode: AutoresetMode | str) -> None:
@@ -28,18 +30,28 @@ class SyncLikeVectorEnv(VectorEnv):
     its start states are drawn, automatic resets included; an ended copy restarts in the same step and
     ``info["final_obs"]`` (object array, ``info["_final_obs"]`` mask) holds its true last observation. A subclass
     gives the spaces, :meth:`_start`, :meth:`_observe` and :meth:`_advance`, the single env's arithmetic applied to
-    all copies in the same order, so that the transitions equal ``SyncVectorEnv``'s bit for bit.
+    all copies in the same order, so that the transitions equal ``SyncVectorEnv``'s bit for bit. Episodes are
+    truncated after ``max_episode_steps``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+    single_observation_space: spaces.Box
+    single_action_space: spaces.Discrete
     reset_low: float  # the single env's default start-state bounds (``options`` "low"/"high" override them)
     reset_high: float
     state_size: int
 
-    def __init__(self, num_envs: int, max_episode_steps: int, autoreset_mode: AutoresetMode | str) -> None:
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int = 500,  # the classic-control v1 envs' TimeLimit
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+    ) -> None:
         check_vector_options(type(self).__name__, num_envs, autoreset_mode)
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.render_mode = None
