@@ -32,7 +32,7 @@ bench: $(STAMP)
 
 # docs/RESULTS.md: the CartPole input-mask study + transfer (~1.5 h on two cores) and the four conditions on CartPole
 # with PPO and distillation, 10 seeds x 20 levels (68 + 12 min); ITEMS=tickets regenerates one item and keeps the others.
-ITEMS = masks tickets
+ITEMS = masks tickets acrobot-inputs pybullet
 results: $(STAMP)
 	$(PY) docs/make_results.py --items $(ITEMS)
 

@@ -1,7 +1,9 @@
 """Regenerate ``docs/RESULTS.md`` from runs made on this machine, one block per item (``--items``): ``masks``, the
-CartPole input-mask study of the paper's section 4 (Figure 8), and ``tickets``, the four conditions against each
-other (:mod:`results_tickets`). ``make results`` runs it; every step resumes from MLflow, so a rerun only redraws.
-Each step calls the library function behind an ``lth`` command (:mod:`lth.runner`, :mod:`lth.report`).
+CartPole input-mask study of the paper's section 4 (Figure 8), ``tickets``, the four conditions against each
+other (:mod:`results_tickets`), ``acrobot-inputs``, Acrobot's input masks (:mod:`results_acrobot_inputs`), and
+``pybullet``, dense PPO on PyBullet tasks against rl-baselines3-zoo (:mod:`results_pybullet`).
+``make results`` runs it; every step resumes from MLflow, so a rerun only redraws. Each step calls the library
+function behind an ``lth`` command (:mod:`lth.runner`, :mod:`lth.report`).
 
 The ``masks`` item:
 
@@ -32,7 +34,9 @@ from lth.transfer import ARMS
 from lth.transfer_report import Curve, load_curves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_tickets  # noqa: E402 - docs/ is not a package
+import results_acrobot_inputs  # noqa: E402 - docs/ is not a package
+import results_pybullet  # noqa: E402
+import results_tickets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMES = ("kaiming_input0.1", "kaiming", "xavier")  # section 4.2's three input-layer initialisations
@@ -52,31 +56,21 @@ POLE = ("pole angle", "pole angular velocity")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-def death_level(chain: Chain, name: str, group: str = "actor") -> int | None:
-    """The first level at which ``name`` has no first-layer weight left in ``group`` (None: alive throughout)."""
-    dead = [k for k, v in chain.series(f"inputs/{group}/{name}").items() if v == 0]
-    return min(dead) if dead else None
-
-
 def first_pole_death(chain: Chain) -> int | None:
     """The first level (> 0) at which the actor loses a pole input (None: both survive)."""
-    deaths = [d for name in POLE if (d := death_level(chain, name)) is not None and d > 0]
+    deaths = [d for name in POLE if (d := chain.dead_from(name)) is not None and d > 0]
     return min(deaths) if deaths else None
 
 
 def blind_level(chain: Chain, group: str) -> int | None:
     """The first level at which ``group``'s input layer has no weight left (None: never)."""
-    deaths = [death_level(chain, name, group) for name in CART + POLE]
+    deaths = [chain.dead_from(name, group) for name in CART + POLE]
     return None if None in deaths else max(deaths)
 
 
 def pole_only_level(chain: Chain) -> int | None:
     """The first level at which the actor sees the pole but neither cart input."""
-    for level in sorted(chain.levels):
-        alive = {n: chain.levels[level][f"inputs/actor/{n}"] > 0 for n in CART + POLE}
-        if not any(alive[n] for n in CART) and all(alive[n] for n in POLE):
-            return level
-    return None
+    return chain.sees_only_from(POLE, CART)
 
 
 def _fmt(level: int | None) -> str:
@@ -96,7 +90,7 @@ def scheme_rows(chains: list[Chain]) -> list[str]:
         group = [c for c in chains if c.experiment == scheme_experiment(scheme) and c.condition == "mask/weights"]
         if not group:
             continue
-        cart = [max(death_level(c, n) for n in CART) for c in group if all(death_level(c, n) is not None
+        cart = [max(c.dead_from(n) for n in CART) for c in group if all(c.dead_from(n) is not None
                                                                               for n in CART)]
         pole = [k for c in group if (k := first_pole_death(c)) is not None]
         only = sum(pole_only_level(c) is not None for c in group)
@@ -153,7 +147,7 @@ def write_results(chains: list[Chain], transfer_rows: list[str], transfer_level:
             "| ---: |" + " ---: |" * 7]
     agree = blind = 0
     for chain in tickets:
-        deaths = {n: death_level(chain, n) for n in CART + POLE}
+        deaths = {n: chain.dead_from(n) for n in CART + POLE}
         cart_first = all(deaths[c] is not None for c in CART) and all(
             deaths[p] is None or deaths[p] > max(deaths[c] for c in CART) for p in POLE)
         agree += cart_first
@@ -305,6 +299,7 @@ def input_masks(uri: str, seeds: list[int], levels: int, scheme_seeds: list[int]
 
 
 RESULTS = ROOT / "docs" / "RESULTS.md"
+ITEMS = ("masks", "tickets", "acrobot-inputs", "pybullet")  # docs/RESULTS.md's blocks, in order
 HEADER = """# Results
 
 Every section is made by `make results` (`python docs/make_results.py [--items ...]`) from runs on this machine
@@ -330,15 +325,18 @@ def write_block(path: Path, name: str, text: str) -> None:
 if __name__ == "__main__":
     configure_process()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--items", nargs="+", choices=["masks", "tickets"], default=["masks", "tickets"],
+    parser.add_argument("--items", nargs="+", choices=list(ITEMS), default=list(ITEMS),
                         help="the sections to regenerate (the others are kept)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the input-mask study")
     parser.add_argument("--levels", type=int, default=16)
     parser.add_argument("--scheme_seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of Kaiming and Xavier")
     ns = parser.parse_args()
     tracking_uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)
-    if "masks" in ns.items:
-        write_block(RESULTS, "masks", input_masks(tracking_uri, ns.seeds, ns.levels, ns.scheme_seeds))
-    if "tickets" in ns.items:
-        write_block(RESULTS, "tickets", results_tickets.section(tracking_uri))
+    sections = {"masks": lambda: input_masks(tracking_uri, ns.seeds, ns.levels, ns.scheme_seeds),
+                "tickets": lambda: results_tickets.section(tracking_uri),
+                "acrobot-inputs": lambda: results_acrobot_inputs.section(tracking_uri),
+                "pybullet": lambda: results_pybullet.section(tracking_uri)}
+    for item in ITEMS:
+        if item in ns.items:
+            write_block(RESULTS, item, sections[item]())
     print(f"wrote {RESULTS}")

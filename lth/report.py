@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,19 @@ class Chain:
 
     def series(self, metric: str) -> dict[int, float]:
         return {level: m[metric] for level, m in sorted(self.levels.items()) if metric in m}
+
+    def dead_from(self, name: str, group: str = "actor") -> int | None:
+        """The first level at which input ``name`` has no first-layer weight left in ``group`` (None: never)."""
+        dead = [k for k, v in self.series(f"inputs/{group}/{name}").items() if v == 0]
+        return min(dead) if dead else None
+
+    def sees_only_from(self, kept: Sequence[str], dropped: Sequence[str], group: str = "actor") -> int | None:
+        """The first level at which ``group`` still sees every input of ``kept`` and none of ``dropped``."""
+        for level, metrics in sorted(self.levels.items()):
+            alive = {n: metrics[f"inputs/{group}/{n}"] > 0 for n in (*kept, *dropped)}
+            if all(alive[n] for n in kept) and not any(alive[n] for n in dropped):
+                return level
+        return None
 
 
 def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:

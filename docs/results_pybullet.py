@@ -1,0 +1,127 @@
+"""Continuous control learns (the PyBullet half of the paper's Figure 1 right): one dense PPO run per task at the
+paper's Table 7 settings and budget, its greedy evaluation return against env frames, and its final return beside
+rl-baselines3-zoo's published PPO return for the same task.
+
+Each run is an ordinary ``lth fit`` logged to the experiment ``paper/<env id>/ppo/dense``; a finished run there
+is reused, so a rerun only redraws. :func:`section` returns the Markdown; ``docs/make_results.py`` writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+
+from lth import figures as plt
+from lth.cli import main as lth
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results" / "pybullet"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+ZOO = ("rl-baselines3-zoo's benchmark table (PPO, 2M steps, tuned hyperparameters and observation "
+       "normalisation): https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One PyBullet task: its config and rl-baselines3-zoo's PPO return on it."""
+
+    env_id: str
+    config: str  # under configs/
+    zoo_return: float
+
+    @property
+    def experiment(self) -> str:
+        return f"paper/{self.env_id}/ppo/dense"
+
+
+TASKS = (Task("HalfCheetahBulletEnv-v0", "pybullet/halfcheetah_ppo.yaml", 2925.0),
+         Task("HopperBulletEnv-v0", "pybullet/hopper_ppo.yaml", 2575.0))
+
+
+@dataclass
+class Curve:
+    """One finished run's evaluations."""
+
+    run_id: str
+    frames: list[int]
+    returns: list[float]
+    minutes: float
+
+
+def fit_args(task: Task, extra: Sequence[str] = ()) -> list[str]:
+    """The ``lth fit`` command line of ``task``'s dense run (``extra``: e.g. a smaller budget)."""
+    return ["fit", "--config", str(ROOT / "configs" / task.config), "--trainer.logger.init_args.experiment_name",
+            task.experiment, *QUIET, *extra]
+
+
+def finished_curve(uri: str, task: Task) -> Curve | None:
+    """The newest finished run of ``task``'s experiment with its ``eval/return`` history, if there is one."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(task.experiment)
+    runs = [] if found is None else client.search_runs(
+        [found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
+    for run in runs:
+        history = sorted(client.get_metric_history(run.info.run_id, "eval/return"), key=lambda m: m.step)
+        if history:
+            return Curve(run.info.run_id, [m.step for m in history], [m.value for m in history],
+                         (run.info.end_time - run.info.start_time) / 60000)
+    return None
+
+
+def curve(uri: str, task: Task, extra: Sequence[str] = ()) -> Curve:
+    """``task``'s dense run, trained now unless a finished one is stored."""
+    found = finished_curve(uri, task)
+    if found is None:
+        lth(fit_args(task, extra))
+        found = finished_curve(uri, task)
+    assert found is not None, f"lth fit logged no eval/return to {task.experiment}"
+    return found
+
+
+def plot(curves: dict[Task, Curve], path: Path) -> None:
+    """Each task's evaluation return against frames, with the zoo's return as a dashed line."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4))
+    for ax, (task, c) in zip(axes if len(curves) > 1 else [axes], curves.items(), strict=True):
+        ax.plot(c.frames, c.returns, marker="o", markersize=3, label="lth PPO (greedy evaluation)")
+        ax.axhline(task.zoo_return, color="grey", linestyle="--", label="rl-baselines3-zoo PPO, 2M steps")
+        ax.set(title=task.env_id, xlabel="env frames", ylabel="return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def section(uri: str, extra: Sequence[str] = ()) -> str:
+    """Train (or find) every task's dense run; their section of ``docs/RESULTS.md``."""
+    curves = {task: curve(uri, task, extra) for task in TASKS}
+    plot(curves, OUT / "learning_curves.png")
+    rows = ["| task | frames | final return | best return | rl-baselines3-zoo PPO (2M steps) | final / zoo | "
+            "minutes here |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for task, c in curves.items():
+        rows.append(f"| {task.env_id} | {c.frames[-1]:,} | {c.returns[-1]:.0f} | {max(c.returns):.0f} | "
+                    f"{task.zoo_return:.0f} | {c.returns[-1] / task.zoo_return:.2f} | {c.minutes:.0f} |")
+    settings = yaml.safe_load((ROOT / "configs" / TASKS[0].config).read_text())["data"]["init_args"]
+    learned = [t.env_id for t, c in curves.items() if c.returns[-1] >= 0.5 * t.zoo_return]
+    verdict = (f"{len(learned)} of {len(curves)} tasks reach at least half of the zoo's return"
+               + (f" ({', '.join(learned)})" if learned else "") + ". ")
+    newline = "\n"
+    return f"""## Continuous control learns (paper Figure 1 right, PyBullet)
+
+One dense PPO agent per task with the paper's Table 7 settings and budget (`configs/pybullet/*_ppo.yaml`:
+64-64 tanh actor and critic, {settings['num_envs']} envs x {settings['rollout_steps']} steps per rollout,
+{settings['total_frames']:,} frames, greedy evaluation of {settings['eval_episodes']} episodes every
+{settings['eval_every']:,} frames), seed 0. MLflow experiments: {', '.join(f'`{t.experiment}`' for t in curves)}.
+
+![PyBullet learning curves](results/pybullet/learning_curves.png)
+
+{newline.join(rows)}
+
+{verdict}The reference is {ZOO}; its agents train 2M steps with per-task tuned hyperparameters and normalised
+observations and rewards, the paper's Table 7 agents 1.5M frames with one shared setting and no normalisation,
+so the zoo's number is an upper mark, not the paper's own (the paper shows only ticket curves, no dense numbers).
+"""
