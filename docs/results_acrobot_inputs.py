@@ -126,7 +126,8 @@ def transfer_verdict(curves: list[Curve]) -> str:
         text += "agents learn the task from the kept inputs alone as often as from all of them, as in the paper's "
         text += "Figure 8 (bottom)."
     else:
-        text += "fewer agents learn it from the kept inputs than from all of them, unlike the paper's Figure 8 (bottom)."
+        text += "fewer agents learn it from the kept inputs than from all of them, unlike the paper's Figure 8 "
+        text += "(bottom)."
     if min(solved.values()) < min(n.values()):
         text += (f" Not every dense agent solves Acrobot at {FRAMES // 1000}k frames with the 0.1-scaled input layer, "
                  "so this comparison is noisy at this budget.")

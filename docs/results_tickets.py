@@ -65,15 +65,6 @@ STUDIES = (
                 "paper/Acrobot-v1/distill/tickets", "0-4", 25, expert_config="acrobot/ppo.yaml", frames=50_000,
                 floor=-500.0),
 )
-#: MazeGrid (paper Figures 4 and 5) at 50k frames per level instead of 5M: exploration scaled by the same factor
-#: (10k frames), and the warm-up, batch and target period with which DQN learns the maze in 60k frames
-#: (tests/test_dqn.py); two populations of 10 members train side by side on the two cores (Ray).
-MAZEGRID = TicketStudy(
-    "mazegrid_dqn_tickets", "MazeGrid, DQN (objects)", "mazegrid/dqn.yaml", "paper/MazeGrid-v0/dqn/tickets", "0-4",
-    14, frames=50_000, extra=("--model.init_args.eps_frames", "10000", "--data.init_args.warmup_frames", "5000",
-                              "--data.init_args.buffer_size", "50000", "--data.init_args.batch_size", "64",
-                              "--model.init_args.target_update_interval", "250", "--data.init_args.eval_every",
-                              "5000", "--population", "10", "--executor", "ray"))
 PAIRS = (("CartPole, PPO", "CartPole, distillation"), ("Acrobot, PPO", "Acrobot, distillation"))
 
 

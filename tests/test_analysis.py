@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from lth.analysis import dead_inputs, input_mass, input_names, input_report, last_alive_level
+from lth.analysis import alive_inputs, dead_inputs, input_mass, input_names, input_report, last_alive_level
 from lth.cli import main
 from lth.envs.mazegrid import CHANNELS
 from tests.conftest import CONFIGS, local_store
@@ -48,6 +48,9 @@ def test_last_alive_level_per_input() -> None:
               {layer: torch.tensor([[0, 1, 1], [0, 1, 0]], dtype=torch.bool)},
               {layer: torch.tensor([[0, 0, 1], [0, 0, 0]], dtype=torch.bool)}]
     assert last_alive_level(levels, layer, (3,)).tolist() == [0, 1, 2]
+    image = torch.zeros(2, 2 * 1 * 3, dtype=torch.bool)
+    image[1, 4] = True  # channel 1, pixel (0, 1)
+    assert alive_inputs(image, (2, 1, 3)).nonzero().tolist() == [[1, 0, 1]]
 
 
 def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Path, capsys) -> None:

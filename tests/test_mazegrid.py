@@ -295,6 +295,23 @@ def test_enemies_only_visit_their_patrol_segments() -> None:
         assert len(seen) < HEIGHT * WIDTH // 10, "most enemy-channel pixels are never used"
 
 
+def test_channel_support_holds_every_pixel_random_play_lights() -> None:
+    """Random play over many episodes lights object maps only inside ``channel_support``; enemies and the fixed
+    objects light all of theirs, the agent and empty maps most of theirs."""
+    support = mg.channel_support()
+    env = MazeGridVectorEnv(num_envs=32)
+    obs, _ = env.reset(seed=0)
+    lit = obs.any(axis=0)
+    for action in np.random.default_rng(0).integers(0, 4, size=(1000, 32)):
+        obs, *_ = env.step(action)
+        lit |= obs.any(axis=0)
+    assert not (lit & ~support).any(), "a channel lit a pixel outside its support"
+    for name in ("enemy_a", "enemy_b", "coin", "poison"):
+        assert (lit == support)[CHANNELS.index(name)].all(), name
+    for name in ("agent", "empty"):
+        assert lit[CHANNELS.index(name)].sum() >= 0.8 * support[CHANNELS.index(name)].sum(), name
+
+
 def test_registration_make_and_make_vec() -> None:
     register_envs()  # `import lth` registered the ids already: registering again changes nothing
     env = gym.make(ENV_ID, obs_type="rgb")

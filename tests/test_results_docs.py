@@ -6,10 +6,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from lth.envs.mazegrid import BOARD, CHANNELS, channel_support
 from lth.report import Chain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 import results_acrobot_inputs as acrobot  # noqa: E402 - docs/ is not a package
+import results_mazegrid as mazegrid  # noqa: E402
 import results_tickets as tickets  # noqa: E402
 
 
@@ -68,3 +73,34 @@ def test_ticket_verdict_tells_ties_and_orderings_apart() -> None:
     assert "do not beat both baselines" in verdict(450, 100, 300, 50)
     # Acrobot distillation: all four within 10% of the 420 above the floor of -500: a tie, not a refutation.
     assert "does not prune far enough" in verdict(-78.2, -78.1, -77.7, -81.9, floor=-500.0)
+
+
+def test_channel_masks_read_cells_on_and_off_each_maps_support() -> None:
+    support = channel_support()
+    mask = torch.zeros(4, support.size, dtype=torch.bool)
+    planes = mask.view(4, *support.shape)
+    enemy_a = CHANNELS.index("enemy_a")
+    patrol = np.unravel_index(BOARD.patrols[0][:3], support.shape[1:])  # 3 of enemy A's cells, one unit each
+    planes[0, enemy_a][patrol] = True
+    planes[:, CHANNELS.index("agent")] = torch.from_numpy(~support[CHANNELS.index("agent")])  # walls only
+    masks = mazegrid.channel_masks(mask, support)
+    cells = len(set(BOARD.patrols[0].tolist()))
+    assert masks["enemy_a"].on_support == 3 / cells and masks["enemy_a"].off_support == 0.0
+    assert masks["enemy_a"].weights_kept == 3 / (4 * 200)
+    assert masks["agent"].on_support == 0.0 and masks["agent"].off_support == 1.0
+    assert masks["coin"] == mazegrid.ChannelMask(0.0, 0.0, 0.0)
+
+
+def test_channel_verdict_checks_both_claims_per_seed() -> None:
+    def level(enemy_off: float, agent_kept: float) -> dict[str, mazegrid.ChannelMask]:
+        return {name: mazegrid.ChannelMask(agent_kept if name == "agent" else 0.1, 0.5,
+                                           enemy_off if name in mazegrid.ENEMIES else 0.3) for name in CHANNELS}
+
+    cut = {0: level(0.4, 0.5), 1: level(0.0, 0.4)}
+    assert mazegrid.pruned_off_support(cut, "enemy_a") == 1
+    text = mazegrid.channel_verdict([cut, cut])
+    assert "enemy_a: 2 of 2 seeds (from level 1-1" in text and "The paper's claim holds" in text
+    assert "The agent map is pruned least" in text
+    uncut = {0: level(0.4, 0.05), 1: level(0.2, 0.05)}
+    text = mazegrid.channel_verdict([uncut, uncut])
+    assert "holds only in part" in text and "not the one pruned least" in text

@@ -2,6 +2,7 @@
 
 from lth.analysis.inputs import (
     InputReport,
+    alive_inputs,
     dead_inputs,
     input_layers,
     input_mass,
@@ -12,6 +13,7 @@ from lth.analysis.inputs import (
 
 __all__ = [
     "InputReport",
+    "alive_inputs",
     "dead_inputs",
     "input_layers",
     "input_mass",

@@ -100,10 +100,14 @@ def input_report(
     }
 
 
+def alive_inputs(mask: Tensor, obs_shape: Sequence[int]) -> Tensor:
+    """True per input (shaped like the observation) whose column in a Linear input layer's ``mask`` keeps a weight."""
+    return mask.reshape(mask.shape[0], -1).bool().any(0).reshape(tuple(obs_shape))
+
+
 def last_alive_level(masks_by_level: Sequence[Mapping[str, Tensor]], layer: str, obs_shape: Sequence[int]) -> Tensor:
     """Per input, the last level at which its column in ``layer`` still had a weight (-1: dead from the start)."""
     last = torch.full(tuple(obs_shape), -1, dtype=torch.long)
     for level, masks in enumerate(masks_by_level):
-        alive = masks[layer].reshape(masks[layer].shape[0], -1).any(0).reshape(tuple(obs_shape))
-        last[alive] = level
+        last[alive_inputs(masks[layer], obs_shape)] = level
     return last

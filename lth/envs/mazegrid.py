@@ -158,6 +158,20 @@ def parse_layout(text: str) -> Layout:
 
 
 BOARD = parse_layout(LAYOUT)
+
+
+def channel_support(board: Layout = BOARD) -> np.ndarray:
+    """(channels, HEIGHT, WIDTH) bool: where each object map can ever hold a 1 (empty and agent: the cells the agent
+    can walk to; each enemy: its patrol; coins and poisons: their start cells). An input-layer weight elsewhere only
+    ever sees zeros, so training never moves it (the paper's Figure 5 reads the masks against these cells)."""
+    walkable = reachable(board.walls, board.agent)
+    support = np.zeros((len(CHANNELS), *board.walls.shape), dtype=bool)
+    support[EMPTY] = support[AGENT] = walkable
+    for channel, patrol in zip((ENEMY_A, ENEMY_B), board.patrols, strict=True):
+        support[channel].flat[patrol] = True
+    support[COIN], support[POISON] = board.coins, board.poisons
+    return support
+
 _MOVES = move_table(BOARD.walls)
 # The start's cell labels without the agent and enemies: walls, coins, poisons and empty cells.
 _START_ITEMS = np.select([BOARD.walls, BOARD.coins, BOARD.poisons], [WALL, COIN, POISON], EMPTY).ravel().astype(np.int8)
