@@ -16,9 +16,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from results_tickets import wall_minutes
+
 from lth.report import Chain, load_chains, mean_sd, run_report
 from lth.runner import run_imp, run_transfer
-from lth.transfer import ARMS
+from lth.transfer import ARMS, TransferSettings, transfer_tags
 from lth.transfer_report import Curve, load_curves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +67,11 @@ def transfer_source(chains: list[Chain]) -> tuple[Chain, int, str]:
             return chain, velocity_only_level(chain), "the first level where it sees only the two angular velocities"
     return chains[0], kept_level(chains[0]), ("its sparsest level within 95% of its dense return (no seed solves the "
                                               "task on the velocities alone)")
+
+
+def transfer_filter(settings: TransferSettings) -> str:
+    """MLflow's filter for one transfer's fits (the transfer experiment also holds fits from other source levels)."""
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in transfer_tags(settings).items())
 
 
 def _cell(level: int | None) -> str:
@@ -152,6 +159,7 @@ def section(uri: str) -> str:
     density = {k: statistics.fmean(c.levels[k]["density"] for c in chains if k in c.levels) for k in best}
     returns = ["| level | density | best return (mean ± sd over seeds) |", "| ---: | ---: | ---: |"]
     returns += [f"| {k} | {density[k]:.3f} | {best[k][0]:.1f} ± {best[k][1]:.1f} |" for k in best]
+    transfer_minutes = wall_minutes(uri, transfer.experiment, transfer_filter(transfer.settings))
     newline = "\n"
     return f"""## Minimal task representations in Acrobot (paper section 4.2, Figure 8 middle)
 
@@ -160,7 +168,8 @@ def section(uri: str) -> str:
 paper's {PAPER_FRAMES // 1000}k scaled down {PAPER_FRAMES // FRAMES}x to fit a session; the dense level 0 reaches
 {best[0][0]:.1f} ± {best[0][1]:.1f}, against the task's -100 threshold), IMP pruning 20% of actor and critic
 per level with rewinding, the ticket condition only, {LEVELS} levels (density down to
-{0.8 ** (LEVELS - 1):.3f}), seeds {list(SEEDS)}, one population. MLflow experiments: `{EXPERIMENT}` and
+{0.8 ** (LEVELS - 1):.3f}), seeds {list(SEEDS)}, one population ({wall_minutes(uri, EXPERIMENT):.0f} min here, and
+{transfer_minutes:.0f} min for the transfer's fits). MLflow experiments: `{EXPERIMENT}` and
 `{transfer.experiment}` (the transfer).
 
 **The paper's claim** (Figure 8 middle): IMP removes the sine and cosine of both link angles and keeps the two

@@ -89,14 +89,25 @@ def expert_run(uri: str, config: Path) -> str:
     return run_id
 
 
-def wall_minutes(uri: str, experiment: str) -> float:
-    """Minutes from the study's first level run's start to its last one's end, as MLflow recorded them (chain runs
-    are left out: a resume reopens them)."""
+def wall_minutes(uri: str, experiment: str, runs_filter: str = "tags.level != ''") -> float:
+    """Minutes during which at least one matching run was open (by default the study's level runs; chain runs are
+    left out, a resume reopens them): the union of the runs' intervals, so the idle time between sessions of a
+    resumed study does not count."""
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.level != ''",
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], runs_filter,
                               max_results=5000)
-    ends = [r.info.end_time for r in runs if r.info.end_time]
-    return (max(ends) - min(r.info.start_time for r in runs)) / 60000 if ends else 0.0
+    return busy_minutes([(r.info.start_time, r.info.end_time) for r in runs if r.info.end_time])
+
+
+def busy_minutes(intervals: list[tuple[int, int]]) -> float:
+    """The length of the union of ``(start, end)`` intervals in milliseconds, in minutes."""
+    total, reach = 0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            total, reach = total + end - start, end
+        elif end > reach:
+            total, reach = total + end - reach, end
+    return total / 60000
 
 
 def mean_curve(chains: list[Chain]) -> dict[int, tuple[float, float, float]]:

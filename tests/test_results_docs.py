@@ -104,3 +104,11 @@ def test_channel_verdict_checks_both_claims_per_seed() -> None:
     uncut = {0: level(0.4, 0.05), 1: level(0.2, 0.05)}
     text = mazegrid.channel_verdict([uncut, uncut])
     assert "holds only in part" in text and "not the one pruned least" in text
+
+
+def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:
+    minute = 60_000
+    # two populations side by side (0-10 and 5-12), then a resumed level a day later (1440-1443)
+    spans = [(1440 * minute, 1443 * minute), (0, 10 * minute), (5 * minute, 12 * minute), (6 * minute, 7 * minute)]
+    assert tickets.busy_minutes(spans) == 15.0
+    assert tickets.busy_minutes([]) == 0.0
