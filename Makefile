@@ -30,9 +30,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/study_throughput.py --dqn  # the CartPole IMP study: populations vs one chain at a time vs SB3
 	$(PY) benchmarks/cluster_units.py  # units/min on lth.server: local executor vs Ray
 
-# docs/RESULTS.md: the CartPole input-mask study + transfer (~1.5 h on two cores) and the four conditions on CartPole
-# with PPO and distillation, 10 seeds x 20 levels (68 + 12 min); ITEMS=tickets regenerates one item and keeps the others.
-ITEMS = masks tickets acrobot-inputs pybullet
+# docs/RESULTS.md, item by item, on this machine (each resumes from MLflow; a rerun on a full store only redraws):
+# masks ~1.5 h (CartPole input masks + transfer); tickets ~3.6 h (CartPole PPO 67 min, distillation 12, actor-only
+# 32; Acrobot PPO 74, distillation 31); mazegrid ~1.3 h; acrobot-inputs ~1 h; pybullet ~2 h (two 1.5M-frame fits).
+# ITEMS=tickets regenerates one item and keeps the others.
+ITEMS = masks tickets mazegrid acrobot-inputs pybullet
 results: $(STAMP)
 	$(PY) docs/make_results.py --items $(ITEMS)
 
