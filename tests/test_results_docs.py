@@ -103,7 +103,8 @@ def test_channel_verdict_checks_both_claims_per_seed() -> None:
     assert "The agent map is pruned least" in text
     uncut = {0: level(0.4, 0.05), 1: level(0.2, 0.05)}
     text = mazegrid.channel_verdict([uncut, uncut])
-    assert "holds only in part" in text and "not the one pruned least" in text
+    assert "does not show here" in text and "not the one pruned least" in text
+    assert "in 1 of 2 seeds" in mazegrid.channel_verdict([cut, uncut])
 
 
 def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:
