@@ -13,7 +13,8 @@ from lth.envs.mazegrid import BOARD, CHANNELS, channel_support
 from lth.report import Chain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
-import results_acrobot_inputs as acrobot  # noqa: E402 - docs/ is not a package
+import make_results  # noqa: E402 - docs/ is not a package
+import results_acrobot_inputs as acrobot  # noqa: E402
 import results_mazegrid as mazegrid  # noqa: E402
 import results_tickets as tickets  # noqa: E402
 
@@ -113,3 +114,15 @@ def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:
     spans = [(1440 * minute, 1443 * minute), (0, 10 * minute), (5 * minute, 12 * minute), (6 * minute, 7 * minute)]
     assert tickets.busy_minutes(spans) == 15.0
     assert tickets.busy_minutes([]) == 0.0
+
+
+def test_write_block_replaces_one_block_in_place_and_refreshes_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    make_results.write_block(path, "tickets", "T1")
+    make_results.write_block(path, "pybullet", "P1")
+    path.write_text(path.read_text().replace(make_results.HEADER.strip(), "# an old header"))
+    make_results.write_block(path, "tickets", "T2\n")
+    text = path.read_text()
+    assert text.startswith(make_results.HEADER) and "an old header" not in text
+    assert "T1" not in text and text.index("T2") < text.index("P1")
+    assert text.count("<!-- block: tickets -->") == 1 and text.endswith("<!-- /block: pybullet -->\n")
