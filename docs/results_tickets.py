@@ -163,6 +163,10 @@ def verdict(stats: dict[str, dict], floor: float = 0.0) -> str:
     if max(sparse.values()) - min(sparse.values()) <= span:
         return text + ("All four conditions stay within 10% of each other down to the last level: this study does "
                        "not prune far enough to separate them, so it neither shows nor refutes the paper's claim.")
+    if not held and weights > max(permuted, sparse["permuted/permuted"], sparse["random/reinit"]):
+        return text + ("Only the ticket itself beats both baselines; mask/permuted, the IMP mask with permuted "
+                       "initial weights, does not: unlike in the paper, the mask alone does not carry the effect "
+                       "here, the ticket's initial weights do.")
     if not held:
         return text + "Unlike in the paper, the conditions that keep the IMP mask do not beat both baselines here."
     if abs(weights - permuted) <= span:

@@ -71,7 +71,10 @@ def test_ticket_verdict_tells_ties_and_orderings_apart() -> None:
     assert "the paper's claim holds" in verdict(480, 470, 100, 50)
     assert "even scores above mask/weights" in verdict(300, 450, 100, 50)
     assert "Partly as the paper claims" in verdict(450, 300, 100, 50)
-    assert "do not beat both baselines" in verdict(450, 100, 300, 50)
+    assert "do not beat both baselines" in verdict(300, 100, 450, 50)
+    mazegrid_50k = _stats(5.2, {"mask/weights": 6.4, "mask/permuted": 4.0, "permuted/permuted": 4.3,
+                                "random/reinit": 4.9})
+    assert "Only the ticket itself beats both baselines" in tickets.verdict(mazegrid_50k)
     # Acrobot distillation: all four within 10% of the 420 above the floor of -500: a tie, not a refutation.
     assert "does not prune far enough" in verdict(-78.2, -78.1, -77.7, -81.9, floor=-500.0)
 
