@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from results_tickets import wall_minutes
+from results_tickets import mean_curve, sparsest_kept, wall_minutes
 
 from lth.report import Chain, load_chains, mean_sd, run_report
 from lth.runner import run_imp, run_transfer
@@ -45,13 +45,7 @@ def velocity_only_level(chain: Chain) -> int | None:
 
 def kept_level(chain: Chain) -> int:
     """The sparsest level up to which the chain's best return stays within 95% of its dense one (above -500)."""
-    best = chain.series("ticket/best_return")
-    last = 0
-    for level in sorted(best):
-        if best[level] - FLOOR < 0.95 * (best[0] - FLOOR):
-            break
-        last = level
-    return last
+    return sparsest_kept(mean_curve([chain]), FLOOR)[0]
 
 
 def solves_on_velocities(chain: Chain) -> bool:
@@ -155,10 +149,9 @@ def section(uri: str) -> str:
                             seeds=SEEDS, modules=["actor"], out=OUT / "acrobot_transfer")
     rows = [row for row in transfer.summary.read_text().split("\n") if row.startswith("|")]
     curves = load_curves(transfer.tracking_uri, transfer.experiment, transfer.settings)
-    best = {k: mean_sd([c.levels[k]["ticket/best_return"] for c in chains if k in c.levels]) for k in range(LEVELS)}
-    density = {k: statistics.fmean(c.levels[k]["density"] for c in chains if k in c.levels) for k in best}
+    curve = mean_curve(chains)
     returns = ["| level | density | best return (mean ± sd over seeds) |", "| ---: | ---: | ---: |"]
-    returns += [f"| {k} | {density[k]:.3f} | {best[k][0]:.1f} ± {best[k][1]:.1f} |" for k in best]
+    returns += [f"| {k} | {density:.3f} | {mean:.1f} ± {sd:.1f} |" for k, (density, mean, sd) in curve.items()]
     transfer_minutes = wall_minutes(uri, transfer.experiment, transfer_filter(transfer.settings))
     newline = "\n"
     return f"""## Minimal task representations in Acrobot (paper section 4.2, Figure 8 middle)
@@ -166,7 +159,7 @@ def section(uri: str) -> str:
 **Setup.** PPO on `Acrobot-v1` with the paper's Table 5 values (`{CONFIG.relative_to(ROOT)}`): actor and critic
 128-64 tanh, Kaiming-uniform init with the input layer scaled by 0.1, {FRAMES // 1000}k frames per level (the
 paper's {PAPER_FRAMES // 1000}k scaled down {PAPER_FRAMES // FRAMES}x to fit a session; the dense level 0 reaches
-{best[0][0]:.1f} ± {best[0][1]:.1f}, against the task's -100 threshold), IMP pruning 20% of actor and critic
+{curve[0][1]:.1f} ± {curve[0][2]:.1f}, against the task's -100 threshold), IMP pruning 20% of actor and critic
 per level with rewinding, the ticket condition only, {LEVELS} levels (density down to
 {0.8 ** (LEVELS - 1):.3f}), seeds {list(SEEDS)}, one population ({wall_minutes(uri, EXPERIMENT):.0f} min here, and
 {transfer_minutes:.0f} min for the transfer's fits). MLflow experiments: `{EXPERIMENT}` and

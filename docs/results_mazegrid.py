@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_tickets import TicketStudy, budget, study_rows, verdict, wall_minutes
+from results_tickets import TicketStudy, budget, mean_curve, study_rows, verdict, wall_minutes
 
 from lth import figures as plt
 from lth.analysis import alive_inputs, input_layers
@@ -126,14 +126,15 @@ def channel_verdict(per_seed: list[dict[int, dict[str, ChannelMask]]]) -> str:
     map is pruned least."""
     n = len(per_seed)
     last = max(set.intersection(*(set(s) for s in per_seed)))
+    first = {e: [pruned_off_support(s, e) for s in per_seed] for e in ENEMIES}
     parts = []
     for enemy in ENEMIES:
-        cut = [k for s in per_seed if (k := pruned_off_support(s, enemy)) is not None]
-        kept = [s[k][enemy].on_support for s in per_seed if (k := pruned_off_support(s, enemy)) is not None]
+        cut = [k for k in first[enemy] if k is not None]
+        kept = [s[k][enemy].on_support for s, k in zip(per_seed, first[enemy]) if k is not None]
         parts.append(f"{enemy}: {len(cut)} of {n} seeds" + (
             f" (from level {min(cut)}-{max(cut)}, still seeing {statistics.fmean(kept):.0%} of the patrol cells then)"
             if cut else ""))
-    cut_seeds = sum(all(pruned_off_support(s, e) is not None for e in ENEMIES) for s in per_seed)
+    cut_seeds = sum(all(k is not None for k in ks) for ks in zip(*first.values()))
     share = {name: mean_sd([s[last][name].weights_kept for s in per_seed]) for name in CHANNELS}
     order = sorted(share, key=lambda name: share[name][0], reverse=True)
     text = ("Seeds whose ticket sees no enemy-map cell outside the enemy's patrol by the last level: "
@@ -161,8 +162,7 @@ def section(uri: str) -> str:
     rows, stats = study_rows(STUDY, chains)
     tickets = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
     per_seed = [chain_channels(uri, c) for c in tickets]
-    density = {k: statistics.fmean(c.levels[k]["density"] for c in tickets) for k in set.intersection(
-        *(set(c.levels) for c in tickets))}
+    density = {k: d for k, (d, _, _) in mean_curve(tickets).items()}
     plot_channels(per_seed, density, OUT / STUDY.name / "channels.png")
     (group,) = input_groups(tickets)
     newline = "\n"

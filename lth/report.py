@@ -185,10 +185,8 @@ def input_survival(chains: list[Chain], group: str, path: Path, title: str = "")
                     title_size=10)
     rows = ["| seed | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
     for chain in chosen:
-        cells = []
-        for metric in metrics:
-            dead = [k for k, v in chain.series(metric).items() if v == 0]
-            cells.append(str(min(dead)) if dead else f"alive at {max(chain.levels)}")
+        cells = [str(dead) if (dead := chain.dead_from(name, group)) is not None else f"alive at {max(chain.levels)}"
+                 for name in names]
         rows.append(f"| {chain.seed} | " + " | ".join(cells) + " |")
     return rows
 

@@ -35,6 +35,7 @@ def _chain(alive: dict[int, tuple[int, ...]], returns: dict[int, float]) -> Chai
         chain.levels[level] = {f"inputs/actor/{n}": c for n, c in zip(acrobot.TRIG + acrobot.VELOCITY, counts,
                                                                           strict=True)}
         chain.levels[level]["ticket/best_return"] = returns[level]
+        chain.levels[level]["density"] = 0.8 ** level  # every level run logs its density
     return chain
 
 

@@ -172,6 +172,7 @@ def channel_support(board: Layout = BOARD) -> np.ndarray:
     support[COIN], support[POISON] = board.coins, board.poisons
     return support
 
+
 _MOVES = move_table(BOARD.walls)
 # The start's cell labels without the agent and enemies: walls, coins, poisons and empty cells.
 _START_ITEMS = np.select([BOARD.walls, BOARD.coins, BOARD.poisons], [WALL, COIN, POISON], EMPTY).ravel().astype(np.int8)
