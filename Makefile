@@ -34,7 +34,7 @@ bench: $(STAMP)
 # masks ~1.5 h (CartPole input masks + transfer); tickets ~3.6 h (CartPole PPO 67 min, distillation 12, actor-only
 # 32; Acrobot PPO 74, distillation 31); mazegrid ~1.3 h; acrobot-inputs ~1 h; pybullet ~2 h (two 1.5M-frame fits).
 # ITEMS=tickets regenerates one item and keeps the others.
-ITEMS = masks tickets mazegrid acrobot-inputs pybullet
+ITEMS = masks tickets mazegrid acrobot-inputs minatar pybullet
 results: $(STAMP)
 	$(PY) docs/make_results.py --items $(ITEMS)
 

@@ -1,8 +1,9 @@
 """Regenerate ``docs/RESULTS.md`` from runs made on this machine, one block per item (``--items``): ``masks``, the
 CartPole input-mask study of the paper's section 4 (Figure 8), ``tickets``, the four conditions against each
 other (:mod:`results_tickets`), ``mazegrid``, DQN tickets and their object-map masks (:mod:`results_mazegrid`),
-``acrobot-inputs``, Acrobot's input masks (:mod:`results_acrobot_inputs`), and
-``pybullet``, dense PPO on PyBullet tasks against rl-baselines3-zoo (:mod:`results_pybullet`).
+``acrobot-inputs``, Acrobot's input masks (:mod:`results_acrobot_inputs`), ``minatar``, Breakout distillation
+tickets and their pixel masks (:mod:`results_minatar`), and ``pybullet``, dense PPO on PyBullet tasks against
+rl-baselines3-zoo (:mod:`results_pybullet`).
 ``make results`` runs it; every step resumes from MLflow, so a rerun only redraws. Each step calls the library
 function behind an ``lth`` command (:mod:`lth.runner`, :mod:`lth.report`).
 
@@ -37,6 +38,7 @@ from lth.transfer_report import Curve, load_curves
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_acrobot_inputs  # noqa: E402 - docs/ is not a package
 import results_mazegrid  # noqa: E402
+import results_minatar  # noqa: E402
 import results_pybullet  # noqa: E402
 import results_tickets  # noqa: E402
 
@@ -300,7 +302,7 @@ def input_masks(uri: str, seeds: list[int], levels: int, scheme_seeds: list[int]
 
 
 RESULTS = ROOT / "docs" / "RESULTS.md"
-ITEMS = ("masks", "tickets", "mazegrid", "acrobot-inputs", "pybullet")  # docs/RESULTS.md's blocks, in order
+ITEMS = ("masks", "tickets", "mazegrid", "acrobot-inputs", "minatar", "pybullet")  # docs/RESULTS.md's blocks, in order
 HEADER = """# Results
 
 Every section is made by `make results` (`python docs/make_results.py [--items ...]`) from runs on this machine
@@ -345,6 +347,7 @@ if __name__ == "__main__":
                 "tickets": lambda: results_tickets.section(tracking_uri),
                 "mazegrid": lambda: results_mazegrid.section(tracking_uri),
                 "acrobot-inputs": lambda: results_acrobot_inputs.section(tracking_uri),
+                "minatar": lambda: results_minatar.section(tracking_uri),
                 "pybullet": lambda: results_pybullet.section(tracking_uri)}
     for item in ITEMS:
         if item in ns.items:

@@ -35,6 +35,14 @@ SETTINGS = ("--model.init_args.eps_frames", "10000", "--data.init_args.warmup_fr
 STUDY = TicketStudy("mazegrid_dqn_tickets", "MazeGrid, DQN (objects)", "mazegrid/dqn.yaml",
                     "paper/MazeGrid-v0/dqn/tickets", "0-4", 14, frames=50_000,
                     extra=(*SETTINGS, "--population", "10", "--executor", "ray"))
+#: SI Figure 13's other encodings at fewer seeds, the same settings, one population of 8 each: RGB pixels (3 colour
+#: planes, scaled to [0, 1]) and the entangled encoding (the object maps through a fixed random projection).
+ENCODINGS = tuple(
+    TicketStudy(f"mazegrid_dqn_tickets_{name}", f"MazeGrid, DQN ({name})", "mazegrid/dqn.yaml",
+                f"paper/MazeGrid-v0/dqn/tickets-{name}", "0-1", 14, frames=50_000,
+                extra=(*SETTINGS, "--data.init_args.env_kwargs", kwargs, *scale, "--population", "8"))
+    for name, kwargs, scale in (("rgb", "{obs_type: rgb}", ("--model.init_args.network.obs_scale", str(1 / 255))),
+                                ("entangled", "{obs_type: entangled, projection_seed: 0}", ())))
 ENEMIES = ("enemy_a", "enemy_b")
 
 
@@ -47,24 +55,28 @@ class ChannelMask:
     off_support: float  # the same share for the cells the channel can never light
 
 
-def channel_masks(mask: torch.Tensor, support: np.ndarray) -> dict[str, ChannelMask]:
-    """Per channel of a Linear input layer's ``mask`` ([units, channels * height * width]): what it keeps."""
+def channel_masks(mask: torch.Tensor, support: np.ndarray, names: tuple[str, ...] = CHANNELS
+                  ) -> dict[str, ChannelMask]:
+    """Per channel (``names``, in order) of a Linear input layer's ``mask`` ([units, channels * height * width]):
+    what it keeps of the cells in ``support`` (bool, [channels, height, width]) and of the others."""
     support_t = torch.from_numpy(support)
     alive = alive_inputs(mask, support.shape)
     kept = mask.reshape(mask.shape[0], len(support), -1).double().mean((0, 2))
     return {name: ChannelMask(float(kept[c]), float(alive[c][support_t[c]].float().mean()),
-                              float(alive[c][~support_t[c]].float().mean())) for c, name in enumerate(CHANNELS)}
+                              float(alive[c][~support_t[c]].float().mean())) for c, name in enumerate(names)}
 
 
-def chain_channels(uri: str, chain: Chain) -> dict[int, dict[str, ChannelMask]]:
-    """Per finished level of ``chain``, every channel's :class:`ChannelMask` (read from the level's ``ticket.pt``)."""
+def chain_channels(uri: str, chain: Chain, support: np.ndarray | None = None, names: tuple[str, ...] = CHANNELS
+                   ) -> dict[int, dict[str, ChannelMask]]:
+    """Per finished level of ``chain``, every channel's :class:`ChannelMask` (read from the level's ``ticket.pt``)
+    against ``support`` (default: MazeGrid's :func:`channel_support`)."""
     store = ChainStore(uri, chain.experiment_id, chain.run_id)
-    support = channel_support()
+    support = channel_support() if support is None else support
     levels = {}
     for level, run_id in sorted(chain.level_runs.items()):
         masks = store.load(run_id, "ticket.pt")["masks"]
         (layer,) = input_layers(masks).values()
-        levels[level] = channel_masks(masks[layer], support)
+        levels[level] = channel_masks(masks[layer], support, names)
     return levels
 
 

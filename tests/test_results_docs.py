@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 import make_results  # noqa: E402 - docs/ is not a package
 import results_acrobot_inputs as acrobot  # noqa: E402
 import results_mazegrid as mazegrid  # noqa: E402
+import results_minatar as minatar  # noqa: E402
 import results_tickets as tickets  # noqa: E402
 
 
@@ -110,6 +111,24 @@ def test_channel_verdict_checks_both_claims_per_seed() -> None:
     text = mazegrid.channel_verdict([uncut, uncut])
     assert "does not show here" in text and "not the one pruned least" in text
     assert "in 1 of 2 seeds" in mazegrid.channel_verdict([cut, uncut])
+
+
+def test_breakout_cell_verdict_checks_the_paddle_row_and_the_bottom_rows() -> None:
+    names = ("paddle", "ball", "trail", "brick")
+    lit = np.ones((4, 10, 10), dtype=bool)
+    lit[0, :9] = lit[1, 9] = lit[2, 9] = False  # as in Breakout: the paddle lives in the bottom row, the ball never
+    per_seed = [{3: {name: mazegrid.ChannelMask(kept, 0.5, 0.0) for name, kept in zip(names, (0.3, 0.1, 0.05, 0.2))}}]
+    alive = torch.zeros(4, 10, 10)
+    alive[0, 9] = 1.0
+    alive[1, :9] = alive[2, :9] = 0.5
+    text = minatar.cell_verdict({3: alive}, lit, names, 3, per_seed)
+    assert "only the paddle's row of the paddle channel survives holds" in text
+    assert "lose their bottom row holds; here the ball and trail channels' bottom row is never lit" in text
+    assert "most first: paddle 0.300 ± 0.000, brick 0.200" in text
+    alive[0, 4, 2] = alive[1, 9, 0] = 1.0  # one paddle cell above the row and one bottom ball cell survive
+    lit[1, 9] = True
+    text = minatar.cell_verdict({3: alive}, lit, names, 3, per_seed)
+    assert "survives does not hold" in text and "bottom row does not hold at this depth; here the trail channel's" in text
 
 
 def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:

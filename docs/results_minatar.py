@@ -1,0 +1,205 @@
+"""MinAtar Breakout (paper Figure 6 right, SI Figure 9): Q-value distillation tickets of the MLP student against the
+three baselines, and which pixels of each object channel the ticket's input layer still sees.
+
+The expert is a DQN (the teacher MLP of Table 10) trained by ``lth expert`` on ``configs/minatar/dqn_mlp_expert.yaml``;
+the study is a :class:`results_tickets.TicketStudy` run as two Ray populations and resumed from MLflow. The pixel
+analysis compares each mask/weights level's surviving first-layer columns with the cells the expert's data ever
+lights (:func:`lit_cells`): a weight on a cell that is never lit sees only zeros, is never trained and keeps its
+initial size. :func:`section` returns the Markdown; ``docs/make_results.py --items minatar`` writes it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from results_mazegrid import ChannelMask, chain_channels
+from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, study_rows, verdict, wall_minutes
+
+from datamodules import ExpertDataModule
+from lth import figures as plt
+from lth.analysis import alive_inputs, input_layers, input_names
+from lth.report import Chain, input_groups, load_chains, mean_sd, run_report
+from lth.runner import run_imp
+from lth.tracking import ChainStore
+
+OUT = Path(__file__).resolve().parent / "results"
+ENV_ID = "MinAtar/Breakout-v1"
+EXPERT_CONFIG = "minatar/dqn_mlp_expert.yaml"
+EXPERT_EPS = 0.05  # the expert acts as it ended its training (Table 11's final epsilon), so the data vary
+#: The expert's data stream is shared by a population's members; two populations of 6 train side by side on the two
+#: cores (Ray), each with its own stream.
+SETTINGS = ("--data.init_args.expert_eps", str(EXPERT_EPS), "--data.init_args.eval_every", "50000")
+STUDY = TicketStudy("minatar_breakout_distill_tickets", "MinAtar Breakout, distillation (MLP)",
+                    "minatar/distill_mlp.yaml", "paper/MinAtar-Breakout-v1/distill/tickets", "0-2", 12,
+                    expert_config=EXPERT_CONFIG, frames=100_000,
+                    extra=(*SETTINGS, "--population", "6", "--executor", "ray"))
+BOTTOM = 9  # the paddle's row; the ball ends the episode there unless the paddle is under it
+
+
+def lit_cells(uri: str, expert: str, frames: int = 100_000, seed: int = 0) -> np.ndarray:
+    """Per channel and cell, whether the expert's data (its epsilon-greedy play, as the student sees it) ever light
+    it in ``frames`` frames: bool ``[channels, 10, 10]``."""
+    data = ExpertDataModule(expert, ENV_ID, num_envs=16, rollout_steps=128, total_frames=frames,
+                            expert_eps=EXPERT_EPS, seed=seed, tracking_uri=uri)
+    lit = None
+    for batch in data.train_dataloader():
+        obs = batch["observation"]
+        seen = obs.reshape(-1, *obs.shape[-3:]).bool().any(0)
+        lit = seen if lit is None else lit | seen
+    data.teardown("fit")
+    return lit.numpy()
+
+
+def plot_cells(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], density: dict[int, float],
+               path: Path) -> None:
+    """Rows: channels; columns: levels. Colour: share of seeds whose ticket keeps a weight on the cell; x: a cell
+    the expert's data never light."""
+    levels = sorted(alive)
+    fig, axes = plt.subplots(len(names), len(levels), figsize=(2.2 * len(levels), 2.2 * len(names)), squeeze=False)
+    never = np.argwhere(~lit)
+    for col, level in enumerate(levels):
+        for row, name in enumerate(names):
+            ax = axes[row][col]
+            image = ax.imshow(alive[level][row].numpy(), vmin=0, vmax=1, cmap="viridis")
+            on = never[never[:, 0] == row]
+            ax.scatter(on[:, 2], on[:, 1], marker="x", s=8, color="white", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"level {level}\ndensity {density[level]:.3f}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="share of seeds keeping a weight on the cell")
+    fig.suptitle("Breakout student tickets (mask/weights): cells the input layer still sees (x: never lit)",
+                 fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def alive_share(uri: str, tickets: list[Chain], levels: list[int], obs_shape: tuple[int, ...]
+                ) -> dict[int, torch.Tensor]:
+    """Per level, the share of ``tickets`` whose input layer keeps a weight on each cell (``obs_shape``)."""
+    shares = {}
+    for level in levels:
+        seen = []
+        for chain in tickets:
+            store = ChainStore(uri, chain.experiment_id, chain.run_id)
+            masks = store.load(chain.level_runs[level], "ticket.pt")["masks"]
+            (layer,) = input_layers(masks).values()
+            seen.append(alive_inputs(masks[layer], obs_shape).float())
+        shares[level] = torch.stack(seen).mean(0)
+    return shares
+
+
+def cell_rows(per_seed: list[dict[int, dict[str, ChannelMask]]], names: tuple[str, ...], density: dict[int, float],
+              picks: list[int]) -> list[str]:
+    """Per channel, at the ``picks`` levels: kept weight share and cells seen among the lit / never-lit ones."""
+    rows = ["| channel | " + " | ".join(f"level {k} (density {density[k]:.3f}): weights kept, lit / never-lit cells "
+                                         "seen" for k in picks) + " |", "| --- |" + " ---: |" * len(picks)]
+    for name in names:
+        cells = []
+        for k in picks:
+            kept, on, off = (statistics.fmean(getattr(s[k][name], f) for s in per_seed)
+                             for f in ("weights_kept", "on_support", "off_support"))
+            cells.append(f"{kept:.3f}, {on:.2f} / {off:.2f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def cell_verdict(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], last: int,
+                 per_seed: list[dict[int, dict[str, ChannelMask]]]) -> str:
+    """The paper's two Breakout claims: only the paddle's (actionable) row of the paddle channel survives, and the
+    ball and trail channels lose their bottom row."""
+    c = {name: i for i, name in enumerate(names)}
+    final = alive[last]
+    paddle_off = float(final[c["paddle"], :BOTTOM].mean())
+    paddle_row = float(final[c["paddle"], BOTTOM].mean())
+    bottom = {name: float(final[c[name], BOTTOM].mean()) for name in ("ball", "trail")}
+    lit_bottom = {name: bool(lit[c[name], BOTTOM].any()) for name in ("ball", "trail")}
+    share = {name: mean_sd([s[last][name].weights_kept for s in per_seed]) for name in names}
+    text = (f"At the last level ({last}), the paddle channel keeps a weight on {paddle_row:.0%} of its bottom-row "
+            f"cells and on {paddle_off:.0%} of the cells above (mean over seeds); the ball channel keeps "
+            f"{bottom['ball']:.0%} of its bottom row and the trail channel {bottom['trail']:.0%}. ")
+    holds_paddle = paddle_off == 0 and paddle_row > 0
+    holds_bottom = max(bottom.values()) == 0
+    text += ("The paper's claim that only the paddle's row of the paddle channel survives " +
+             ("holds. " if holds_paddle else "does not hold at this depth. "))
+    text += ("Its claim that the ball and trail channels lose their bottom row " +
+             ("holds" if holds_bottom else "does not hold at this depth"))
+    never = [name for name, was in lit_bottom.items() if not was]
+    if never:
+        owner = "channels'" if len(never) > 1 else "channel's"
+        text += (f"; here the {' and '.join(never)} {owner} bottom row is never lit "
+                 "in the observations the student learns from (the ball reaches it only in the terminal observation, "
+                 "which no policy acts on), so those weights are never trained and fall to magnitude pruning as "
+                 "their initial size comes up, as the paper's reading (no action-relevant information) implies")
+    order = sorted(share, key=lambda name: share[name][0], reverse=True)
+    return text + (". Share of each channel's input weights kept at the last level, most first: "
+                   + ", ".join(f"{name} {share[name][0]:.3f} ± {share[name][1]:.3f}" for name in order) + ".")
+
+
+def section(uri: str) -> str:
+    """Run (or resume) the expert and the study, write the study's report, and return the Markdown section."""
+    run_imp(STUDY.args(uri))
+    run_report([STUDY.experiment], uri, OUT / STUDY.name)
+    chains = load_chains(uri, [STUDY.experiment])
+    rows, stats = study_rows(STUDY, chains)
+    tickets = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
+    density = {k: d for k, (d, _, _) in mean_curve(tickets).items()}
+    last = max(density)
+    picks = sorted({0, last // 2, last})
+    expert = expert_run(uri, ROOT / "configs" / EXPERT_CONFIG)
+    lit = lit_cells(uri, expert)
+    names = input_names(ENV_ID, lit.shape)
+    per_seed = [chain_channels(uri, c, lit, names) for c in tickets]
+    alive = alive_share(uri, tickets, picks, lit.shape)
+    plot_cells(alive, lit, names, density, OUT / STUDY.name / "cells.png")
+    (group,) = input_groups(tickets)
+    expert_return = expert_best_return(uri, expert)
+    newline = "\n"
+    return f"""## MinAtar Breakout, distillation (paper Figure 6 right, SI Figure 9)
+
+Q-value distillation (Huber loss between expert and student Q-values) of the paper's MLP student (1024-512) on
+`MinAtar/Breakout-v1` (4 object channels of 10x10 cells: {', '.join(names)}), all four conditions.
+The expert is a DQN with the teacher MLP (512-256) trained by `lth expert --config configs/{EXPERT_CONFIG}` (the
+paper's Table 11 at 2M frames instead of 15M; best greedy return {expert_return:.1f}); it acts with epsilon
+{EXPERT_EPS} while the student learns. `configs/{STUDY.config}` with `{' '.join(SETTINGS)}`: {budget(STUDY)}.
+Seeds {STUDY.seeds}, {STUDY.levels} levels (density down to {0.8 ** (STUDY.levels - 1):.3f}); MLflow experiment
+`{STUDY.experiment}`; {wall_minutes(uri, STUDY.experiment):.0f} min on this machine as two Ray populations of 6
+members, one per core.
+
+![MinAtar Breakout, distillation](results/{STUDY.name}/return_vs_density.png)
+
+{newline.join(rows)}
+
+{verdict(stats)}
+
+### Which cells each channel keeps (Figure 6 right)
+
+The paper reports that in Breakout only the actionable (bottom) row of the paddle channel survives, and that the
+ball and trail channels lose their bottom row, where the ball only arrives when the episode ends. A cell of a
+channel is *seen* while its column in the student's first layer keeps a weight; the *lit* cells are those the
+expert's data light at least once in 100k frames (`lit_cells`).
+
+![cells](results/{STUDY.name}/cells.png)
+
+![input masks across levels](results/{STUDY.name}/input_masks_{group}.png)
+
+(Mean over the {len(tickets)} mask/weights seeds.)
+
+{newline.join(cell_rows(per_seed, names, density, picks))}
+
+{cell_verdict(alive, lit, names, last, per_seed)}
+
+Per level and seed: [the study's report](results/{STUDY.name}/summary.md).
+"""
+
+
+def expert_best_return(uri: str, run_id: str) -> float:
+    """The expert run's best greedy evaluation return."""
+    return MlflowClient(uri).get_run(run_id).data.metrics["eval/best_return"]
