@@ -19,9 +19,9 @@ from mlflow import MlflowClient
 from results_mazegrid import ChannelMask, chain_channels
 from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, study_rows, verdict, wall_minutes
 
-from datamodules import ExpertDataModule
 from lth import figures as plt
 from lth.analysis import alive_inputs, input_layers, input_names
+from lth.datamodules import ExpertDataModule
 from lth.report import Chain, input_groups, load_chains, mean_sd, run_report
 from lth.runner import run_imp
 from lth.tracking import ChainStore
