@@ -134,10 +134,11 @@ def cell_verdict(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[s
     never = [name for name, was in lit_bottom.items() if not was]
     if never:
         owner = "channels'" if len(never) > 1 else "channel's"
-        text += (f"; here the {' and '.join(never)} {owner} bottom row is never lit "
-                 "in the observations the student learns from (the ball reaches it only in the terminal observation, "
-                 "which no policy acts on), so those weights are never trained and fall to magnitude pruning as "
-                 "their initial size comes up, as the paper's reading (no action-relevant information) implies")
+        text += (f"; here the {' and '.join(never)} {owner} bottom row is never lit in the observations the "
+                 "student learns from (the ball reaches it only in the terminal observation, which no policy acts "
+                 "on): weights there are never trained and keep their initial size, so magnitude pruning removes "
+                 "them once its threshold passes that size, the paper's reading (no action-relevant information) in "
+                 "its plainest form")
     order = sorted(share, key=lambda name: share[name][0], reverse=True)
     return text + (". Share of each channel's input weights kept at the last level, most first: "
                    + ", ".join(f"{name} {share[name][0]:.3f} ± {share[name][1]:.3f}" for name in order) + ".")
