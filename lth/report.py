@@ -10,12 +10,14 @@ experiments, replaced by the next report of the same set), so the chains' experi
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,7 @@ class Chain:
     condition: str
     seed: int
     env: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # the env's options (MazeGrid's obs_type...)
     levels: dict[int, dict[str, float]] = field(default_factory=dict)
     level_runs: dict[int, str] = field(default_factory=dict)
 
@@ -59,6 +62,14 @@ class Chain:
             if all(alive[n] for n in kept) and not any(alive[n] for n in dropped):
                 return level
         return None
+
+
+ENV_KWARGS = "data.init_args.env_kwargs."  # the prefix of a chain run's env options among its params
+
+
+def env_kwargs(params: Mapping[str, str]) -> dict[str, Any]:
+    """A chain's env options, read back from its run's params (its flattened description: JSON values)."""
+    return {key[len(ENV_KWARGS):]: json.loads(value) for key, value in params.items() if key.startswith(ENV_KWARGS)}
 
 
 def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
@@ -87,7 +98,7 @@ def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
                 continue
             seen.add(key)
             chain = Chain(name, exp.experiment_id, parent.info.run_id, tags["condition"], int(tags.get("seed", 0)),
-                          tags.get("env", ""))
+                          tags.get("env", ""), env_kwargs(parent.data.params))
             for level, run in ChainStore(tracking_uri, exp.experiment_id, parent.info.run_id).finished_runs().items():
                 chain.levels[level] = dict(run.data.metrics)
                 chain.level_runs[level] = run.info.run_id
@@ -201,7 +212,7 @@ def input_masks_across_levels(chains: list[Chain], tracking_uri: str, group: str
     masks = [store.load(chain.level_runs[k], "ticket.pt")["masks"] for k in picks]
     layer = next(name for name in masks[0] if name.startswith(f"{group}."))
     columns = [m[layer].reshape(m[layer].shape[0], -1).float().mean(0) for m in masks]  # kept share per input
-    obs_shape = env_shapes(chain.env)[0] if chain.env else (columns[0].numel(),)
+    obs_shape = env_shapes(chain.env, **chain.env_kwargs)[0] if chain.env else (columns[0].numel(),)
     image = len(obs_shape) == 3 and columns[0].numel() == math.prod(obs_shape)
     names = input_names(chain.env, obs_shape)
     rows, cols = (len(picks), obs_shape[0]) if image else (1, len(picks))

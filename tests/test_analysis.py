@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from lth.analysis import alive_inputs, dead_inputs, input_mass, input_names, input_report, last_alive_level
 from lth.cli import main
 from lth.envs.mazegrid import CHANNELS
+from lth.report import load_chains
 from tests.conftest import CONFIGS, local_store
 
 
@@ -89,3 +90,21 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     assert "| CartPole-v1/ppo/xavier: mask/weights | 1 |" in both
     assert {"inputs_actor_0.png", "inputs_actor_1.png", "input_masks_critic_1.png"} <= {
         p.name for p in Path("both").iterdir()}
+
+
+def test_a_report_reads_each_chain_with_its_own_env_options(in_tmp: Path, capsys) -> None:
+    """A chain trained on MazeGrid's RGB pixels is read back with its env options, so its input masks are drawn
+    per colour plane (600 inputs), not against the default encoding's six object maps (1200)."""
+    experiment = "lth/MazeGrid-v0/dqn/mlp256x256"
+    main(["imp", "--config", str(CONFIGS / "mazegrid" / "dqn.yaml"), "--data.init_args.env_kwargs", "{obs_type: rgb}",
+          "--data.init_args.total_frames", "256", "--data.init_args.warmup_frames", "64",
+          "--data.init_args.batch_size", "16", "--data.init_args.buffer_size", "256", "--data.init_args.num_envs", "4",
+          "--data.init_args.eval_every", "256", "--data.init_args.eval_episodes", "1",
+          "--model.init_args.hidden", "[8]", "--model.init_args.network.obs_scale", "0.0039", "--imp.levels", "2",
+          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+    (chain,) = load_chains(local_store(), [experiment])
+    assert chain.env_kwargs == {"obs_type": "rgb"} and sorted(chain.levels) == [0, 1]
+    main(["report", "--experiment", experiment, "--out", "report", "--no_mlflow"])
+    assert "wrote report/summary.md" in capsys.readouterr().out
+    assert (Path("report") / "input_masks_q_net.png").is_file()
+    assert "| seed | red | green | blue |" in Path("report/summary.md").read_text()
