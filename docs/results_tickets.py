@@ -142,8 +142,12 @@ def study_rows(study: TicketStudy, chains: list[Chain]) -> tuple[list[str], dict
         level, density = sparsest_kept(curve, study.floor)
         sparse = [curve[k][1] for k in curve if curve[k][0] <= 0.1]
         last = max(curve)
+        per_seed = [statistics.fmean(c.levels[k]["ticket/best_return"] for k in curve if curve[k][0] <= 0.1)
+                    for c in group] if sparse else []
         stats[condition] = {"curve": curve, "kept": (level, density), "sparse": statistics.fmean(sparse)
-                            if sparse else float("nan"), "last": curve[last]}
+                            if sparse else float("nan"), "last": curve[last],
+                            "sparse_se": statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1
+                            else float("nan")}
         rows.append(f"| {condition} | {len(group)} | {curve[0][1]:.1f} ± {curve[0][2]:.1f} | {density:.3f} "
                     f"(level {level}) | {stats[condition]['sparse']:.1f} | {curve[last][1]:.1f} ± "
                     f"{curve[last][2]:.1f} (density {curve[last][0]:.3f}) |")
@@ -152,7 +156,12 @@ def study_rows(study: TicketStudy, chains: list[Chain]) -> tuple[list[str], dict
 
 def verdict(stats: dict[str, dict], floor: float = 0.0) -> str:
     """The paper's ordering (mask/weights ~ mask/permuted >> permuted/permuted, random/reinit) against the
-    measured mean returns at density <= 0.1 and the sparsest densities keeping 95% of the dense return."""
+    measured mean returns at density <= 0.1 and the sparsest densities keeping 95% of the dense return, then which
+    of the comparisons it rests on the seeds resolve (:func:`unresolved`)."""
+    return _ordering(stats, floor) + " " + unresolved(stats)
+
+
+def _ordering(stats: dict[str, dict], floor: float) -> str:
     sparse = {c: s["sparse"] for c, s in stats.items()}
     kept = {c: s["kept"][1] for c, s in stats.items()}
     order = sorted(sparse, key=sparse.get, reverse=True)
@@ -181,6 +190,28 @@ def verdict(stats: dict[str, dict], floor: float = 0.0) -> str:
                    f"({permuted:.1f} against {weights:.1f}; 95% of the dense return kept down to density "
                    f"{kept['mask/permuted']:.3f} against {kept['mask/weights']:.3f}), so here the ticket's initial "
                    "weights matter too, where the paper's two curves nearly coincide.")
+
+
+#: The comparisons the paper's claim rests on: each mask condition against each baseline, and the two mask
+#: conditions against each other.
+COMPARED = (("mask/weights", "permuted/permuted"), ("mask/weights", "random/reinit"),
+            ("mask/permuted", "permuted/permuted"), ("mask/permuted", "random/reinit"),
+            ("mask/weights", "mask/permuted"))
+
+
+def unresolved(stats: dict[str, dict]) -> str:
+    """Which of :data:`COMPARED`'s differences in mean return at density <= 0.1 lie within two standard errors of
+    the difference of the per-seed means (the seeds do not resolve them)."""
+    within = []
+    for a, b in COMPARED:
+        diff = stats[a]["sparse"] - stats[b]["sparse"]
+        se = (stats[a]["sparse_se"] ** 2 + stats[b]["sparse_se"] ** 2) ** 0.5
+        if abs(diff) <= 2 * se:
+            within.append(f"{a} - {b} = {diff:.1f} ± {se:.1f}")
+    if not within:
+        return "Every difference above exceeds two standard errors of the per-seed means."
+    return ("Within two standard errors of the per-seed means, so not resolved at this seed count: "
+            + "; ".join(within) + ".")
 
 
 def budget(study: TicketStudy) -> str:

@@ -60,9 +60,11 @@ def test_velocity_only_level_and_verdict() -> None:
     assert acrobot.transfer_source([never, failing])[:2] == (never, 1)
 
 
-def _stats(dense: float, sparse: dict[str, float]) -> dict[str, dict]:
-    """Per condition: a dense level and the mean return at density <= 0.1 (what :func:`tickets.verdict` reads)."""
-    return {c: {"curve": {0: (1.0, dense, 0.0)}, "sparse": s, "kept": (3, 0.5)} for c, s in sparse.items()}
+def _stats(dense: float, sparse: dict[str, float], se: float = 0.0) -> dict[str, dict]:
+    """Per condition: a dense level, the mean return at density <= 0.1 and its standard error over seeds (what
+    :func:`tickets.verdict` reads)."""
+    return {c: {"curve": {0: (1.0, dense, 0.0)}, "sparse": s, "sparse_se": se, "kept": (3, 0.5)}
+            for c, s in sparse.items()}
 
 
 def test_ticket_verdict_tells_ties_and_orderings_apart() -> None:
@@ -77,6 +79,25 @@ def test_ticket_verdict_tells_ties_and_orderings_apart() -> None:
     mazegrid_50k = _stats(5.2, {"mask/weights": 6.4, "mask/permuted": 4.0, "permuted/permuted": 4.3,
                                 "random/reinit": 4.9})
     assert "Only the ticket itself beats both baselines" in tickets.verdict(mazegrid_50k)
+    assert "Every difference above exceeds two standard errors" in verdict(480, 470, 100, 50)
+
+
+def test_unresolved_names_the_differences_within_two_standard_errors() -> None:
+    # MazeGrid RGB at 2 seeds: the ticket is 0.2 above permuted/permuted with a standard error of 0.14 each.
+    stats = _stats(4.5, {"mask/weights": 5.0, "mask/permuted": 3.8, "permuted/permuted": 4.8, "random/reinit": 4.2},
+                   se=0.15)
+    text = tickets.unresolved(stats)
+    assert "mask/weights - permuted/permuted = 0.2 ± 0.2" in text
+    assert "mask/permuted - random/reinit = -0.4 ± 0.2" in text
+    assert "mask/weights - random/reinit" not in text and "mask/weights - mask/permuted" not in text  # 0.8, 1.2
+    assert "not resolved at this seed count" in tickets.verdict(stats)
+
+
+def test_ticket_verdict_calls_a_tie_a_tie() -> None:
+    def verdict(weights: float, permuted: float, pp: float, rr: float, floor: float = 0.0) -> str:
+        return tickets.verdict(_stats(500.0 if floor == 0 else -80.0, {
+            "mask/weights": weights, "mask/permuted": permuted, "permuted/permuted": pp, "random/reinit": rr}), floor)
+
     # Acrobot distillation: all four within 10% of the 420 above the floor of -500: a tie, not a refutation.
     assert "does not prune far enough" in verdict(-78.2, -78.1, -77.7, -81.9, floor=-500.0)
 
