@@ -113,14 +113,17 @@ def plot_channels(per_seed: list[dict[int, dict[str, ChannelMask]]], density: di
     plt.close(fig)
 
 
-def channel_rows(per_seed: list[dict[int, dict[str, ChannelMask]]], density: dict[int, float]) -> list[str]:
-    """Per channel, at the dense, middle and last levels: kept weight share and cells seen on/off support."""
+def channel_rows(per_seed: list[dict[int, dict[str, ChannelMask]]], density: dict[int, float],
+                 names: tuple[str, ...] = CHANNELS, label: str = "object map",
+                 seen: str = "cells seen on / off support") -> list[str]:
+    """Per channel (``names``, rows headed ``label``), at the dense, middle and last levels: kept weight share and
+    cells ``seen`` on / off the support."""
     last = max(set.intersection(*(set(s) for s in per_seed)))
     picks = sorted({0, last // 2, last})
-    head = "| object map | " + " | ".join(f"level {k} (density {density[k]:.3f}): weights kept, cells seen on / off "
-                                          "support" for k in picks) + " |"
+    head = f"| {label} | " + " | ".join(f"level {k} (density {density[k]:.3f}): weights kept, {seen}"
+                                        for k in picks) + " |"
     rows = [head, "| --- |" + " ---: |" * len(picks)]
-    for name in CHANNELS:
+    for name in names:
         cells = []
         for k in picks:
             kept, on, off = (statistics.fmean(getattr(s[k][name], f) for s in per_seed)

@@ -10,13 +10,12 @@ initial size. :func:`section` returns the Markdown; ``docs/make_results.py --ite
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from results_mazegrid import ChannelMask, chain_channels
+from results_mazegrid import ChannelMask, chain_channels, channel_rows
 from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, study_rows, verdict, wall_minutes
 
 from lth import figures as plt
@@ -94,21 +93,6 @@ def alive_share(uri: str, tickets: list[Chain], levels: list[int], obs_shape: tu
             seen.append(alive_inputs(masks[layer], obs_shape).float())
         shares[level] = torch.stack(seen).mean(0)
     return shares
-
-
-def cell_rows(per_seed: list[dict[int, dict[str, ChannelMask]]], names: tuple[str, ...], density: dict[int, float],
-              picks: list[int]) -> list[str]:
-    """Per channel, at the ``picks`` levels: kept weight share and cells seen among the lit / never-lit ones."""
-    rows = ["| channel | " + " | ".join(f"level {k} (density {density[k]:.3f}): weights kept, lit / never-lit cells "
-                                         "seen" for k in picks) + " |", "| --- |" + " ---: |" * len(picks)]
-    for name in names:
-        cells = []
-        for k in picks:
-            kept, on, off = (statistics.fmean(getattr(s[k][name], f) for s in per_seed)
-                             for f in ("weights_kept", "on_support", "off_support"))
-            cells.append(f"{kept:.3f}, {on:.2f} / {off:.2f}")
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    return rows
 
 
 def cell_verdict(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], last: int,
@@ -193,7 +177,7 @@ expert's data light at least once in 100k frames (`lit_cells`).
 
 (Mean over the {len(tickets)} mask/weights seeds.)
 
-{newline.join(cell_rows(per_seed, names, density, picks))}
+{newline.join(channel_rows(per_seed, density, names, "channel", "lit / never-lit cells seen"))}
 
 {cell_verdict(alive, lit, names, last, per_seed)}
 
