@@ -156,7 +156,8 @@ paper's Table 11 at 2M frames instead of 15M; best greedy return {expert_return:
 {EXPERT_EPS} while the student learns. `configs/{STUDY.config}` with `{' '.join(SETTINGS)}`: {budget(STUDY)}.
 Seeds {STUDY.seeds}, {STUDY.levels} levels (density down to {0.8 ** (STUDY.levels - 1):.3f}); MLflow experiment
 `{STUDY.experiment}`; {wall_minutes(uri, STUDY.experiment):.0f} min on this machine as two Ray populations of 6
-members, one per core.
+members, one per core (part of that time shared with another study); the expert took
+{expert_minutes(uri, expert):.0f} min. A random policy scores about 0.5.
 
 ![MinAtar Breakout, distillation](results/{STUDY.name}/return_vs_density.png)
 
@@ -188,3 +189,9 @@ Per level and seed: [the study's report](results/{STUDY.name}/summary.md).
 def expert_best_return(uri: str, run_id: str) -> float:
     """The expert run's best greedy evaluation return."""
     return MlflowClient(uri).get_run(run_id).data.metrics["eval/best_return"]
+
+
+def expert_minutes(uri: str, run_id: str) -> float:
+    """The expert run's wall time."""
+    info = MlflowClient(uri).get_run(run_id).info
+    return (info.end_time - info.start_time) / 60000
