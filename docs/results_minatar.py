@@ -19,7 +19,7 @@ from results_mazegrid import ChannelMask, chain_channels, channel_rows
 from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, study_rows, verdict, wall_minutes
 
 from lth import figures as plt
-from lth.analysis import alive_inputs, input_layers, input_names
+from lth.analysis import input_layers, input_names
 from lth.datamodules import ExpertDataModule
 from lth.report import Chain, input_groups, load_chains, mean_sd, run_report
 from lth.runner import run_imp
@@ -53,17 +53,18 @@ def lit_cells(uri: str, expert: str, frames: int = 100_000, seed: int = 0) -> np
     return lit.numpy()
 
 
-def plot_cells(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], density: dict[int, float],
+def plot_cells(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], density: dict[int, float],
                path: Path) -> None:
-    """Rows: channels; columns: levels. Colour: share of seeds whose ticket keeps a weight on the cell; x: a cell
-    the expert's data never light."""
-    levels = sorted(alive)
-    fig, axes = plt.subplots(len(names), len(levels), figsize=(2.2 * len(levels), 2.2 * len(names)), squeeze=False)
+    """Rows: channels; columns: levels. Colour: the share of each cell's first-layer weights the ticket keeps (mean
+    over seeds; each level's own colour scale); x: a cell the expert's data never light."""
+    levels = sorted(kept)
+    fig, axes = plt.subplots(len(names), len(levels), figsize=(2.4 * len(levels), 2.2 * len(names)), squeeze=False)
     never = np.argwhere(~lit)
     for col, level in enumerate(levels):
+        top = float(kept[level].max())
         for row, name in enumerate(names):
             ax = axes[row][col]
-            image = ax.imshow(alive[level][row].numpy(), vmin=0, vmax=1, cmap="viridis")
+            image = ax.imshow(kept[level][row].numpy(), vmin=0, vmax=top, cmap="viridis")
             on = never[never[:, 0] == row]
             ax.scatter(on[:, 2], on[:, 1], marker="x", s=8, color="white", linewidths=0.6)
             ax.set_xticks([])
@@ -72,59 +73,65 @@ def plot_cells(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str
                 ax.set_title(f"level {level}\ndensity {density[level]:.3f}", fontsize=8)
             if col == 0:
                 ax.set_ylabel(name, fontsize=9)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="share of seeds keeping a weight on the cell")
-    fig.suptitle("Breakout student tickets (mask/weights): cells the input layer still sees (x: never lit)",
+        fig.colorbar(image, ax=[axes[r][col] for r in range(len(names))], shrink=0.5, location="bottom", pad=0.02)
+    fig.suptitle("Breakout student tickets (mask/weights): share of each cell's input weights kept (x: never lit)",
                  fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def alive_share(uri: str, tickets: list[Chain], levels: list[int], obs_shape: tuple[int, ...]
-                ) -> dict[int, torch.Tensor]:
-    """Per level, the share of ``tickets`` whose input layer keeps a weight on each cell (``obs_shape``)."""
+def kept_share(uri: str, tickets: list[Chain], levels: list[int], obs_shape: tuple[int, ...]
+               ) -> dict[int, torch.Tensor]:
+    """Per level, the share of each cell's first-layer weights (its column) the ``tickets`` keep, mean over them
+    (``obs_shape``; 0 only where every ticket has pruned the whole column)."""
     shares = {}
     for level in levels:
-        seen = []
+        per_ticket = []
         for chain in tickets:
             store = ChainStore(uri, chain.experiment_id, chain.run_id)
             masks = store.load(chain.level_runs[level], "ticket.pt")["masks"]
             (layer,) = input_layers(masks).values()
-            seen.append(alive_inputs(masks[layer], obs_shape).float())
-        shares[level] = torch.stack(seen).mean(0)
+            per_ticket.append(masks[layer].reshape(masks[layer].shape[0], *obs_shape).float().mean(0))
+        shares[level] = torch.stack(per_ticket).mean(0)
     return shares
 
 
-def cell_verdict(alive: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], last: int,
+def cell_verdict(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], last: int,
                  per_seed: list[dict[int, dict[str, ChannelMask]]]) -> str:
     """The paper's two Breakout claims: only the paddle's (actionable) row of the paddle channel survives, and the
-    ball and trail channels lose their bottom row."""
+    ball and trail channels lose their bottom row; where no column is cut yet, which way the pruning leans."""
     c = {name: i for i, name in enumerate(names)}
-    final = alive[last]
-    paddle_off = float(final[c["paddle"], :BOTTOM].mean())
-    paddle_row = float(final[c["paddle"], BOTTOM].mean())
+    final = kept[last]
+    paddle_row, paddle_off = float(final[c["paddle"], BOTTOM].mean()), float(final[c["paddle"], :BOTTOM].mean())
     bottom = {name: float(final[c[name], BOTTOM].mean()) for name in ("ball", "trail")}
-    lit_bottom = {name: bool(lit[c[name], BOTTOM].any()) for name in ("ball", "trail")}
+    above = {name: float(final[c[name], :BOTTOM].mean()) for name in ("ball", "trail")}
     share = {name: mean_sd([s[last][name].weights_kept for s in per_seed]) for name in names}
-    text = (f"At the last level ({last}), the paddle channel keeps a weight on {paddle_row:.0%} of its bottom-row "
-            f"cells and on {paddle_off:.0%} of the cells above (mean over seeds); the ball channel keeps "
-            f"{bottom['ball']:.0%} of its bottom row and the trail channel {bottom['trail']:.0%}. ")
+    text = (f"At the last level ({last}), the paddle channel's bottom-row cells keep {paddle_row:.1%} of their "
+            f"first-layer weights and the cells above {paddle_off:.1%}; the ball channel's bottom row keeps "
+            f"{bottom['ball']:.1%} against {above['ball']:.1%} on its other rows, the trail channel's "
+            f"{bottom['trail']:.1%} against {above['trail']:.1%} (mean over seeds). ")
     holds_paddle = paddle_off == 0 and paddle_row > 0
     holds_bottom = max(bottom.values()) == 0
     text += ("The paper's claim that only the paddle's row of the paddle channel survives " +
-             ("holds. " if holds_paddle else "does not hold at this depth. "))
+             ("holds. " if holds_paddle else "does not show at this depth. "))
     text += ("Its claim that the ball and trail channels lose their bottom row " +
-             ("holds" if holds_bottom else "does not hold at this depth"))
-    never = [name for name, was in lit_bottom.items() if not was]
-    if never:
-        owner = "channels'" if len(never) > 1 else "channel's"
-        text += (f"; here the {' and '.join(never)} {owner} bottom row is never lit in the observations the "
-                 "student learns from (the ball reaches it only in the terminal observation, which no policy acts "
-                 "on): weights there are never trained and keep their initial size, so magnitude pruning removes "
-                 "them once its threshold passes that size, the paper's reading (no action-relevant information) in "
-                 "its plainest form")
+             ("holds. " if holds_bottom else "does not show at this depth. "))
+    if not (holds_paddle and holds_bottom):
+        leans = paddle_off < paddle_row and all(bottom[n] < above[n] for n in bottom)
+        text += (f"No such column is cut yet (the sparsest cell keeps {float(final.min()):.1%} of its weights: a "
+                 "cell drops out of view only when every one of its first-layer weights is gone), "
+                 + ("but the pruning leans the paper's way: those cells lose their weights faster than the rest. "
+                    if leans else "and the pruning does not lean the paper's way yet. "))
+    never = [name for name in ("ball", "trail") if not lit[c[name], BOTTOM].any()]
+    if never and not lit[c["paddle"], :BOTTOM].any():
+        text += ("None of these cells is ever lit in the observations the student learns from (the paddle lives in "
+                 "the bottom row; the ball reaches it only in the terminal observation, which no policy acts on): "
+                 "their weights are never trained and keep their initial size, so magnitude pruning removes them as "
+                 "its threshold passes that size, the paper's reading (no action-relevant information) in its "
+                 "plainest form. ")
     order = sorted(share, key=lambda name: share[name][0], reverse=True)
-    return text + (". Share of each channel's input weights kept at the last level, most first: "
+    return text + ("Share of each channel's input weights kept at the last level, most first: "
                    + ", ".join(f"{name} {share[name][0]:.3f} ± {share[name][1]:.3f}" for name in order) + ".")
 
 
@@ -142,8 +149,8 @@ def section(uri: str) -> str:
     lit = lit_cells(uri, expert)
     names = input_names(ENV_ID, lit.shape)
     per_seed = [chain_channels(uri, c, lit, names) for c in tickets]
-    alive = alive_share(uri, tickets, picks, lit.shape)
-    plot_cells(alive, lit, names, density, OUT / STUDY.name / "cells.png")
+    kept = kept_share(uri, tickets, picks, lit.shape)
+    plot_cells(kept, lit, names, density, OUT / STUDY.name / "cells.png")
     (group,) = input_groups(tickets)
     expert_return = expert_best_return(uri, expert)
     newline = "\n"
@@ -170,7 +177,8 @@ members, one per core (part of that time shared with another study); the expert 
 The paper reports that in Breakout only the actionable (bottom) row of the paddle channel survives, and that the
 ball and trail channels lose their bottom row, where the ball only arrives when the episode ends. A cell of a
 channel is *seen* while its column in the student's first layer keeps a weight; the *lit* cells are those the
-expert's data light at least once in 100k frames (`lit_cells`).
+expert's data light at least once in 100k frames (`lit_cells`). The figure shows the share of each cell's 1024
+first-layer weights the ticket keeps.
 
 ![cells](results/{STUDY.name}/cells.png)
 
@@ -180,7 +188,7 @@ expert's data light at least once in 100k frames (`lit_cells`).
 
 {newline.join(channel_rows(per_seed, density, names, "channel", "lit / never-lit cells seen"))}
 
-{cell_verdict(alive, lit, names, last, per_seed)}
+{cell_verdict(kept, lit, names, last, per_seed)}
 
 Per level and seed: [the study's report](results/{STUDY.name}/summary.md).
 """

@@ -139,17 +139,21 @@ def test_breakout_cell_verdict_checks_the_paddle_row_and_the_bottom_rows() -> No
     lit = np.ones((4, 10, 10), dtype=bool)
     lit[0, :9] = lit[1, 9] = lit[2, 9] = False  # as in Breakout: the paddle lives in the bottom row, the ball never
     per_seed = [{3: {name: mazegrid.ChannelMask(kept, 0.5, 0.0) for name, kept in zip(names, (0.3, 0.1, 0.05, 0.2))}}]
-    alive = torch.zeros(4, 10, 10)
-    alive[0, 9] = 1.0
-    alive[1, :9] = alive[2, :9] = 0.5
-    text = minatar.cell_verdict({3: alive}, lit, names, 3, per_seed)
+    kept = torch.zeros(4, 10, 10)
+    kept[0, 9] = 0.2
+    kept[1, :9] = kept[2, :9] = kept[3] = 0.1
+    text = minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
     assert "only the paddle's row of the paddle channel survives holds" in text
-    assert "lose their bottom row holds; here the ball and trail channels' bottom row is never lit" in text
+    assert "lose their bottom row holds" in text and "No such column is cut yet" not in text
+    assert "None of these cells is ever lit" in text
     assert "most first: paddle 0.300 ± 0.000, brick 0.200" in text
-    alive[0, 4, 2] = alive[1, 9, 0] = 1.0  # one paddle cell above the row and one bottom ball cell survive
-    lit[1, 9] = True
-    text = minatar.cell_verdict({3: alive}, lit, names, 3, per_seed)
-    assert "survives does not hold" in text and "bottom row does not hold at this depth; here the trail channel's" in text
+    kept[0, :9] = kept[1, 9] = kept[2, 9] = 0.05  # pruned faster than the rest, but no column cut yet
+    text = minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
+    assert "survives does not show at this depth" in text and "bottom row does not show at this depth" in text
+    assert "No such column is cut yet (the sparsest cell keeps 5.0%" in text
+    assert "leans the paper's way" in text
+    kept[0, :9] = 0.3  # the paddle's never-lit cells keep more than its row
+    assert "does not lean the paper's way yet" in minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
 
 
 def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:
