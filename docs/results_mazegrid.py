@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_tickets import TicketStudy, budget, mean_curve, study_rows, verdict, wall_minutes
+from results_tickets import TicketStudy, budget, mean_curve, run_study, verdict, wall_minutes
 
 from lth import figures as plt
 from lth.analysis import alive_inputs, input_layers
 from lth.envs.mazegrid import CHANNELS, channel_support
-from lth.report import Chain, input_groups, load_chains, mean_sd, run_report
-from lth.runner import run_imp
+from lth.report import Chain, input_groups, mean_sd
 from lth.tracking import ChainStore
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -169,9 +168,7 @@ def channel_verdict(per_seed: list[dict[int, dict[str, ChannelMask]]]) -> str:
 def rgb_section(uri: str, objects: dict[str, dict]) -> str:
     """SI Figure 13, left: the four conditions on RGB pixels (run or resumed here), beside the object maps'
     ``objects`` stats."""
-    run_imp(RGB.args(uri))
-    run_report([RGB.experiment], uri, OUT / RGB.name)
-    rows, stats = study_rows(RGB, load_chains(uri, [RGB.experiment]))
+    _, rows, stats = run_study(uri, RGB, OUT)
     sparse = {name: {c: s["sparse"] for c, s in by.items()} for name, by in (("objects", objects), ("RGB", stats))}
     conditions = list(sparse["objects"])
     newline = "\n"
@@ -199,10 +196,7 @@ Mean best return at density <= 0.1 per encoding:
 
 def section(uri: str) -> str:
     """Run (or resume) the study, write its report, and return the Markdown section."""
-    run_imp(STUDY.args(uri))
-    run_report([STUDY.experiment], uri, OUT / STUDY.name)
-    chains = load_chains(uri, [STUDY.experiment])
-    rows, stats = study_rows(STUDY, chains)
+    chains, rows, stats = run_study(uri, STUDY, OUT)
     tickets = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
     per_seed = [chain_channels(uri, c) for c in tickets]
     density = {k: d for k, (d, _, _) in mean_curve(tickets).items()}

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from mlflow import MlflowClient
 from results_mazegrid import ChannelMask, chain_channels, channel_rows
-from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, study_rows, verdict, wall_minutes
+from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, run_study, verdict, wall_minutes
 
 from lth import figures as plt
 from lth.analysis import input_layers, input_names
 from lth.datamodules import ExpertDataModule
-from lth.report import Chain, input_groups, load_chains, mean_sd, run_report
-from lth.runner import run_imp
+from lth.report import Chain, input_groups, mean_sd
 from lth.tracking import ChainStore
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -137,10 +136,7 @@ def cell_verdict(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[st
 
 def section(uri: str) -> str:
     """Run (or resume) the expert and the study, write the study's report, and return the Markdown section."""
-    run_imp(STUDY.args(uri))
-    run_report([STUDY.experiment], uri, OUT / STUDY.name)
-    chains = load_chains(uri, [STUDY.experiment])
-    rows, stats = study_rows(STUDY, chains)
+    chains, rows, stats = run_study(uri, STUDY, OUT)
     tickets = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
     density = {k: d for k, (d, _, _) in mean_curve(tickets).items()}
     last = max(density)

@@ -154,6 +154,15 @@ def study_rows(study: TicketStudy, chains: list[Chain]) -> tuple[list[str], dict
     return rows, stats
 
 
+def run_study(uri: str, study: TicketStudy, out: Path) -> tuple[list[Chain], list[str], dict[str, dict]]:
+    """Run (or resume) ``study``, write its report to ``out / study.name``, and read it back: its chains, table
+    and per-condition stats (:func:`study_rows`)."""
+    run_imp(study.args(uri))
+    run_report([study.experiment], uri, out / study.name)
+    chains = load_chains(uri, [study.experiment])
+    return (chains, *study_rows(study, chains))
+
+
 def verdict(stats: dict[str, dict], floor: float = 0.0) -> str:
     """The paper's ordering (mask/weights ~ mask/permuted >> permuted/permuted, random/reinit) against the
     measured mean returns at density <= 0.1 and the sparsest densities keeping 95% of the dense return, then which
@@ -243,10 +252,7 @@ def section(uri: str) -> str:
              "-500 on Acrobot, whose episodes end after 500 steps at -1).", ""]
     kept, sparse = {}, {}
     for study in STUDIES:
-        run_imp(study.args(uri))
-        run_report([study.experiment], uri, OUT / study.name)
-        chains = load_chains(uri, [study.experiment])
-        rows, stats = study_rows(study, chains)
+        _, rows, stats = run_study(uri, study, OUT)
         kept[study.title] = stats["mask/weights"]["kept"]
         sparse[study.title] = {condition: s["sparse"] for condition, s in stats.items()}
         options = f" with `{' '.join(study.extra)}`" if study.extra else ""
