@@ -62,18 +62,23 @@ def channel_masks(mask: torch.Tensor, support: np.ndarray, names: tuple[str, ...
                               float(alive[c][~support_t[c]].float().mean())) for c, name in enumerate(names)}
 
 
-def chain_channels(uri: str, chain: Chain, support: np.ndarray | None = None, names: tuple[str, ...] = CHANNELS
-                   ) -> dict[int, dict[str, ChannelMask]]:
-    """Per finished level of ``chain``, every channel's :class:`ChannelMask` (read from the level's ``ticket.pt``)
-    against ``support`` (default: MazeGrid's :func:`channel_support`)."""
+def input_masks(uri: str, chain: Chain) -> dict[int, torch.Tensor]:
+    """Per finished level of ``chain``, its ticket's input-layer mask (read from the level's ``ticket.pt``)."""
     store = ChainStore(uri, chain.experiment_id, chain.run_id)
-    support = channel_support() if support is None else support
     levels = {}
     for level, run_id in sorted(chain.level_runs.items()):
         masks = store.load(run_id, "ticket.pt")["masks"]
         (layer,) = input_layers(masks).values()
-        levels[level] = channel_masks(masks[layer], support, names)
+        levels[level] = masks[layer]
     return levels
+
+
+def chain_channels(masks: dict[int, torch.Tensor], support: np.ndarray | None = None,
+                   names: tuple[str, ...] = CHANNELS) -> dict[int, dict[str, ChannelMask]]:
+    """Per level of a chain's input ``masks`` (:func:`input_masks`), every channel's :class:`ChannelMask` against
+    ``support`` (default: MazeGrid's :func:`channel_support`)."""
+    support = channel_support() if support is None else support
+    return {level: channel_masks(mask, support, names) for level, mask in masks.items()}
 
 
 def pruned_off_support(levels: dict[int, dict[str, ChannelMask]], channel: str) -> int | None:
@@ -198,7 +203,7 @@ def section(uri: str) -> str:
     """Run (or resume) the study, write its report, and return the Markdown section."""
     chains, rows, stats = run_study(uri, STUDY, OUT)
     tickets = sorted((c for c in chains if c.condition == "mask/weights"), key=lambda c: c.seed)
-    per_seed = [chain_channels(uri, c) for c in tickets]
+    per_seed = [chain_channels(input_masks(uri, c)) for c in tickets]
     density = {k: d for k, (d, _, _) in mean_curve(tickets).items()}
     plot_channels(per_seed, density, OUT / STUDY.name / "channels.png")
     (group,) = input_groups(tickets)

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from results_mazegrid import ChannelMask, chain_channels, channel_rows
+from results_mazegrid import ChannelMask, chain_channels, channel_rows, input_masks
 from results_tickets import ROOT, TicketStudy, budget, expert_run, mean_curve, run_study, verdict, wall_minutes
 
 from lth import figures as plt
-from lth.analysis import input_layers, input_names
+from lth.analysis import input_names
 from lth.datamodules import ExpertDataModule
-from lth.report import Chain, input_groups, mean_sd
-from lth.tracking import ChainStore
+from lth.report import input_groups, mean_sd
 
 OUT = Path(__file__).resolve().parent / "results"
 ENV_ID = "MinAtar/Breakout-v1"
@@ -80,20 +79,13 @@ def plot_cells(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str,
     plt.close(fig)
 
 
-def kept_share(uri: str, tickets: list[Chain], levels: list[int], obs_shape: tuple[int, ...]
+def kept_share(masks: list[dict[int, torch.Tensor]], levels: list[int], obs_shape: tuple[int, ...]
                ) -> dict[int, torch.Tensor]:
-    """Per level, the share of each cell's first-layer weights (its column) the ``tickets`` keep, mean over them
-    (``obs_shape``; 0 only where every ticket has pruned the whole column)."""
-    shares = {}
-    for level in levels:
-        per_ticket = []
-        for chain in tickets:
-            store = ChainStore(uri, chain.experiment_id, chain.run_id)
-            masks = store.load(chain.level_runs[level], "ticket.pt")["masks"]
-            (layer,) = input_layers(masks).values()
-            per_ticket.append(masks[layer].reshape(masks[layer].shape[0], *obs_shape).float().mean(0))
-        shares[level] = torch.stack(per_ticket).mean(0)
-    return shares
+    """Per level, the share of each cell's first-layer weights (its column) the tickets keep, mean over the tickets'
+    input ``masks`` (:func:`results_mazegrid.input_masks`; ``obs_shape``; 0 only where every ticket has pruned the
+    whole column)."""
+    return {level: torch.stack([m[level].reshape(m[level].shape[0], *obs_shape).float().mean(0) for m in masks]
+                               ).mean(0) for level in levels}
 
 
 def cell_verdict(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[str, ...], last: int,
@@ -144,11 +136,12 @@ def section(uri: str) -> str:
     expert = expert_run(uri, ROOT / "configs" / EXPERT_CONFIG)
     lit = lit_cells(uri, expert)
     names = input_names(ENV_ID, lit.shape)
-    per_seed = [chain_channels(uri, c, lit, names) for c in tickets]
-    kept = kept_share(uri, tickets, picks, lit.shape)
+    masks = [input_masks(uri, c) for c in tickets]
+    per_seed = [chain_channels(m, lit, names) for m in masks]
+    kept = kept_share(masks, picks, lit.shape)
     plot_cells(kept, lit, names, density, OUT / STUDY.name / "cells.png")
     (group,) = input_groups(tickets)
-    expert_return = expert_best_return(uri, expert)
+    expert_return, expert_minutes = expert_summary(uri, expert)
     newline = "\n"
     return f"""## MinAtar Breakout, distillation (paper Figure 6 right, SI Figure 9)
 
@@ -160,7 +153,7 @@ paper's Table 11 at 2M frames instead of 15M; best greedy return {expert_return:
 Seeds {STUDY.seeds}, {STUDY.levels} levels (density down to {0.8 ** (STUDY.levels - 1):.3f}); MLflow experiment
 `{STUDY.experiment}`; {wall_minutes(uri, STUDY.experiment):.0f} min on this machine as two Ray populations of 6
 members, one per core (part of that time shared with another study); the expert took
-{expert_minutes(uri, expert):.0f} min. A random policy scores about 0.5.
+{expert_minutes:.0f} min. A random policy scores about 0.5.
 
 ![MinAtar Breakout, distillation](results/{STUDY.name}/return_vs_density.png)
 
@@ -190,12 +183,7 @@ Per level and seed: [the study's report](results/{STUDY.name}/summary.md).
 """
 
 
-def expert_best_return(uri: str, run_id: str) -> float:
-    """The expert run's best greedy evaluation return."""
-    return MlflowClient(uri).get_run(run_id).data.metrics["eval/best_return"]
-
-
-def expert_minutes(uri: str, run_id: str) -> float:
-    """The expert run's wall time."""
-    info = MlflowClient(uri).get_run(run_id).info
-    return (info.end_time - info.start_time) / 60000
+def expert_summary(uri: str, run_id: str) -> tuple[float, float]:
+    """The expert run's best greedy evaluation return and its wall time in minutes."""
+    run = MlflowClient(uri).get_run(run_id)
+    return run.data.metrics["eval/best_return"], (run.info.end_time - run.info.start_time) / 60000

@@ -140,10 +140,10 @@ def study_rows(study: TicketStudy, chains: list[Chain]) -> tuple[list[str], dict
             continue
         curve = mean_curve(group)
         level, density = sparsest_kept(curve, study.floor)
-        sparse = [curve[k][1] for k in curve if curve[k][0] <= 0.1]
+        low = [k for k in curve if curve[k][0] <= 0.1]
+        sparse = [curve[k][1] for k in low]
         last = max(curve)
-        per_seed = [statistics.fmean(c.levels[k]["ticket/best_return"] for k in curve if curve[k][0] <= 0.1)
-                    for c in group] if sparse else []
+        per_seed = [statistics.fmean(c.levels[k]["ticket/best_return"] for k in low) for c in group] if low else []
         stats[condition] = {"curve": curve, "kept": (level, density), "sparse": statistics.fmean(sparse)
                             if sparse else float("nan"), "last": curve[last],
                             "sparse_se": statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1
