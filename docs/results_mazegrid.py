@@ -4,7 +4,8 @@ encoding, and which pixels of each object map the ticket's Q-network still sees.
 The study is a :class:`results_tickets.TicketStudy` (run as two Ray populations, resumed from MLflow). The pixel
 analysis reads every mask/weights level's ``ticket.pt`` and compares the surviving first-layer columns with
 :func:`lth.envs.mazegrid.channel_support`, the cells where each object map can ever be 1: a weight elsewhere sees
-only zeros, is never trained, and stays at its (rewound) initial size. :func:`section` returns the Markdown;
+only zeros, is never trained, and stays at its (rewound) initial size. SI Figure 13's RGB and entangled encodings
+(:data:`RGB`, :data:`ENTANGLED`) repeat the study at 2 seeds. :func:`section` returns the Markdown;
 ``docs/make_results.py --items mazegrid`` writes it.
 """
 
@@ -39,6 +40,14 @@ RGB = TicketStudy("mazegrid_dqn_tickets_rgb", "MazeGrid, DQN (rgb)", "mazegrid/d
                   "paper/MazeGrid-v0/dqn/tickets-rgb", "0-1", 14, frames=50_000,
                   extra=(*SETTINGS, "--data.init_args.env_kwargs", "{obs_type: rgb}",
                          "--model.init_args.network.obs_scale", str(1 / 255), "--population", "8"))
+#: SI Figure 13's entangled encoding: every seed projects the object maps through its own fixed random matrix
+#: (``projection_seed``), so each seed is its own population of the four conditions; same settings, 2 seeds.
+ENTANGLED = tuple(
+    TicketStudy("mazegrid_dqn_tickets_entangled", "MazeGrid, DQN (entangled)", "mazegrid/dqn.yaml",
+                "paper/MazeGrid-v0/dqn/tickets-entangled", str(seed), 14, frames=50_000,
+                extra=(*SETTINGS, "--data.init_args.env_kwargs", f"{{obs_type: entangled, projection_seed: {seed}}}",
+                       "--population", "4"))
+    for seed in (0, 1))
 ENEMIES = ("enemy_a", "enemy_b")
 
 
@@ -170,26 +179,41 @@ def channel_verdict(per_seed: list[dict[int, dict[str, ChannelMask]]]) -> str:
     return text
 
 
-def rgb_section(uri: str, objects: dict[str, dict]) -> str:
-    """SI Figure 13, left: the four conditions on RGB pixels (run or resumed here), beside the object maps'
-    ``objects`` stats."""
-    _, rows, stats = run_study(uri, RGB, OUT)
-    sparse = {name: {c: s["sparse"] for c, s in by.items()} for name, by in (("objects", objects), ("RGB", stats))}
+def encodings_section(uri: str, objects: dict[str, dict]) -> str:
+    """SI Figure 13: the four conditions on RGB pixels and on the entangled projection (each run or resumed
+    here), beside the object maps' ``objects`` stats."""
+    studies = {"RGB": RGB, "entangled": ENTANGLED}
+    stats = {name: run_study(uri, study, OUT)[1:] for name, study in studies.items()}
+    sparse = {"objects": {c: s["sparse"] for c, s in objects.items()}} | {
+        name: {c: s["sparse"] for c, s in by.items()} for name, (_, by) in stats.items()}
     conditions = list(sparse["objects"])
     newline = "\n"
-    return f"""### RGB encoding (SI Figure 13, left)
+    rgb, entangled = RGB, ENTANGLED[0]
+    return f"""### RGB and entangled encodings (SI Figure 13)
 
-The paper trains the same study on RGB pixels (600 values in [0, 255]) and reports that the mask contributes most
-to the ticket, most clearly on RGB. Same settings and budget as above with `--data.init_args.env_kwargs
-'{{obs_type: rgb}}' --model.init_args.network.obs_scale {1 / 255:.6f}`; seeds {RGB.seeds}, one population of 8;
-MLflow experiment `{RGB.experiment}`; {wall_minutes(uri, RGB.experiment):.0f} min on this machine (sharing it with
-another study). The entangled encoding (SI Figure 13, right) is not run yet.
+The paper trains the same study on two more encodings of the maze and reports that the mask contributes most to
+the ticket, most clearly on RGB. Same settings and budget as above, 2 seeds each:
 
-![MazeGrid, DQN (RGB)](results/{RGB.name}/return_vs_density.png)
+- RGB pixels (600 values in [0, 255]): `--data.init_args.env_kwargs '{{obs_type: rgb}}'
+  --model.init_args.network.obs_scale {1 / 255:.6f}`; seeds {rgb.seeds}, one population of 8; MLflow experiment
+  `{rgb.experiment}`; {wall_minutes(uri, rgb.experiment):.0f} min on this machine (sharing it with another study).
+- Entangled: the 1,200 object-map values multiplied by a fixed 1200x1200 matrix with U(-1, 1) entries, its own
+  matrix per seed (`--data.init_args.env_kwargs '{{obs_type: entangled, projection_seed: <seed>}}'`), so every
+  input mixes every cell and object and no input pixel can be pruned away on its own; seeds 0-1, one population
+  of the four conditions per seed, the two side by side; MLflow experiment `{entangled.experiment}`;
+  {wall_minutes(uri, entangled.experiment):.0f} min on this machine.
 
-{newline.join(rows)}
+![MazeGrid, DQN (RGB)](results/{rgb.name}/return_vs_density.png)
 
-{verdict(stats)}
+{newline.join(stats["RGB"][0])}
+
+RGB: {verdict(stats["RGB"][1])}
+
+![MazeGrid, DQN (entangled)](results/{entangled.name}/return_vs_density.png)
+
+{newline.join(stats["entangled"][0])}
+
+Entangled: {verdict(stats["entangled"][1])}
 
 Mean best return at density <= 0.1 per encoding:
 
@@ -245,5 +269,5 @@ for agent and empty, the patrol for each enemy, the start cells of coins and poi
 
 Per level and seed: [the study's report](results/{STUDY.name}/summary.md).
 
-{rgb_section(uri, stats)}
+{encodings_section(uri, stats)}
 """

@@ -154,13 +154,17 @@ def study_rows(study: TicketStudy, chains: list[Chain]) -> tuple[list[str], dict
     return rows, stats
 
 
-def run_study(uri: str, study: TicketStudy, out: Path) -> tuple[list[Chain], list[str], dict[str, dict]]:
+def run_study(uri: str, study: TicketStudy | tuple[TicketStudy, ...], out: Path
+              ) -> tuple[list[Chain], list[str], dict[str, dict]]:
     """Run (or resume) ``study``, write its report to ``out / study.name``, and read it back: its chains, table
-    and per-condition stats (:func:`study_rows`)."""
-    run_imp(study.args(uri))
-    run_report([study.experiment], uri, out / study.name)
-    chains = load_chains(uri, [study.experiment])
-    return (chains, *study_rows(study, chains))
+    and per-condition stats (:func:`study_rows`). A tuple is one study run in parts (one ``lth imp`` each, e.g. one
+    per seed when each seed has its own environment) that share its first part's name and experiment."""
+    parts = study if isinstance(study, tuple) else (study,)
+    for part in parts:
+        run_imp(part.args(uri))
+    run_report([parts[0].experiment], uri, out / parts[0].name)
+    chains = load_chains(uri, [parts[0].experiment])
+    return (chains, *study_rows(parts[0], chains))
 
 
 def verdict(stats: dict[str, dict], floor: float = 0.0) -> str:
@@ -179,6 +183,10 @@ def _ordering(stats: dict[str, dict], floor: float) -> str:
     span = 0.1 * (max(stats["mask/weights"]["curve"][0][1], weights, permuted) - floor)  # 10% of the range above floor
     text = f"Ordered by mean best return at density <= 0.1: {', '.join(f'{c} {sparse[c]:.1f}' for c in order)}. "
     if max(sparse.values()) - min(sparse.values()) <= span:
+        if max(sparse.values()) - floor < 0.5 * (stats["mask/weights"]["curve"][0][1] - floor):
+            return text + ("All four conditions fall together to less than half of the dense return by density 0.1: "
+                           "the study prunes past what any condition survives at this budget, so the comparison "
+                           "there neither shows nor refutes the paper's claim (the denser levels may still differ).")
         return text + ("All four conditions stay within 10% of each other down to the last level: this study does "
                        "not prune far enough to separate them, so it neither shows nor refutes the paper's claim.")
     if not held and weights > max(permuted, sparse["permuted/permuted"], sparse["random/reinit"]):

@@ -100,6 +100,9 @@ def test_ticket_verdict_calls_a_tie_a_tie() -> None:
 
     # Acrobot distillation: all four within 10% of the 420 above the floor of -500: a tie, not a refutation.
     assert "does not prune far enough" in verdict(-78.2, -78.1, -77.7, -81.9, floor=-500.0)
+    # Hopper at 50% pruning per level: all four collapse together from ~500 to ~60: not a tie of tickets either.
+    collapsed = verdict(59.1, 62.3, 65.4, 49.1)
+    assert "fall together" in collapsed and "does not prune far enough" not in collapsed
 
 
 def test_channel_masks_read_cells_on_and_off_each_maps_support() -> None:
