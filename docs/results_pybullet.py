@@ -46,7 +46,7 @@ TASKS = (Task("HalfCheetahBulletEnv-v0", "pybullet/halfcheetah_ppo.yaml", 2925.0
 #: The 4-condition ticket study on Hopper at the budget that fits a session: 100k frames per level instead of 1.5M
 #: (15x less; at 50k, most agents still fall over within 100 steps), half the remaining weights pruned per level
 #: instead of 20% so that 6 levels reach density 0.031, evaluation of 5 episodes every 50k frames; two Ray
-#: populations of 4, one per core (~1,100 frames/s each).
+#: populations of 4, one per core (~1,400 training frames/s each).
 TICKETS = TicketStudy("hopper_ppo_tickets", "Hopper, PPO", "pybullet/hopper_ppo.yaml",
                       "paper/HopperBulletEnv-v0/ppo/tickets-100k", "0-1", 6, frames=100_000,
                       extra=("--imp.amount", "0.5", "--data.init_args.eval_every", "50000",
