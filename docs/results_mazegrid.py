@@ -199,7 +199,8 @@ the ticket, most clearly on RGB. Same settings and budget as above, 2 seeds each
   `{rgb.experiment}`; {wall_minutes(uri, rgb.experiment):.0f} min on this machine (sharing it with another study).
 - Entangled: the 1,200 object-map values multiplied by a fixed 1200x1200 matrix with U(-1, 1) entries, its own
   matrix per seed (`--data.init_args.env_kwargs '{{obs_type: entangled, projection_seed: <seed>}}'`), so every
-  input mixes every cell and object and no input pixel can be pruned away on its own; seeds 0-1, one population
+  input mixes every cell and object and no input pixel can be pruned away on its own; seeds
+  {', '.join(part.seeds for part in ENTANGLED)}, one population
   of the four conditions per seed, the two side by side; MLflow experiment `{entangled.experiment}`;
   {wall_minutes(uri, entangled.experiment):.0f} min on this machine.
 

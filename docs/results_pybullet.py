@@ -47,10 +47,12 @@ TASKS = (Task("HalfCheetahBulletEnv-v0", "pybullet/halfcheetah_ppo.yaml", 2925.0
 #: (15x less; at 50k, most agents still fall over within 100 steps), half the remaining weights pruned per level
 #: instead of 20% so that 6 levels reach density 0.031, evaluation of 5 episodes every 50k frames; two Ray
 #: populations of 4, one per core (~1,400 training frames/s each).
+AMOUNT, EVAL_EVERY, EVAL_EPISODES = 0.5, 50_000, 5
 TICKETS = TicketStudy("hopper_ppo_tickets", "Hopper, PPO", "pybullet/hopper_ppo.yaml",
                       "paper/HopperBulletEnv-v0/ppo/tickets-100k", "0-1", 6, frames=100_000,
-                      extra=("--imp.amount", "0.5", "--data.init_args.eval_every", "50000",
-                             "--data.init_args.eval_episodes", "5", "--population", "4", "--executor", "ray"))
+                      extra=("--imp.amount", str(AMOUNT), "--data.init_args.eval_every", str(EVAL_EVERY),
+                             "--data.init_args.eval_episodes", str(EVAL_EPISODES), "--population", "4",
+                             "--executor", "ray"))
 
 
 @dataclass
@@ -130,8 +132,9 @@ def tickets_section(uri: str) -> str:
     return f"""### Tickets on Hopper
 
 The four conditions on `HopperBulletEnv-v0`, actor and critic pruned together, at the budget that fits here:
-{budget(TICKETS)}. Each level prunes half of the remaining weights (the paper: 20%), so {TICKETS.levels} levels
-reach density {0.5 ** (TICKETS.levels - 1):.3f}; greedy evaluation of 5 episodes every 50,000 frames. Seeds
+{budget(TICKETS)}. Each level prunes {AMOUNT:.0%} of the remaining weights (the paper: 20%), so {TICKETS.levels} levels
+reach density {(1 - AMOUNT) ** (TICKETS.levels - 1):.3f}; greedy evaluation of {EVAL_EPISODES} episodes every
+{EVAL_EVERY:,} frames. Seeds
 {TICKETS.seeds}; MLflow experiment `{TICKETS.experiment}`; {wall_minutes(uri, TICKETS.experiment):.0f} min on this
 machine as two Ray populations of 4. At this budget an agent has only begun to hop (the dense run above scores ~700
 at 100k frames against 1,900 at 1.5M; at 50k most population members still fell within 100 steps): this tests
