@@ -147,18 +147,44 @@ def _finite_rows(probs: torch.Tensor) -> torch.Tensor:
 
 class MemberActing(TensorDictModuleBase):
     """A population's actor on a flat, member-major batch of env copies: ``[members * copies]`` in and out,
-    ``[members, copies]`` inside (e.g. a tanh-Gaussian ``ProbabilisticActor`` of batched networks)."""
+    ``[members, copies]`` inside (e.g. a tanh-Gaussian ``ProbabilisticActor`` of batched networks).
 
-    def __init__(self, actor: TensorDictModuleBase, members: int) -> None:
+    When ``generators()`` returns one generator per member, exploring actions take member k's Gaussian noise from
+    its own generator (as :class:`CategoricalActing` does), so its actions depend on its seed only; the actor's
+    own sampling would draw every member's noise from the one global generator.
+    """
+
+    def __init__(self, actor: ProbabilisticActor, members: int, generators: Generators | None = None) -> None:
         super().__init__()
         self.actor = actor
         self.members = members
+        self.generators = generators
         self.in_keys = list(actor.in_keys)
         self.out_keys = list(actor.out_keys)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        out = self.actor(tensordict.reshape(self.members, -1))
+        grouped = tensordict.reshape(self.members, -1)
+        generators = self.generators() if self.generators is not None else None
+        if generators is None or exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
+            out = self.actor(grouped)
+        else:
+            out = self._sample(grouped, generators)
         return tensordict.update(out.reshape(tensordict.batch_size))
+
+    def _sample(self, grouped: TensorDictBase, generators: Sequence[torch.Generator]) -> TensorDictBase:
+        """Sample and score as ``TanhNormal.sample_and_log_prob`` does (the log-probability of the very Gaussian
+        value drawn, not of its squashed image), the standard-normal noise from each member's generator."""
+        dist = self.actor.get_dist(grouped)
+        gaussian = dist.root_dist
+        noise = _per_member(lambda n, g: torch.randn(n, generator=g), gaussian.loc.numel(), generators)
+        value = gaussian.loc + gaussian.scale * noise.reshape(gaussian.loc.shape)
+        log_prob = dist.base_dist.log_prob(value)
+        for transform in dist.transforms:
+            squashed = transform(value)
+            jacobian = transform.log_abs_det_jacobian(value, squashed)
+            log_prob = log_prob - jacobian.flatten(-len(dist.event_shape)).sum(-1)
+            value = squashed
+        return grouped.set("action", value).set("action_log_prob", log_prob)
 
 
 def member_major(net: nn.Module, obs: torch.Tensor, members: int) -> torch.Tensor:
@@ -184,7 +210,7 @@ def acting_policy(actor: ProbabilisticActor, members: int = 1, generators: Gener
     (viewed member-major for a population)."""
     if actor.module[-1].distribution_class is Categorical:
         return CategoricalActing(actor.module[0].module, members, generators)
-    return MemberActing(actor, members) if members > 1 else actor
+    return MemberActing(actor, members, generators) if members > 1 else actor
 
 
 def make_critic(obs_shape: ObsShape, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK,

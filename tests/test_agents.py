@@ -128,3 +128,33 @@ def test_lean_acting_path_matches_the_probabilistic_actor() -> None:
     continuous = make_env("HopperBulletEnv-v0", 1).action_spec
     tanh_actor = make_actor(15, continuous, [16], "tanh_normal")
     assert acting_policy(tanh_actor) is tanh_actor
+
+
+def test_a_continuous_population_member_explores_with_its_own_generator_only() -> None:
+    """Member 0's exploring actions are the same whoever its population mates are, the global generator is not
+    drawn from, and the pre-tanh values are the actor's Gaussian: (atanh(action) - loc) / scale ~ N(0, 1); the
+    reported log-probability is the actor's for that action."""
+    from lth.agents import acting_policy
+
+    spec = make_env("HopperBulletEnv-v0", 1).action_spec
+    torch.manual_seed(0)
+    actor = make_actor(15, spec, [16], "tanh_normal", members=2)
+    obs = TensorDict(observation=torch.randn(2 * 5000, 15), batch_size=[2 * 5000])
+
+    def act(mate_seed: int) -> TensorDict:
+        policy = acting_policy(actor, 2, lambda: [torch.Generator().manual_seed(5),
+                                                  torch.Generator().manual_seed(mate_seed)])
+        with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
+            return policy(obs.clone())
+
+    global_state = torch.get_rng_state()
+    out, other = act(6), act(7)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(out["action"][:5000], other["action"][:5000])  # member 0: its own seed only
+    assert not torch.equal(out["action"][5000:], other["action"][5000:])  # member 1: its own seed
+    noise = (torch.atanh(out["action"].clamp(-1 + 1e-6, 1 - 1e-6)) - out["loc"]) / out["scale"]
+    assert abs(noise.mean().item()) < 0.03 and abs(noise.std().item() - 1) < 0.03
+    with torch.no_grad():
+        reference = actor.log_prob(out.clone().reshape(2, 5000)).reshape(-1)
+    unsaturated = out["action"].abs().amax(-1) < 0.99  # where atanh inverts the action exactly
+    torch.testing.assert_close(out["action_log_prob"][unsaturated], reference[unsaturated], atol=1e-4, rtol=1e-4)

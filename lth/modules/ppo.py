@@ -77,6 +77,8 @@ class PPO(AgentModule):
             log_explained_variance=False,
             reduction="none",  # per frame: each member's loss is the mean over its own frames
         )
+        # A tanh-Gaussian has no closed-form entropy: the loss estimates it from one sample drawn from torch's global
+        # generator, which a population's members share (the one draw not from a member's own generator).
 
     def optimizer_steps_per_batch(self, frames_per_batch: int) -> int:
         return minibatch_steps(frames_per_batch, self.hparams.minibatches, self.hparams.epochs)
