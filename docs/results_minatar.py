@@ -31,7 +31,7 @@ EXPERT_EPS = 0.05  # the expert acts as it ended its training (Table 11's final 
 #: cores (Ray), each with its own stream.
 SETTINGS = ("--data.init_args.expert_eps", str(EXPERT_EPS), "--data.init_args.eval_every", "50000")
 STUDY = TicketStudy("minatar_breakout_distill_tickets", "MinAtar Breakout, distillation (MLP)",
-                    "minatar/distill_mlp.yaml", "paper/MinAtar-Breakout-v1/distill/tickets", "0-2", 12,
+                    "minatar/distill_mlp.yaml", "paper/MinAtar-Breakout-v1/distill/tickets", "0-2", 16,
                     expert_config=EXPERT_CONFIG, frames=100_000,
                     extra=(*SETTINGS, "--population", "6", "--executor", "ray"))
 BOTTOM = 9  # the paddle's row; the ball ends the episode there unless the paddle is under it
@@ -102,16 +102,23 @@ def cell_verdict(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[st
             f"first-layer weights and the cells above {paddle_off:.1%}; the ball channel's bottom row keeps "
             f"{bottom['ball']:.1%} against {above['ball']:.1%} on its other rows, the trail channel's "
             f"{bottom['trail']:.1%} against {above['trail']:.1%} (mean over seeds). ")
-    holds_paddle = paddle_off == 0 and paddle_row > 0
-    holds_bottom = max(bottom.values()) == 0
-    text += ("The paper's claim that only the paddle's row of the paddle channel survives " +
-             ("holds. " if holds_paddle else "does not show at this depth. "))
-    text += ("Its claim that the ball and trail channels lose their bottom row " +
-             ("holds. " if holds_bottom else "does not show at this depth. "))
-    if not (holds_paddle and holds_bottom):
+    cut = final == 0  # cells out of view in every ticket: all of their first-layer weights pruned
+    cut_off, cut_row = int(cut[c["paddle"], :BOTTOM].sum()), int(cut[c["paddle"], BOTTOM].sum())
+    cut_bottom = {name: int(cut[c[name], BOTTOM].sum()) for name in ("ball", "trail")}
+    cut_above = {name: int(cut[c[name], :BOTTOM].sum()) for name in ("ball", "trail")}
+    rows, cells = BOTTOM * final.shape[-1], final.shape[-1]  # cells above the bottom row, cells in it
+    text += (f"Cells cut from view in every ticket: paddle {cut_off}/{rows} above its row and {cut_row}/{cells} in "
+             f"it; ball {cut_bottom['ball']}/{cells} in the bottom row and {cut_above['ball']}/{rows} above; trail "
+             f"{cut_bottom['trail']}/{cells} and {cut_above['trail']}/{rows}. ")
+    text += "The paper's claim that only the paddle's row of the paddle channel survives " + _claim(
+        cut_off == rows and cut_row == 0, cut_off > 0 and cut_off > cut_row * BOTTOM)
+    text += "Its claim that the ball and trail channels lose their bottom row " + _claim(
+        all(n == cells for n in cut_bottom.values()),
+        all(cut_bottom[n] / cells > cut_above[n] / rows for n in cut_bottom))
+    if not cut.any():
         leans = paddle_off < paddle_row and all(bottom[n] < above[n] for n in bottom)
-        text += (f"No such column is cut yet (the sparsest cell keeps {float(final.min()):.1%} of its weights: a "
-                 "cell drops out of view only when every one of its first-layer weights is gone), "
+        text += (f"No cell is cut yet (the sparsest keeps {float(final.min()):.1%} of its weights: a cell drops out "
+                 "of view only when every one of its first-layer weights is gone), "
                  + ("but the pruning leans the paper's way: those cells lose their weights faster than the rest. "
                     if leans else "and the pruning does not lean the paper's way yet. "))
     never = [name for name in ("ball", "trail") if not lit[c[name], BOTTOM].any()]
@@ -124,6 +131,11 @@ def cell_verdict(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[st
     order = sorted(share, key=lambda name: share[name][0], reverse=True)
     return text + ("Share of each channel's input weights kept at the last level, most first: "
                    + ", ".join(f"{name} {share[name][0]:.3f} ± {share[name][1]:.3f}" for name in order) + ".")
+
+
+def _claim(holds: bool, partly: bool) -> str:
+    """How a cell claim fared, as the end of its sentence."""
+    return "holds. " if holds else "holds in part. " if partly else "does not show at this depth. "
 
 
 def section(uri: str) -> str:

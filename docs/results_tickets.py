@@ -179,8 +179,14 @@ def _ordering(stats: dict[str, dict], floor: float) -> str:
     kept = {c: s["kept"][1] for c, s in stats.items()}
     order = sorted(sparse, key=sparse.get, reverse=True)
     weights, permuted = sparse["mask/weights"], sparse["mask/permuted"]
-    held = min(weights, permuted) > max(sparse["permuted/permuted"], sparse["random/reinit"])
+    baselines = (sparse["permuted/permuted"], sparse["random/reinit"])
     span = 0.1 * (max(stats["mask/weights"]["curve"][0][1], weights, permuted) - floor)  # 10% of the range above floor
+
+    def beats(a: float, others: tuple[float, ...]) -> bool:
+        """Above every one of ``others`` by more than 10% of the range: a lead, not a rounding of a tie."""
+        return all(a - other > span for other in others)
+
+    held = beats(weights, baselines) and beats(permuted, baselines)
     text = f"Ordered by mean best return at density <= 0.1: {', '.join(f'{c} {sparse[c]:.1f}' for c in order)}. "
     if max(sparse.values()) - min(sparse.values()) <= span:
         if max(sparse.values()) - floor < 0.5 * (stats["mask/weights"]["curve"][0][1] - floor):
@@ -189,7 +195,7 @@ def _ordering(stats: dict[str, dict], floor: float) -> str:
                            "there neither shows nor refutes the paper's claim (the denser levels may still differ).")
         return text + ("All four conditions stay within 10% of each other down to the last level: this study does "
                        "not prune far enough to separate them, so it neither shows nor refutes the paper's claim.")
-    if not held and weights > max(permuted, sparse["permuted/permuted"], sparse["random/reinit"]):
+    if not held and beats(weights, (permuted, *baselines)):
         return text + ("Only the ticket itself beats both baselines; mask/permuted, the IMP mask with permuted "
                        "initial weights, does not: unlike in the paper, the mask alone does not carry the effect "
                        "here, the ticket's initial weights do.")

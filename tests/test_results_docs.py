@@ -79,6 +79,10 @@ def test_ticket_verdict_tells_ties_and_orderings_apart() -> None:
     mazegrid_50k = _stats(5.2, {"mask/weights": 6.4, "mask/permuted": 4.0, "permuted/permuted": 4.3,
                                 "random/reinit": 4.9})
     assert "Only the ticket itself beats both baselines" in tickets.verdict(mazegrid_50k)
+    # Breakout at density 0.035: mask/permuted 0.1 above the baselines at a random policy's level is no lead.
+    breakout = _stats(7.4, {"mask/weights": 2.7, "mask/permuted": 0.7, "permuted/permuted": 0.6,
+                            "random/reinit": 0.6})
+    assert "Only the ticket itself beats both baselines" in tickets.verdict(breakout)
     assert "Every difference above exceeds two standard errors" in verdict(480, 470, 100, 50)
 
 
@@ -147,16 +151,21 @@ def test_breakout_cell_verdict_checks_the_paddle_row_and_the_bottom_rows() -> No
     kept[1, :9] = kept[2, :9] = kept[3] = 0.1
     text = minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
     assert "only the paddle's row of the paddle channel survives holds" in text
-    assert "lose their bottom row holds" in text and "No such column is cut yet" not in text
+    assert "lose their bottom row holds" in text and "No cell is cut yet" not in text
+    assert "paddle 90/90 above its row and 0/10 in it; ball 10/10 in the bottom row and 0/90 above" in text
     assert "None of these cells is ever lit" in text
     assert "most first: paddle 0.300 ± 0.000, brick 0.200" in text
     kept[0, :9] = kept[1, 9] = kept[2, 9] = 0.05  # pruned faster than the rest, but no column cut yet
     text = minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
     assert "survives does not show at this depth" in text and "bottom row does not show at this depth" in text
-    assert "No such column is cut yet (the sparsest cell keeps 5.0%" in text
+    assert "No cell is cut yet (the sparsest keeps 5.0%" in text
     assert "leans the paper's way" in text
     kept[0, :9] = 0.3  # the paddle's never-lit cells keep more than its row
     assert "does not lean the paper's way yet" in minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
+    kept[0, :4] = kept[1, 9, :6] = kept[2, 9, :6] = 0.0  # part of the way: 40 paddle cells, 6 of each bottom row
+    text = minatar.cell_verdict({3: kept}, lit, names, 3, per_seed)
+    assert "survives holds in part" in text and "bottom row holds in part" in text and "No cell is cut" not in text
+    assert "paddle 40/90 above its row and 0/10 in it; ball 6/10 in the bottom row and 0/90 above" in text
 
 
 def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:
