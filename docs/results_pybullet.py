@@ -138,10 +138,11 @@ reach density {(1 - AMOUNT) ** (TICKETS.levels - 1):.3f}; greedy evaluation of {
 {TICKETS.seeds}; MLflow experiment `{TICKETS.experiment}`; {wall_minutes(uri, TICKETS.experiment):.0f} min on this
 machine as two Ray populations of 4. At this budget an agent has only begun to hop (the dense run above scores ~700
 at 100k frames against 1,900 at 1.5M; at 50k most population members still fell within 100 steps): this tests
-whether the conditions keep what a short training reaches, not the paper's full-budget curves. The committed numbers
-come from runs made before population members drew their exploration noise from their own generators (commit
-1dd6fc4): the four conditions of one seed share their initial weights but explored with different noise, so their
-dense returns differ.
+whether the conditions keep what a short training reaches, not the paper's full-budget curves. These runs predate
+`MemberTanhNormal`: seeds 0-1 drew every member's exploration noise and the PPO loss's entropy samples from one
+shared generator, seeds 2-3 only the entropy samples; so the four conditions of one seed, which share their initial
+weights, end level 0 with different dense returns (since then only float rounding, which a batched matmul may do
+differently at different member positions, separates them).
 
 ![Hopper, PPO tickets](results/{TICKETS.name}/return_vs_density.png)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -53,6 +54,11 @@ def build_network(
     return network.build(shape, out_features, hidden, members=members)
 
 
+#: A population's members' own random generators, as a callable: they are (re)seeded after the networks are built
+#: (``AgentModule.seed_members``); ``None`` from it means the global generator.
+Generators = Callable[[], Sequence[torch.Generator] | None]
+
+
 def make_actor(
     obs_shape: ObsShape,
     action_spec: TensorSpec,
@@ -60,11 +66,13 @@ def make_actor(
     distribution: str,
     network: NetworkSpec = DEFAULT_NETWORK,
     members: int = 1,
+    generators: Generators | None = None,
 ) -> ProbabilisticActor:
     """A stochastic policy reading ``observation`` and writing ``action`` and ``action_log_prob``.
 
     Discrete actions: a categorical over logits. Continuous: a tanh-squashed Gaussian whose mean and
-    (softplus) scale come from the network, bounded by the action spec.
+    (softplus) scale come from the network, bounded by the action spec; a population's (``members`` > 1) draws
+    each member's noise from ``generators()`` when they are given (:class:`MemberTanhNormal`).
     """
     if distribution == "categorical":
         net = build_network(obs_shape, int(action_spec.n), hidden, network, members)
@@ -77,17 +85,65 @@ def make_actor(
     module = TensorDictModule(
         nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]
     )
+    bounds = {"low": action_spec.space.low[0], "high": action_spec.space.high[0]}
+    per_member = members > 1 and generators is not None
     return ProbabilisticActor(
         module,
         in_keys=["loc", "scale"],
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": action_spec.space.low[0], "high": action_spec.space.high[0]},
+        distribution_class=MemberTanhNormal if per_member else TanhNormal,
+        distribution_kwargs={**bounds, "generators": generators} if per_member else bounds,
         spec=action_spec,
         return_log_prob=True,
     )
 
 
-Generators = Callable[[], Sequence[torch.Generator] | None]
+class MemberTanhNormal(TanhNormal):
+    """TorchRL's ``TanhNormal`` over a population's batched outputs (``loc`` ``[members, ...]``) whose samples take
+    member k's standard-normal noise from member k's own generator, so both its actions and the Monte-Carlo entropy
+    estimate of TorchRL's PPO loss (a tanh-Gaussian has no closed form) depend on its seed only, not on the one
+    global generator its population mates share. Scoring is TanhNormal's own; with no generators it is TanhNormal.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, generators: Generators | None = None,
+                 **kwargs: Any) -> None:
+        self.generators = generators
+        super().__init__(loc, scale, **kwargs)
+
+    def _gaussian_draw(self, sample_shape: Sequence[int]) -> torch.Tensor | None:
+        """``loc + scale * noise`` of shape ``sample_shape + loc.shape``, member k's noise from its generator."""
+        generators = self.generators() if self.generators is not None else None
+        if generators is None:
+            return None
+        gaussian, shape = self.root_dist, torch.Size(sample_shape)
+        members, rest = gaussian.loc.shape[0], gaussian.loc.shape[1:]
+        noise = _per_member(lambda n, g: torch.randn(n, generator=g), shape.numel() * gaussian.loc.numel(), generators)
+        return gaussian.loc + gaussian.scale * noise.reshape(members, *shape, *rest).movedim(0, len(shape))
+
+    def _squash_and_score(self, preimage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action of a Gaussian draw and its log-probability, as ``TanhNormal.rsample_and_log_prob`` scores."""
+        transform = self.transforms[0]
+        sample = transform(preimage)
+        jacobian = transform.log_abs_det_jacobian(preimage, sample)
+        return sample, self.base_dist.log_prob(preimage) - jacobian.flatten(-len(self.event_shape)).sum(-1)
+
+    def rsample(self, sample_shape: Sequence[int] = ()) -> torch.Tensor:
+        preimage = self._gaussian_draw(sample_shape)
+        return super().rsample(sample_shape) if preimage is None else self.transforms[0](preimage)
+
+    def sample(self, sample_shape: Sequence[int] = ()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def rsample_and_log_prob(self, sample_shape: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        preimage = self._gaussian_draw(sample_shape)
+        return super().rsample_and_log_prob(sample_shape) if preimage is None else self._squash_and_score(preimage)
+
+    def sample_and_log_prob(self, sample_shape: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        preimage = self._gaussian_draw(sample_shape)
+        if preimage is None:
+            return super().sample_and_log_prob(sample_shape)
+        sample, log_prob = self._squash_and_score(preimage.detach())
+        return sample.detach(), log_prob
 
 
 class CategoricalActing(TensorDictModuleBase):
@@ -147,44 +203,19 @@ def _finite_rows(probs: torch.Tensor) -> torch.Tensor:
 
 class MemberActing(TensorDictModuleBase):
     """A population's actor on a flat, member-major batch of env copies: ``[members * copies]`` in and out,
-    ``[members, copies]`` inside (e.g. a tanh-Gaussian ``ProbabilisticActor`` of batched networks).
+    ``[members, copies]`` inside (e.g. a tanh-Gaussian ``ProbabilisticActor`` of batched networks, whose
+    :class:`MemberTanhNormal` draws each member's noise from its own generator)."""
 
-    When ``generators()`` returns one generator per member, exploring actions take member k's Gaussian noise from
-    its own generator (as :class:`CategoricalActing` does), so its actions depend on its seed only; the actor's
-    own sampling would draw every member's noise from the one global generator.
-    """
-
-    def __init__(self, actor: ProbabilisticActor, members: int, generators: Generators | None = None) -> None:
+    def __init__(self, actor: TensorDictModuleBase, members: int) -> None:
         super().__init__()
         self.actor = actor
         self.members = members
-        self.generators = generators
         self.in_keys = list(actor.in_keys)
         self.out_keys = list(actor.out_keys)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        grouped = tensordict.reshape(self.members, -1)
-        generators = self.generators() if self.generators is not None else None
-        if generators is None or exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
-            out = self.actor(grouped)
-        else:
-            out = self._sample(grouped, generators)
+        out = self.actor(tensordict.reshape(self.members, -1))
         return tensordict.update(out.reshape(tensordict.batch_size))
-
-    def _sample(self, grouped: TensorDictBase, generators: Sequence[torch.Generator]) -> TensorDictBase:
-        """Sample and score as ``TanhNormal.sample_and_log_prob`` does (the log-probability of the very Gaussian
-        value drawn, not of its squashed image), the standard-normal noise from each member's generator."""
-        dist = self.actor.get_dist(grouped)
-        gaussian = dist.root_dist
-        noise = _per_member(lambda n, g: torch.randn(n, generator=g), gaussian.loc.numel(), generators)
-        value = gaussian.loc + gaussian.scale * noise.reshape(gaussian.loc.shape)
-        log_prob = dist.base_dist.log_prob(value)
-        for transform in dist.transforms:
-            squashed = transform(value)
-            jacobian = transform.log_abs_det_jacobian(value, squashed)
-            log_prob = log_prob - jacobian.flatten(-len(dist.event_shape)).sum(-1)
-            value = squashed
-        return grouped.set("action", value).set("action_log_prob", log_prob)
 
 
 def member_major(net: nn.Module, obs: torch.Tensor, members: int) -> torch.Tensor:
@@ -210,7 +241,7 @@ def acting_policy(actor: ProbabilisticActor, members: int = 1, generators: Gener
     (viewed member-major for a population)."""
     if actor.module[-1].distribution_class is Categorical:
         return CategoricalActing(actor.module[0].module, members, generators)
-    return MemberActing(actor, members, generators) if members > 1 else actor
+    return MemberActing(actor, members) if members > 1 else actor
 
 
 def make_critic(obs_shape: ObsShape, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK,

@@ -137,15 +137,16 @@ def test_a_continuous_population_member_explores_with_its_own_generator_only() -
     from lth.agents import acting_policy
 
     spec = make_env("HopperBulletEnv-v0", 1).action_spec
+    seeds = [5, 6]
+    generators = lambda: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731 - fresh, so both agree
     torch.manual_seed(0)
-    actor = make_actor(15, spec, [16], "tanh_normal", members=2)
+    actor = make_actor(15, spec, [16], "tanh_normal", members=2, generators=generators)
     obs = TensorDict(observation=torch.randn(2 * 5000, 15), batch_size=[2 * 5000])
 
     def act(mate_seed: int) -> TensorDict:
-        policy = acting_policy(actor, 2, lambda: [torch.Generator().manual_seed(5),
-                                                  torch.Generator().manual_seed(mate_seed)])
+        seeds[1] = mate_seed
         with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
-            return policy(obs.clone())
+            return acting_policy(actor, 2)(obs.clone())
 
     global_state = torch.get_rng_state()
     out, other = act(6), act(7)

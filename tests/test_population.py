@@ -92,6 +92,38 @@ def test_a_ppo_population_update_equals_each_members_solo_update_on_its_slice() 
         assert moved > 1e-3  # the update did something
 
 
+def _continuous_rollout(generator: torch.Generator) -> TensorDict:
+    """A synthetic Hopper-shaped rollout ``[copies, steps]``: 15 observations, 3 actions inside (-1, 1)."""
+    rollout = _rollout(generator, obs_dim=15).apply(lambda t: t.float() if t.is_floating_point() else t)
+    rollout.set("action", torch.rand(COPIES, STEPS, 3, generator=generator) * 1.8 - 0.9)
+    return rollout
+
+
+def test_a_continuous_ppo_members_update_depends_on_its_own_seed_and_data_only() -> None:
+    """The tanh-Gaussian has no closed-form entropy, so TorchRL's loss samples it: member 0's update (entropy bonus
+    on) is the same bit for bit whatever its mate's seed, data and weights, and a mate that is its copy (same
+    weights, data and seed) ends the update where it does."""
+    hparams = {"env_id": "HopperBulletEnv-v0", "actor_hidden": [16], "critic_hidden": [16], "entropy_coef": 0.01}
+    solos = solo_agents(PPO, 3, **hparams)
+    generator = torch.Generator().manual_seed(0)
+    mine, theirs = _continuous_rollout(generator), _continuous_rollout(generator)
+
+    def member_0_after(mate: int, mate_data: TensorDict, mate_seed: int) -> tuple[dict, dict]:
+        population = population_of([solos[0], solos[mate]], **hparams)
+        train_on(population, torch.stack([mine, mate_data]).reshape(2 * COPIES, STEPS), seeds=[7, mate_seed])
+        params = dict(population.named_parameters())
+        return member_tensors(params, 0), member_tensors(params, 1)
+
+    first, _ = member_0_after(1, theirs, 8)
+    second, _ = member_0_after(2, mine, 9)
+    twin, copy = member_0_after(0, mine, 7)
+    for name, value in first.items():
+        assert torch.equal(value, second[name]), name
+        assert torch.equal(value, twin[name]), name
+        torch.testing.assert_close(copy[name], value, atol=1e-6, rtol=0)  # a batched matmul may round by position
+    assert any(not torch.equal(value, solos[0].state_dict()[name]) for name, value in first.items())
+
+
 def test_evaluating_a_population_gives_each_members_solo_returns() -> None:
     solos = solo_agents(PPO, K)
     population = population_of(solos)

@@ -94,7 +94,8 @@ class Distill(AgentModule):
         action_spec = self.action_spec
         if imitate == "policy":
             dist = resolve_distribution(action_spec, None, env_id)
-            self.student = make_actor(self.obs_shape, action_spec, hidden, dist, self.network_spec, members)
+            self.student = make_actor(self.obs_shape, action_spec, hidden, dist, self.network_spec, members,
+                                      self.member_generators)
             self._acting = acting_policy(self.student, members, self.member_generators)
         elif imitate == "q_values":
             if not hasattr(action_spec, "n"):

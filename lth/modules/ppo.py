@@ -60,7 +60,8 @@ class PPO(AgentModule):
         super().__init__(env_id, env_kwargs, network, members)
         dist = resolve_distribution(self.action_spec, distribution, env_id)
         spec = self.network_spec
-        self.actor = make_actor(self.obs_shape, self.action_spec, actor_hidden, dist, spec, members)
+        self.actor = make_actor(self.obs_shape, self.action_spec, actor_hidden, dist, spec, members,
+                                self.member_generators)
         self.critic = make_critic(self.obs_shape, critic_hidden, spec, members)
         self._acting = acting_policy(self.actor, members, self.member_generators)  # shares the actor's weights
         # Advantages are normalised per member (the "member" entry groups a population's frames), over time dim -1.
@@ -77,8 +78,6 @@ class PPO(AgentModule):
             log_explained_variance=False,
             reduction="none",  # per frame: each member's loss is the mean over its own frames
         )
-        # A tanh-Gaussian has no closed-form entropy: the loss estimates it from one sample drawn from torch's global
-        # generator, which a population's members share (the one draw not from a member's own generator).
 
     def optimizer_steps_per_batch(self, frames_per_batch: int) -> int:
         return minibatch_steps(frames_per_batch, self.hparams.minibatches, self.hparams.epochs)
