@@ -98,10 +98,10 @@ def scheme_rows(chains: list[Chain]) -> list[str]:
                                                                               for n in CART)]
         pole = [k for c in group if (k := first_pole_death(c)) is not None]
         only = sum(pole_only_level(c) is not None for c in group)
-        levels = sorted(set.intersection(*(set(c.levels) for c in group)))
-        solved = [k for k in levels if statistics.fmean(c.levels[k]["ticket/best_return"] for c in group) >= 475]
+        curve = results_tickets.mean_curve(group)
+        solved = [k for k, (_, mean, _) in curve.items() if mean >= 475]
         if solved:
-            sparsest_of[scheme] = statistics.fmean(c.levels[max(solved)]["density"] for c in group)
+            sparsest_of[scheme] = curve[max(solved)][0]
         sparsest = f"{sparsest_of[scheme]:.3f}" if solved else "none"
         cart_cell = f"{statistics.fmean(cart):.1f} ({len(cart)} of {len(group)} seeds)" if cart else "never"
         pole_cell = f"{statistics.fmean(pole):.1f} ({len(pole)} seeds)" if pole else "never"
@@ -185,11 +185,8 @@ def write_results(chains: list[Chain], transfer_rows: list[str], transfer_level:
                        "keeps taking its weights once the cart inputs are gone; the paper reports that "
                        "downscaling by more than ten prunes the input layer overly aggressively, and here the "
                        "factor of ten already does so by the sparsest levels.")
-    best = {k: statistics.fmean(c.levels[k]["ticket/best_return"] for c in tickets if k in c.levels)
-            for k in range(last + 1)}
-    density = {k: statistics.fmean(c.levels[k]["density"] for c in tickets if k in c.levels) for k in best}
     returns = ["| level | density | best return (mean of seeds) |", "| ---: | ---: | ---: |"]
-    returns += [f"| {k} | {density[k]:.3f} | {best[k]:.1f} |" for k in best]
+    returns += [f"| {k} | {d:.3f} | {mean:.1f} |" for k, (d, mean, _) in results_tickets.mean_curve(tickets).items()]
     experiments = ", ".join(f"`{scheme_experiment(scheme)}`" for scheme in SCHEMES) + " (the schemes of the last "
     experiments += "subsection)" + (f" and `{transfer_experiment}` (the transfer)" if transfer_experiment else "")
     verdict = ("agrees with" if agree == len(tickets) else "partly agrees with" if agree else "does not reproduce")

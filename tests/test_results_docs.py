@@ -186,3 +186,20 @@ def test_write_block_replaces_one_block_in_place_and_refreshes_the_header(tmp_pa
     assert text.startswith(make_results.HEADER) and "an old header" not in text
     assert "T1" not in text and text.index("T2") < text.index("P1")
     assert text.count("<!-- block: tickets -->") == 1 and text.endswith("<!-- /block: pybullet -->\n")
+
+
+def test_scheme_rows_report_the_sparsest_level_whose_mean_return_solves_cartpole() -> None:
+    """Two 0.1-scaled Kaiming seeds: their mean best return stays >= 475 through level 1 only, and both lose the
+    cart inputs at level 2."""
+    chains = []
+    for seed, returns in ((0, (500.0, 480.0, 400.0)), (1, (500.0, 470.0, 500.0))):
+        chain = Chain(make_results.scheme_experiment("kaiming_input0.1"), "1", f"run{seed}", "mask/weights", seed,
+                      "CartPole-v1")
+        for level, value in enumerate(returns):
+            alive = 0 if level == 2 else 5
+            chain.levels[level] = {"ticket/best_return": value, "density": 0.8 ** level + 0.01 * seed,
+                                   **{f"inputs/actor/{n}": alive for n in make_results.CART},
+                                   **{f"inputs/actor/{n}": 5 for n in make_results.POLE}}
+        chains.append(chain)
+    row = next(r for r in make_results.scheme_rows(chains) if r.startswith("| kaiming_input0.1"))
+    assert row == "| kaiming_input0.1 | 2 | 2.0 (2 of 2 seeds) | never | 2 of 2 | 0.805 |"
