@@ -123,8 +123,9 @@ class MemberTanhNormal(TanhNormal):
         """The action of a Gaussian draw and its log-probability, as ``TanhNormal.rsample_and_log_prob`` scores."""
         transform = self.transforms[0]
         sample = transform(preimage)
-        jacobian = transform.log_abs_det_jacobian(preimage, sample)
-        return sample, self.base_dist.log_prob(preimage) - jacobian.flatten(-len(self.event_shape)).sum(-1)
+        jacobian, event_dims = transform.log_abs_det_jacobian(preimage, sample), len(self.event_shape)
+        log_det = jacobian.flatten(-event_dims).sum(-1) if event_dims else jacobian
+        return sample, self.base_dist.log_prob(preimage) - log_det
 
     def rsample(self, sample_shape: Sequence[int] = ()) -> torch.Tensor:
         preimage = self._gaussian_draw(sample_shape)
