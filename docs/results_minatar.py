@@ -111,7 +111,7 @@ def cell_verdict(kept: dict[int, torch.Tensor], lit: np.ndarray, names: tuple[st
              f"it; ball {cut_bottom['ball']}/{cells} in the bottom row and {cut_above['ball']}/{rows} above; trail "
              f"{cut_bottom['trail']}/{cells} and {cut_above['trail']}/{rows}. ")
     text += "The paper's claim that only the paddle's row of the paddle channel survives " + _claim(
-        cut_off == rows and cut_row == 0, cut_off > 0 and cut_off > cut_row * BOTTOM)
+        cut_off == rows and cut_row == 0, cut_off / rows > cut_row / cells)
     text += "Its claim that the ball and trail channels lose their bottom row " + _claim(
         all(n == cells for n in cut_bottom.values()),
         all(cut_bottom[n] / cells > cut_above[n] / rows for n in cut_bottom))

@@ -180,7 +180,8 @@ def _ordering(stats: dict[str, dict], floor: float) -> str:
     order = sorted(sparse, key=sparse.get, reverse=True)
     weights, permuted = sparse["mask/weights"], sparse["mask/permuted"]
     baselines = (sparse["permuted/permuted"], sparse["random/reinit"])
-    span = 0.1 * (max(stats["mask/weights"]["curve"][0][1], weights, permuted) - floor)  # 10% of the range above floor
+    dense = stats["mask/weights"]["curve"][0][1]
+    span = 0.1 * (max(dense, weights, permuted) - floor)  # 10% of the range above floor
 
     def beats(a: float, others: tuple[float, ...]) -> bool:
         """Above every one of ``others`` by more than 10% of the range: a lead, not a rounding of a tie."""
@@ -189,7 +190,7 @@ def _ordering(stats: dict[str, dict], floor: float) -> str:
     held = beats(weights, baselines) and beats(permuted, baselines)
     text = f"Ordered by mean best return at density <= 0.1: {', '.join(f'{c} {sparse[c]:.1f}' for c in order)}. "
     if max(sparse.values()) - min(sparse.values()) <= span:
-        if max(sparse.values()) - floor < 0.5 * (stats["mask/weights"]["curve"][0][1] - floor):
+        if max(sparse.values()) - floor < 0.5 * (dense - floor):
             return text + ("All four conditions fall together to less than half of the dense return by density 0.1: "
                            "the study prunes past what any condition survives at this budget, so the comparison "
                            "there neither shows nor refutes the paper's claim (the denser levels may still differ).")
