@@ -33,7 +33,7 @@ bench: $(STAMP)
 # docs/RESULTS.md, item by item, on this machine (each resumes from MLflow; a rerun on a full store only redraws):
 # masks ~1.5 h (CartPole input masks + transfer); tickets ~3.6 h (CartPole PPO 67 min, distillation 12, actor-only
 # 32; Acrobot PPO 74, distillation 31); mazegrid ~3.3 h (objects, RGB, entangled); acrobot-inputs ~1 h; minatar
-# ~1.8 h (expert and Breakout distillation); pybullet ~3.2 h (two 1.5M-frame fits, Hopper tickets).
+# ~1.8 h (expert and Breakout distillation); pybullet ~2.8 h (two 1.5M-frame fits, Hopper tickets).
 # ITEMS=tickets regenerates one item and keeps the others.
 ITEMS = masks tickets mazegrid acrobot-inputs minatar pybullet
 results: $(STAMP)

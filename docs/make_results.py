@@ -310,8 +310,8 @@ Time per item on this machine, as measured (`--items`): `masks` ~1.5 h (CartPole
 schemes); `tickets` ~3.6 h (CartPole PPO 67 min, distillation 12, actor only 32; Acrobot PPO 74, distillation
 31); `mazegrid` ~3.3 h (objects 79 min as two Ray populations, RGB 42 min as one, entangled 75 min as one per
 seed); `acrobot-inputs` ~1 h (49 min of IMP, 7 of transfer fits, the rest evaluation and reports); `minatar`
-~1.8 h (the DQN expert 13 min, the study 95 min as two Ray populations); `pybullet` ~3.2 h (two dense 1.5M-frame
-fits of ~1.1 h each, which can run side by side, then the Hopper ticket study, 58 min). Each section
+~1.8 h (the DQN expert 13 min, the study 95 min as two Ray populations); `pybullet` ~2.8 h (two dense 1.5M-frame
+fits of ~1.1 h each, which can run side by side, then the Hopper ticket study, 35 min). Each section
 states its own.
 """
 

@@ -17,6 +17,7 @@ import make_results  # noqa: E402 - docs/ is not a package
 import results_acrobot_inputs as acrobot  # noqa: E402
 import results_mazegrid as mazegrid  # noqa: E402
 import results_minatar as minatar  # noqa: E402
+import results_pybullet as pybullet  # noqa: E402
 import results_tickets as tickets  # noqa: E402
 
 
@@ -203,3 +204,15 @@ def test_scheme_rows_report_the_sparsest_level_whose_mean_return_solves_cartpole
         chains.append(chain)
     row = next(r for r in make_results.scheme_rows(chains) if r.startswith("| kaiming_input0.1"))
     assert row == "| kaiming_input0.1 | 2 | 2.0 (2 of 2 seeds) | never | 2 of 2 | 0.805 |"
+
+
+def test_dense_agreement_names_the_conditions_whose_level_0_differs_from_their_seeds() -> None:
+    def chains(returns: dict[int, list[float]]) -> list[Chain]:
+        conditions = ("mask/weights", "mask/permuted", "permuted/permuted", "random/reinit")
+        return [Chain("e", "1", f"{seed}{c}", c, seed, "HopperBulletEnv-v0", levels={0: {"ticket/best_return": r}})
+                for seed, rs in returns.items() for c, r in zip(conditions, rs, strict=True)]
+
+    assert "the same best return" in pybullet.dense_agreement(chains({0: [787.1] * 4, 1: [896.0] * 4}))
+    text = pybullet.dense_agreement(chains({0: [787.1, 787.1, 787.1, 374.0], 1: [896.0] * 4}))
+    assert "random/reinit 374.0 against 787.1 in seed 0" in text
+    assert "seed 1" not in text
