@@ -27,7 +27,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/ppo_throughput.py --seeds 0 1 2
 	$(PY) benchmarks/dqn_throughput.py --frames 1000000
-	$(PY) benchmarks/study_throughput.py --dqn  # the CartPole IMP study: populations vs one chain at a time vs SB3
+	$(PY) benchmarks/study_throughput.py  # the CartPole IMP study (5 seeds): populations vs one chain at a time vs SB3
+	$(PY) benchmarks/study_throughput.py --seeds 0-9 --arms population,sb3 --name study_throughput_10seeds
+	$(PY) benchmarks/study_throughput.py --arms '' --dqn --name study_throughput_dqn  # MazeGrid DQN, 8 members
 	$(PY) benchmarks/cluster_units.py  # units/min on lth.server: local executor vs Ray
 
 # docs/RESULTS.md, item by item, on this machine (each resumes from MLflow; a rerun on a full store only redraws):

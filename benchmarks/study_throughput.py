@@ -21,12 +21,13 @@ The projected full study (16 levels) is the measured time per level x 16.
 members (``--seeds 0-7 --imp.levels 1 --population 8``) against 8 SB3 DQN fits in one process, both for
 ``--dqn-frames`` frames each, with frames/s and peak RSS per member; a failing lth run is recorded, not raised.
 
-Results go to ``<out>/study_throughput.json`` and ``<out>/study_throughput.md``.
+Results go to ``<out>/<name>.json`` and ``<out>/<name>.md`` (``--name``, default ``study_throughput``).
 
 Usage::
 
     python benchmarks/study_throughput.py [--seeds 0-4] [--levels 2] [--frames 80000]
         [--arms population,sequential,sb3] [--dqn] [--dqn-frames 100000] [--out benchmarks/results]
+        [--name study_throughput]
 """
 
 from __future__ import annotations
@@ -322,7 +323,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# IMP study throughput: lth populations vs one chain at a time vs stable-baselines3 (CartPole-v1 PPO)",
         "",
         (f"Date: {meta['date']}. Machine: {meta['cores']} cores ({meta['cpu']}), no GPU; {PROCESSES} processes per "
-         f"arm, 1 torch thread each. Study: {len(CONDITIONS)} conditions x seeds {meta['seeds']} x {meta['levels']} "
+         f"arm, 1 torch thread each (a population process: {len(CONDITIONS) // PROCESSES * len(meta['seeds'])} "
+         f"members). Study: {len(CONDITIONS)} conditions x seeds {meta['seeds']} x {meta['levels']} "
          f"level(s) x {meta['frames']} frames, `{PPO_CONFIG.relative_to(ROOT)}` (evaluation every "
          f"{meta['settings']['eval_every']} frames, {meta['settings']['eval_episodes']} episodes, included)."),
         "",
@@ -367,6 +369,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dqn", action="store_true", help="also compare DQN populations on MazeGrid with SB3")
     parser.add_argument("--dqn-frames", type=int, default=100_000, help="frames per DQN member (default: 100000)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of the JSON and Markdown results")
+    parser.add_argument("--name", default="study_throughput", help="file name of the results, without extension")
     args = parser.parse_args(argv)
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = set(args.arms) - set(ARMS)
@@ -408,9 +411,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["dqn"] = dqn_comparison(args.dqn_frames)
         print(f"dqn: {json.dumps({k: report['dqn'][k] for k in ('lth_population', 'sb3')}, default=str)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "study_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "study_throughput.md").write_text(markdown(report))
-    print(f"wrote {args.out / 'study_throughput.json'} and .md", flush=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(report))
+    print(f"wrote {args.out / args.name}.json and .md", flush=True)
     return report
 
 
