@@ -165,7 +165,7 @@ class _PoisonMember(L.Callback):
             self.after = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
 
 
-def test_a_member_that_diverges_mid_fit_freezes_and_the_otherstrain_on() -> None:
+def test_a_member_that_diverges_mid_fit_freezes_and_the_others_train_on() -> None:
     from lth.datamodules import OnPolicyDataModule
 
     population = PPO(members=2, actor_hidden=[16], critic_hidden=[16])
