@@ -319,12 +319,14 @@ def markdown(report: dict[str, Any]) -> str:
     meta = report["meta"]
     arms = {name: report[name] for name in ARMS if name in report}
     sb3_fps = arms.get("sb3", {}).get("frames_per_s")
+    members = (f" (a population process: {len(CONDITIONS) // PROCESSES * len(meta['seeds'])} members)"
+               if "population" in arms else "")
     lines = [
         "# IMP study throughput: lth populations vs one chain at a time vs stable-baselines3 (CartPole-v1 PPO)",
         "",
         (f"Date: {meta['date']}. Machine: {meta['cores']} cores ({meta['cpu']}), no GPU; {PROCESSES} processes per "
-         f"arm, 1 torch thread each (a population process: {len(CONDITIONS) // PROCESSES * len(meta['seeds'])} "
-         f"members). Study: {len(CONDITIONS)} conditions x seeds {meta['seeds']} x {meta['levels']} "
+         f"arm, 1 torch thread each{members}. Study: {len(CONDITIONS)} conditions x seeds {meta['seeds']} x "
+         f"{meta['levels']} "
          f"level(s) x {meta['frames']} frames, `{PPO_CONFIG.relative_to(ROOT)}` (evaluation every "
          f"{meta['settings']['eval_every']} frames, {meta['settings']['eval_episodes']} episodes, included)."),
         "",

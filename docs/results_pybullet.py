@@ -111,8 +111,9 @@ def plot(curves: dict[Task, Curve], path: Path) -> None:
 
 
 def denser_levels(stats: dict[str, dict], seeds: int, levels: tuple[int, ...] = (1, 2)) -> str:
-    """The conditions at the denser ``levels`` (before an all-condition collapse), and whether random/reinit falls
-    first there, as the paper reports for moderate sparsity."""
+    """The conditions at the denser ``levels`` (before an all-condition collapse), whether random/reinit falls
+    first there, as the paper reports for moderate sparsity, and whether at the sparsest of ``levels`` both
+    conditions that keep the mask lie above both baselines (the paper's order)."""
     at = {c: [s["curve"][k] for k in levels] for c, s in stats.items()}
     order = sorted(at, key=lambda c: sum(m for _, m, _ in at[c]), reverse=True)
     densities = " and ".join(f"{d:.3f}" for d, _, _ in at[order[0]])

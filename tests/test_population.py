@@ -120,7 +120,7 @@ def test_a_continuous_ppo_members_update_depends_on_its_own_seed_and_data_only()
     for name, value in first.items():
         assert torch.equal(value, second[name]), name
         assert torch.equal(value, twin[name]), name
-        torch.testing.assert_close(copy[name], value, atol=1e-6, rtol=0)  # ops' scalar tails round the last member apart
+        torch.testing.assert_close(copy[name], value, atol=1e-6, rtol=0)  # scalar tails round the last member apart
     assert any(not torch.equal(value, solos[0].state_dict()[name]) for name, value in first.items())
 
 
