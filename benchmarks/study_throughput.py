@@ -239,16 +239,22 @@ def rollout_frames(frames: int, frames_per_batch: int) -> int:
     return math.ceil(frames / frames_per_batch) * frames_per_batch
 
 
+def population_size(seeds: list[int]) -> int:
+    """The members of one population process: its share of the conditions, for every seed."""
+    return len(CONDITIONS) // PROCESSES * len(seeds)
+
+
 def ppo_lth_arm(arm: str, seeds: str, levels: int, frames: int) -> dict[str, Any]:
     """The ``population`` or ``sequential`` arm: two ``lth imp`` processes, two conditions each, every seed."""
     s = config_settings(PPO_CONFIG)
-    halves = [CONDITIONS[: len(CONDITIONS) // 2], CONDITIONS[len(CONDITIONS) // 2 :]]
+    share = len(CONDITIONS) // PROCESSES
+    parts = [CONDITIONS[i : i + share] for i in range(0, len(CONDITIONS), share)]
     chains = len(CONDITIONS) * len(parse_seeds(seeds))
     jobs = [
-        ["--config", str(PPO_CONFIG), "--imp.conditions", ",".join(half), "--imp.levels", str(levels),
-         "--seeds", seeds, "--population", str(len(half) * len(parse_seeds(seeds)) if arm == "population" else 1),
+        ["--config", str(PPO_CONFIG), "--imp.conditions", ",".join(part), "--imp.levels", str(levels),
+         "--seeds", seeds, "--population", str(population_size(parse_seeds(seeds)) if arm == "population" else 1),
          "--data.init_args.total_frames", str(frames)]
-        for half in halves
+        for part in parts
     ]
     with tempfile.TemporaryDirectory(prefix=f"study_{arm}_") as tmp:
         run = run_lth(jobs, Path(tmp))
@@ -319,15 +325,13 @@ def markdown(report: dict[str, Any]) -> str:
     meta = report["meta"]
     arms = {name: report[name] for name in ARMS if name in report}
     sb3_fps = arms.get("sb3", {}).get("frames_per_s")
-    members = (f" (a population process: {len(CONDITIONS) // PROCESSES * len(meta['seeds'])} members)"
-               if "population" in arms else "")
+    members = f" (a population process: {population_size(meta['seeds'])} members)" if "population" in arms else ""
     lines = [
         "# IMP study throughput: lth populations vs one chain at a time vs stable-baselines3 (CartPole-v1 PPO)",
         "",
         (f"Date: {meta['date']}. Machine: {meta['cores']} cores ({meta['cpu']}), no GPU; {PROCESSES} processes per "
          f"arm, 1 torch thread each{members}. Study: {len(CONDITIONS)} conditions x seeds {meta['seeds']} x "
-         f"{meta['levels']} "
-         f"level(s) x {meta['frames']} frames, `{PPO_CONFIG.relative_to(ROOT)}` (evaluation every "
+         f"{meta['levels']} level(s) x {meta['frames']} frames, `{PPO_CONFIG.relative_to(ROOT)}` (evaluation every "
          f"{meta['settings']['eval_every']} frames, {meta['settings']['eval_episodes']} episodes, included)."),
         "",
         f"| arm | fits | frames | wall s | frames/s | x SB3 | level-0 >= {SOLVED:.0f} |",

@@ -10,6 +10,7 @@ Markdown; ``docs/make_results.py`` writes it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,7 @@ def dense_agreement(chains: list[Chain]) -> str:
         by_seed.setdefault(chain.seed, {})[chain.condition] = chain.levels[0]["ticket/best_return"]
     apart = []
     for seed, returns in sorted(by_seed.items()):
-        shared = max(set(returns.values()), key=list(returns.values()).count)
+        shared = Counter(returns.values()).most_common(1)[0][0]  # the return most of the seed's conditions share
         apart += [f"{c} {r:.1f} against {shared:.1f} in seed {seed}" for c, r in returns.items() if r != shared]
     if not apart:
         return "A seed's four conditions share level 0's dense training and end it with the same best return."
