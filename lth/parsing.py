@@ -232,6 +232,9 @@ class LthCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.init_args.env_id", "model.init_args.env_id")
         parser.link_arguments("data.init_args.env_kwargs", "model.init_args.env_kwargs")
+        # A config is one paper experiment, pruning included (configs/cartpole/ppo.yaml prunes the actor only, as
+        # the paper's AP): every command reads and checks its imp: section, only lth imp acts on it.
+        parser.add_class_arguments(ImpSettings, "imp")
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
@@ -388,7 +391,6 @@ class ImpCLI(LthCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)
-        parser.add_class_arguments(ImpSettings, "imp")
         _add_study_arguments(parser)
         # still read (the configs set seed_everything: 0; study_seeds falls back to it) but not offered: --seeds
         parser._option_string_actions["--seed_everything"].help = argparse.SUPPRESS
@@ -537,8 +539,8 @@ def _parser_of(cli_class: type[LthCLI]) -> Any:
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ImpSettings, "imp")
     if issubclass(cli_class, ImpCLI):
-        parser.add_class_arguments(ImpSettings, "imp")
         _add_study_arguments(parser)
     if issubclass(cli_class, TransferCLI):
         parser.add_class_arguments(TransferSettings, "transfer")

@@ -89,7 +89,7 @@ def test_the_identity_ignores_where_and_how_a_chain_is_shown_and_levels(in_tmp: 
                                ("--data.init_args.total_frames", "1024", "data.init_args.total_frames"),
                                ("--trainer.max_steps", "3", "trainer.max_steps"),
                                ("--imp.condition", "mask/permuted", "condition"),
-                               ("--imp.modules", "[actor]", "imp.modules")]:
+                               ("--imp.modules", "[actor, critic]", "imp.modules")]:
         other = _description([*TINY, option, value])
         assert chain_hash(other) != chain_hash(base), option
         assert key in [k for k, _, _ in differences(flatten(base), flatten(other))], option
