@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow bench results ui server clean
+.PHONY: demo test test-slow bench results results-offline ui server clean
 
 # pip unpacks torch's CUDA wheels (~5 GB installed) in TMPDIR: keep them on the project's disk, not a small /tmp.
 $(STAMP): pyproject.toml
@@ -32,14 +32,17 @@ bench: $(STAMP)
 	$(PY) benchmarks/study_throughput.py --arms '' --dqn --name study_throughput_dqn  # MazeGrid DQN, 8 members
 	$(PY) benchmarks/cluster_units.py  # units/min on lth.server: local executor vs Ray
 
-# docs/RESULTS.md, item by item, on this machine (each resumes from MLflow; a rerun on a full store only redraws):
-# masks ~1.5 h (CartPole input masks + transfer); tickets ~3.6 h (CartPole PPO 67 min, distillation 12, actor-only
-# 32; Acrobot PPO 74, distillation 31); mazegrid ~3.3 h (objects, RGB, entangled); acrobot-inputs ~1 h; minatar
-# ~1.8 h (expert and Breakout distillation); pybullet ~2.8 h (two 1.5M-frame fits, Hopper tickets).
-# ITEMS=tickets regenerates one item and keeps the others.
-ITEMS = masks tickets mazegrid acrobot-inputs minatar pybullet
+# docs/RESULTS.md and the README's results list. `make results-offline` regenerates both, and every figure, from the
+# committed docs/results/*/per_seed.csv in seconds (no store, no training); `make results` first runs or resumes the
+# studies of ITEMS in MLflow on this machine and exports their per-seed data. Hours per item, measured on 2 cores:
+# tickets ~5 h (CartPole PPO 20 min, distillation 10; Acrobot PPO ~3 h, distillation ~1.5 h; CartPole actor+critic
+# 20 min); masks ~25 min (three initialisations, transfer); acrobot-inputs ~30 min.
+ITEMS = tickets masks acrobot-inputs
 results: $(STAMP)
-	$(PY) docs/make_results.py --items $(ITEMS)
+	$(PY) -m studies.make_results --items $(ITEMS)
+
+results-offline: $(STAMP)
+	$(PY) -m studies.make_results --offline
 
 ui: $(STAMP)
 	$(VENV)/bin/lth ui

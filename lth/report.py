@@ -1,7 +1,7 @@
 """``lth report``: the paper's figures and a Markdown summary, read back from the MLflow runs of IMP studies.
 
-Figures (PNG): best return against density for each condition (mean and one standard deviation across seeds,
-log density axis; several experiments, e.g. RL and distillation on one env, share the axes), layer-wise
+Figures (PNG): best return against density for each condition (mean and the 95% bootstrap interval of the mean
+across seeds, log density axis; several experiments, e.g. RL and distillation on one env, share the axes), layer-wise
 density against level, each input's surviving first-layer weight against level, and which inputs/pixels the
 first seed's mask/weights ticket still sees at selected levels. The folder is also logged back to MLflow as the
 artifacts of a run tagged ``lth.role=report`` in the experiment :data:`REPORTS_EXPERIMENT` (one run per set of
@@ -44,6 +44,7 @@ class Chain:
     seed: int
     env: str
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # the env's options (MazeGrid's obs_type...)
+    params: dict[str, str] = field(default_factory=dict)  # the chain's description (JSON values), as its run's params
     levels: dict[int, dict[str, float]] = field(default_factory=dict)
     level_runs: dict[int, str] = field(default_factory=dict)
 
@@ -98,7 +99,7 @@ def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
                 continue
             seen.add(key)
             chain = Chain(name, exp.experiment_id, parent.info.run_id, tags["condition"], int(tags.get("seed", 0)),
-                          tags.get("env", ""), env_kwargs(parent.data.params))
+                          tags.get("env", ""), env_kwargs(parent.data.params), dict(parent.data.params))
             for level, run in ChainStore(tracking_uri, exp.experiment_id, parent.info.run_id).finished_runs().items():
                 chain.levels[level] = dict(run.data.metrics)
                 chain.level_runs[level] = run.info.run_id
@@ -123,26 +124,33 @@ def _by_condition(chains: list[Chain]) -> dict[tuple[str, str], list[Chain]]:
 
 
 def return_vs_density(chains: list[Chain], path: Path) -> list[str]:
-    """Best return against density per condition, mean and one standard deviation across seeds."""
+    """Best return against density per condition: the mean across seeds with the 95% bootstrap confidence interval
+    of the mean as a band, in the results' figure style (:mod:`lth.analysis.figures`)."""
+    from lth.analysis.figures import density_axis
+    from lth.analysis.verdicts import bootstrap_mean
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     several = len({c.experiment for c in chains}) > 1
-    rows = []
+    rows, densities = [], []
     for (experiment, condition), group in _by_condition(chains).items():
         levels = sorted(set.intersection(*(set(c.levels) for c in group)))
         density = [statistics.fmean(c.levels[k]["density"] for c in group) for k in levels]
-        stats = [mean_sd([c.levels[k]["ticket/best_return"] for c in group]) for k in levels]
-        mean = np.array([m for m, _ in stats])
-        sd = np.array([s for _, s in stats])
+        returns = [[c.levels[k]["ticket/best_return"] for c in group] for k in levels]
+        finite = [all(math.isfinite(v) for v in values) for values in returns]
+        stats = [bootstrap_mean(values) if ok else None for values, ok in zip(returns, finite)]
         label = f"{experiment}: {condition}" if several else condition
         colour = None if several else condition_colour(condition)  # the condition's colour in the MLflow UI too
-        line, = ax.plot(density, mean, marker="o", ms=3, color=colour, label=f"{label} (n={len(group)})")
-        ax.fill_between(density, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-        rows += [f"| {label} | {k} | {d:.3f} | {m:.1f} ± {s:.1f} | {len(group)} |"
-                 for k, d, (m, s) in zip(levels, density, stats)]
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    plt.save_curves(fig, ax, path, "density (fraction of weights kept, log scale)", "best mean evaluation return",
-                    "Ticket performance against sparsity (mean ± 1 sd across seeds)")
+        shown = [(d, s) for d, s in zip(density, stats) if s is not None]
+        line, = ax.plot([d for d, _ in shown], [s.mean for _, s in shown], marker="o", ms=3, color=colour,
+                        label=f"{label} (n={len(group)})")
+        ax.fill_between([d for d, _ in shown], [s.low for _, s in shown], [s.high for _, s in shown],
+                        color=line.get_color(), alpha=0.18, linewidth=0)
+        densities += density
+        rows += [f"| {label} | {k} | {d:.3f} | {m:.1f} ± {sd:.1f} | {len(group)} |"
+                 for k, d, (m, sd) in zip(levels, density, map(mean_sd, returns))]
+    density_axis(ax, densities)
+    plt.save_curves(fig, ax, path, "density (fraction of the pruned weights kept, log scale)",
+                    "best mean evaluation return", "Ticket performance against sparsity (mean, 95% CI across seeds)")
     head = ["| chains | level | density | best return (mean ± sd) | seeds |", "| --- | ---: | ---: | ---: | ---: |"]
     return head + rows
 
