@@ -29,7 +29,7 @@ from typing import Any
 from lth.analysis.per_seed import PerSeed
 from lth.analysis.verdicts import bootstrap_mean, paired, share_text, share_verdict
 from lth.analysis import figures
-from studies.markdown import Section, budget, exploratory, interval, link, setting, table
+from studies.markdown import Section, budget, exploratory, interval, link, says, setting, table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -198,7 +198,7 @@ def transfer_part(study: InputStudy, draw: bool) -> tuple[list[str], str]:
             *table(["inputs", "kept", "seeds", f"seeds solving (best return >= {study.solved:g})",
                     "best return [95% CI]", "return averaged over the evaluations [95% CI]"], rows, numeric_from=2), "",
             f"The paper's claim (Figure 8 bottom: agents learn the task from the kept inputs alone): "
-            f"{share_text(solved, n)} solve it on the kept inputs: **{verdict}**. Best return, kept minus all inputs: "
+            f"{share_text(solved, n)} solve it on the kept inputs: the claim {says(verdict)}. Best return, kept minus all inputs: "
             f"{interval(difference)}, n={difference.n} ({difference.verdict(+1)} in favour of the kept inputs); "
             f"averaged over each run's evaluations: {interval(averaged_difference)} "
             f"({averaged_difference.verdict(+1)} in favour of the kept inputs).", "",
@@ -231,7 +231,7 @@ def section(study: InputStudy, draw: bool, extra: list[str] | None = None) -> Se
             "at a level when its column in the actor's first layer has no weight left.", "",
             f"**The paper's claim** ({study.claim}). Criterion per seed: every one of {', '.join(study.dropped)} dies "
             f"before any of {', '.join(study.kept)}. It is met in {share_text(counts['first'], n)}: the claim "
-            f"**{verdict}**.", "",
+            f"{says(verdict)}.", "",
             f"**What is kept.** In {counts['only']} of {n} seeds the actor sees exactly {', '.join(study.kept)} at some "
             f"level, and in {counts['solved']} of those it still solves the task there (best return >= "
             f"{study.solved:g}). In {counts['kept_dies']} of {n} seeds a kept input dies too by level {last}: the "

@@ -76,6 +76,11 @@ def table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> list
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def says(verdict: str) -> str:
+    """A verdict as a predicate: ``holds``, ``is reversed``, ``is not resolved`` (bold)."""
+    return f"**{verdict}**" if verdict == "holds" else f"is **{verdict}**"
+
+
 def interval(value: Interval, digits: int = 1) -> str:
     """``12.3 [4.5, 20.1]``: a mean with its 95% confidence interval."""
     return f"{value.mean:.{digits}f} [{value.low:.{digits}f}, {value.high:.{digits}f}]"

@@ -19,7 +19,7 @@ from typing import Any
 from lth.analysis.per_seed import PerSeed
 from lth.analysis.verdicts import share_text, share_verdict
 from lth.envs.mazegrid import CHANNELS
-from studies.markdown import Section, table
+from studies.markdown import Section, says, table
 from studies.tickets import TicketStudy, study_section
 
 TICKET = "mask/weights"
@@ -104,9 +104,9 @@ def cells_part(data: PerSeed) -> list[str]:
                     *(f"{c}: weights kept at the last level" for c in CHANNELS)], rows, numeric_from=0), "",
             f"**The paper's claim** (Figure 5: each enemy's map keeps only its patrol corridor). Criterion per seed: "
             f"for both enemies, a level at which the map sees no cell off the patrol and still at least "
-            f"{MIN_PATROL:.0%} of the patrol cells. Met in {share_text(both, n)}: **{share_verdict(both, n)}**. "
-            f"The agent map keeps the largest share of its weights at the last level in {share_text(agent, n)}: "
-            f"**{share_verdict(agent, n)}**.", ""]
+            f"{MIN_PATROL:.0%} of the patrol cells. Met in {share_text(both, n)}: the claim "
+            f"{says(share_verdict(both, n))}. The agent map keeps the largest share of its weights at the last level "
+            f"in {share_text(agent, n)}: the paper's \"pruned least\" {says(share_verdict(agent, n))}.", ""]
 
 
 def section(draw: bool) -> Section:

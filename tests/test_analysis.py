@@ -12,6 +12,8 @@ from lth.analysis import alive_inputs, dead_inputs, input_mass, input_names, inp
 from lth.cli import main
 from lth.envs.mazegrid import CHANNELS
 from lth.report import load_chains
+from lth.analysis.per_seed import PerSeed
+from studies.store import export
 from tests.conftest import CONFIGS, local_store
 
 
@@ -79,6 +81,21 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     assert len(reports) == 1 and "return_vs_density.png" in {a.path for a in client.list_artifacts(
         reports[0].info.run_id)}
     assert reports[0].data.tags["lth.report.experiments"] == "CartPole-v1/ppo/mlp64x64"
+
+    # The study's per-seed export (studies/, docs/RESULTS.md's data): one row per chain and level, the values
+    # MLflow holds, and what the chains ran with read back from their params.
+    meta = export(local_store(), "CartPole-v1/ppo/mlp64x64", Path("export"), paper_frames=80_000)
+    assert {k: meta[k] for k in ("env", "algo", "modules", "frames", "amount", "seeds", "levels")} == {
+        "env": "CartPole-v1", "algo": "ppo", "modules": ["actor"], "frames": 512, "amount": 0.5, "seeds": [0, 1],
+        "levels": 4}
+    table = PerSeed.read(Path("export/per_seed.csv"))
+    chains = load_chains(local_store(), ["CartPole-v1/ppo/mlp64x64"])
+    assert sum(len(table.levels(c)) * len(table.seeds(c)) for c in table.conditions()) == 2 * 2 * 4
+    for chain in chains:
+        for level, metrics in chain.levels.items():
+            assert table.returns(chain.condition, level)[chain.seed] == metrics["ticket/best_return"]
+    assert table.density("mask/weights", 3) == 0.125
+    assert "inputs/actor/pole angle" in table.inputs("mask/weights")
 
     # Two experiments (e.g. two init schemes) share the return plot and get one input section each.
     main(["imp", *tiny, "--imp.levels", "2", "--model.init_args.network.init", "xavier",

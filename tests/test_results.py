@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lth.analysis.per_seed import PerSeed, write_per_seed
+from lth.analysis.per_seed import Level, PerSeed, write_per_seed
 from studies import inputs, make_results, markdown, mazegrid, tickets
 from studies.store import busy_minutes
 
@@ -164,3 +164,24 @@ def test_study_definitions_are_distinct() -> None:
     assert len({s.name for s in studies}) == len(studies)
     assert len({s.experiment for s in studies}) == len(studies)
     assert dataclasses.replace(tickets.CARTPOLE_PPO, root=Path("/x")).folder == Path("/x/cartpole_ppo_tickets")
+
+
+def test_actor_only_claims_compare_the_densities_both_studies_reach(tmp_path: Path) -> None:
+    def study(name: str, scores: dict[str, float]) -> tuple[PerSeed, dict]:
+        rng = np.random.default_rng(len(name))
+        rows = [(c, seed, level, {"density": 0.8 ** level, "ticket/best_return":
+                                  500.0 if 0.8 ** level > 0.1 else scores[c] + float(rng.normal(0, 5))})
+                for c in scores for seed in range(10) for level in range(20)]
+        write_per_seed(rows, tmp_path / name / "per_seed.csv")
+        return PerSeed.read(tmp_path / name / "per_seed.csv"), META
+
+    # actor only: permuted/permuted 300, random/reinit 100; the same study run deeper, to 0 on levels 20-27
+    ap = study("ap", {"permuted/permuted": 300.0, "random/reinit": 100.0})
+    deep = study("ap", {"permuted/permuted": 300.0, "random/reinit": 100.0})
+    for chain in (c for by_seed in deep[0].data.values() for c in by_seed.values()):
+        chain.update({k: Level(0.8 ** k, 0.0) for k in range(20, 28)})
+    acp = study("acp", {"permuted/permuted": 10.0, "random/reinit": 150.0})
+    text = tickets.actor_only(ap, acp)
+    assert "the caption's claim is **reversed**" in text and "the section 4 claim **holds**" in text
+    assert tickets.actor_only(deep, acp) == text  # levels 20-27 of the deeper study are left out
+    assert "the section 4 claim is **reversed**" in tickets.actor_only(acp, ap)

@@ -97,13 +97,15 @@ class PerSeed:
         """Each seed's best return at ``level``."""
         return {seed: chain[level].best_return for seed, chain in self.data[condition].items()}
 
-    def sparse_levels(self, condition: str, max_density: float = 0.1) -> list[int]:
-        """The levels of ``condition`` at density <= ``max_density``."""
-        return [k for k in self.levels(condition) if self.density(condition, k) <= max_density + 1e-12]
+    def sparse_levels(self, condition: str, max_density: float = 0.1, min_density: float = 0.0) -> list[int]:
+        """The levels of ``condition`` at density <= ``max_density`` (and >= ``min_density``)."""
+        return [k for k in self.levels(condition)
+                if min_density - 1e-12 <= self.density(condition, k) <= max_density + 1e-12]
 
-    def sparse_mean(self, condition: str, max_density: float = 0.1) -> dict[int, float]:
-        """Each seed's best return averaged over the levels at density <= ``max_density`` (empty if none)."""
-        low = self.sparse_levels(condition, max_density)
+    def sparse_mean(self, condition: str, max_density: float = 0.1, min_density: float = 0.0) -> dict[int, float]:
+        """Each seed's best return averaged over the levels at density <= ``max_density`` (and >= ``min_density``,
+        e.g. to compare two studies over the densities both reached); empty if there are none."""
+        low = self.sparse_levels(condition, max_density, min_density)
         if not low:
             return {}
         return {seed: statistics.fmean(chain[k].best_return for k in low) for seed, chain in self.data[condition].items()}
