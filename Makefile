@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow bench results results-offline ui server clean
+.PHONY: demo test test-slow mutants bench results results-offline ui server clean
 
 # pip unpacks torch's CUDA wheels (~5 GB installed) in TMPDIR: keep them on the project's disk, not a small /tmp.
 $(STAMP): pyproject.toml
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# Hand-made wiring bugs (tests/mutants.py), each applied to a copy of the tree: the suite must kill every one.
+mutants: $(STAMP)
+	$(PY) tests/mutants.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

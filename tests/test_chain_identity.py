@@ -3,6 +3,8 @@ differs, more ``--imp.levels`` extends it; the identity hash is the same in ever
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +14,16 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from lth.chain_identity import chain_description, chain_hash, describe_differences, differences, flatten
+from lth.chain_identity import (
+    chain_description,
+    chain_hash,
+    describe_differences,
+    differences,
+    flatten,
+    member_description,
+    plain,
+    study_description,
+)
 from lth.cli import main
 from lth.imp import ImpSettings
 from lth.parsing import ImpCLI, parse
@@ -122,3 +133,67 @@ def test_the_differences_line_names_options_with_old_and_new_values() -> None:
 def test_unusual_values_hash_without_addresses(value: object) -> None:
     assert "0x" not in json.dumps(flatten({"v": value}))
     assert chain_hash({"v": value}) == chain_hash({"v": value})
+
+
+def _other(value: object) -> object:
+    """A different value of the same kind (the identity test's generated change)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1 if value else 0.5
+    if isinstance(value, str):
+        return value + "-other"
+    if isinstance(value, list):
+        return [*value, "other"]
+    if isinstance(value, dict):
+        return {**value, "other": 1}
+    return "other"
+
+
+#: --imp.* settings that must NOT change a chain's identity: more levels extend it, and the condition is the
+#: chain's own (the description's ``condition``, not these settings).
+IMP_NOT_IN_IDENTITY = {"levels", "condition", "conditions"}
+#: Trainer options that only show or store things (lth.chain_identity.TRAINER_KEYS_IGNORED), as a test fixes them.
+TRAINER_NOT_IN_IDENTITY = {"logger", "callbacks", "enable_checkpointing", "enable_progress_bar",
+                           "enable_model_summary", "enable_autolog_hparams", "log_every_n_steps", "default_root_dir",
+                           "profiler", "model_registry"}
+
+
+def test_every_setting_that_shapes_masks_changes_the_hash_and_only_the_listed_ones_do_not() -> None:
+    """Generated from the parsed config's keys, so a new option is covered the day it is added."""
+    cli = parse(TINY, ImpCLI)
+    settings = vars(ImpSettings(**cli.config.imp.as_dict()))
+    study = member_description(study_description(cli.config), 0)
+    base = chain_hash(chain_description(study, settings, "mask/weights"))
+    for field in dataclasses.fields(ImpSettings):
+        changed = chain_hash(chain_description(study, {**settings, field.name: _other(settings[field.name])},
+                                               "mask/weights"))
+        assert (changed == base) == (field.name in IMP_NOT_IN_IDENTITY), f"imp.{field.name}"
+    config = plain(cli.config.as_dict())
+    for section in ("model", "data", "trainer"):
+        for key, value in flatten(config[section]).items():
+            changed = copy.deepcopy(config)
+            *path, leaf = [section, *key.split(".")]
+            node = changed
+            for part in path:
+                node = node[part]
+            node[leaf] = _other(json.loads(value))
+            other = chain_hash(chain_description(member_description(study_description(changed), 0), settings,
+                                                 "mask/weights"))
+            ignored = (section == "trainer" and key.split(".")[0] in TRAINER_NOT_IN_IDENTITY
+                       or (section, key) == ("data", "init_args.seed"))  # the chain's seed is the member's own
+            assert (other == base) == ignored, f"{section}.{key}"
+
+
+def test_a_chains_identity_does_not_depend_on_the_population_it_trains_in() -> None:
+    """Seed 1's chain is the same chain whether the study runs seed 1 alone or seeds 0 and 1 together."""
+    def seed_1(seeds: str) -> str:
+        cli = parse([*TINY, "--seeds", seeds], ImpCLI)
+        settings = vars(ImpSettings(**cli.config.imp.as_dict()))
+        return chain_hash(chain_description(member_description(imp_study(cli).description, 1), settings,
+                                            "mask/weights"))
+
+    assert seed_1("1") == seed_1("0,1") == seed_1("3,1")
+    assert seed_1("1") != chain_hash(chain_description(
+        member_description(imp_study(parse([*TINY, "--seeds", "0"], ImpCLI)).description, 0),
+        vars(ImpSettings()), "mask/weights"))

@@ -239,3 +239,18 @@ def test_huge_learning_rates_end_the_fit_cleanly_for_every_failure_mode(algo: st
         trainer.fit(model, dm)
     assert model.diverged and all(torch.isfinite(p).all() for p in model.parameters())
     assert model.best_return == -math.inf  # it diverged before its first evaluation
+
+
+def test_a_population_member_whose_step_overflows_is_put_back_before_that_step() -> None:
+    """Per member, what a solo agent does: the step whose weights overflow (lr 1e38) is undone, so every member
+    ends with finite weights, and the fit stops once all have diverged."""
+    L.seed_everything(0)
+    model = DQN("CartPole-v1", hidden=[16], lr=1e38, members=2)
+    dm = ReplayDataModule("CartPole-v1", num_envs=4, collect_steps=8, total_frames=640, buffer_size=1_000,
+                          batch_size=32, replay_ratio=4, warmup_frames=256, eval_every=32, eval_episodes=2, seed=[0, 1])
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval)
+    with pytest.warns(UserWarning, match=r"member 1: training diverged at \d+ env frames \(the weights after the step"):
+        trainer.fit(model, dm)
+    assert bool(model.diverged_members().all()) and model.diverged
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -209,3 +209,36 @@ def test_member_logger_buffers_metrics_until_the_fit_ends(in_tmp: Path, status: 
     logger = lth.imp.MemberLogger(0, flush_seconds=0, tracking_uri=local_store(), run_id=run.info.run_id)
     logger.log_metrics({"c": 1.0}, step=7)  # past flush_seconds: written at once
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "c")] == [(7, 1.0)]
+
+
+def test_a_level_whose_records_fail_midway_never_reads_as_finished(in_tmp: Path, monkeypatch) -> None:
+    """Inject a failure while level 1's artifacts are written (after its metrics, before the rest): the level must
+    not read as finished with an artifact or metric missing, and the same command then redoes it completely."""
+    experiment = "CartPole-v1/ppo/mlp64x64"
+    real = ChainStore.log_files
+    calls: list[str] = []
+
+    def failing(self, files, run_id=None):
+        if run_id is not None and "ticket.pt" in files:
+            calls.append(run_id)
+            if len(calls) == 2:  # level 1's records: write one file, then fail as a full disk would
+                real(self, dict(list(files.items())[:1]), run_id)
+                raise OSError("No space left on device")
+        return real(self, files, run_id)
+
+    monkeypatch.setattr(ChainStore, "log_files", failing)
+    with pytest.raises(OSError, match="No space left"):
+        main(["imp", *TINY, "--imp.levels", "3"])
+    monkeypatch.setattr(ChainStore, "log_files", real)
+    client = MlflowClient(local_store())
+    parent = _chains(client, experiment)["mask/weights"]
+    store = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id)
+    assert sorted(store.finished_runs()) == [0]  # level 1 is not complete
+
+    main(["imp", *TINY, "--imp.levels", "3"])
+    finished = store.finished_runs()
+    assert sorted(finished) == [0, 1, 2]
+    for level, run in finished.items():
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"ticket.pt", "next_state.pt", "trained.pt", "densities.md", "inputs.png"} <= names, level
+        assert {"ticket/best_return", "density"} <= set(run.data.metrics), level

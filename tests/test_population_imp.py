@@ -100,3 +100,45 @@ def test_populations_are_as_large_as_asked_or_as_replay_buffers_fit_in_memory(mo
     assert population_size(study(10_000_000), settings, 20) == int(5 * 2**30 // per_member) == 5
     assert population_size(study(10_000_000, population=8), settings, 20) == 8  # asked for: the user's call
     assert population_size(study(0), ImpSettings(branch_from="abc"), 20) == 1  # masks from a stored chain
+
+
+def _seed_chains(client: MlflowClient, experiment: str) -> dict[int, ChainStore]:
+    exp = client.get_experiment_by_name(experiment)
+    return {int(run.data.tags["seed"]): ChainStore(local_store(), exp.experiment_id, run.info.run_id)
+            for run in client.search_runs([exp.experiment_id], "tags.`lth.role` = 'chain'")}
+
+
+def _level(store: ChainStore, level: int) -> tuple[dict, dict, float]:
+    """A chain level's ticket (masks and rewind state), trained weights and best return."""
+    run_id = store.finished_runs()[level].info.run_id
+    return (store.load(run_id, "ticket.pt"), store.load(run_id, "trained.pt"),
+            store.client.get_run(run_id).data.metrics["ticket/best_return"])
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_member_trains_as_its_own_seed_whatever_its_mates_and_each_level_draws_anew(in_tmp: Path) -> None:
+    """Seeds wired per member and per level, in a real study: a member's initial weights are those a solo chain of
+    its seed starts from, and its whole chain (env seeds, acting and shuffling generators, evaluation episodes)
+    is the same whichever mates it has; different seeds differ; and two levels whose masks are equal (amount too
+    small to prune one weight) still train differently, solo and in a population."""
+    study = [*TINY, "--imp.levels", "2", "--imp.amount", "0.001"]  # round(0.001 * 352) = 0 weights pruned
+    for name, seeds, population in (("forward", "0,1,2", "3"), ("backward", "2,1,0", "3"), ("solo", "1", "1")):
+        main(["imp", *study, "--seeds", seeds, "--population", population,
+              "--trainer.logger.init_args.experiment_name", name])
+    client = MlflowClient(local_store())
+    forward, backward, solo = (_seed_chains(client, name) for name in ("forward", "backward", "solo"))
+    for level in (0, 1):
+        one, other = _level(forward[1], level), _level(backward[1], level)  # seed 1, between different mates
+        assert _same(one[0]["masks"], other[0]["masks"]) and _same(one[1], other[1]) and one[2] == other[2], level
+    tickets = {seed: _level(forward[seed], 0)[0] for seed in (0, 1, 2)}
+    assert _same(tickets[1]["rewind_state"], _level(solo[1], 0)[0]["rewind_state"])  # a solo chain's initial weights
+    assert not _same(tickets[0]["rewind_state"], tickets[1]["rewind_state"])
+    assert len({_level(forward[seed], 0)[2] for seed in (0, 1, 2)}) > 1  # seeds act and evaluate differently
+    for chains in (forward, solo):
+        for store in chains.values():
+            (ticket0, trained0, _), (ticket1, trained1, _) = _level(store, 0), _level(store, 1)
+            assert _same(ticket0["masks"], ticket1["masks"])  # nothing pruned: the same network twice...
+            assert not _same(trained0, trained1)  # ...trained on new draws at level 1

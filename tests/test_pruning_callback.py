@@ -141,6 +141,27 @@ def test_levels_density_masks_and_rewind(optimizer: str) -> None:
     assert set(cb.masks) == {"net.0.weight", "net.2.weight", "net.4.weight"}
 
 
+@pytest.mark.parametrize("condition", ["random/reinit", "permuted/permuted"])
+def test_each_level_draws_anew_and_the_same_seed_draws_the_same(condition: str) -> None:
+    """The random draws of a level come from a generator of (seed, level): a level's mask is not the previous
+    level's draw continued (which would nest it inside that mask), and the same seed repeats every level exactly."""
+
+    def chain(seed: int) -> list[dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model, cb = Regressor(), PruningCallback(amount=0.2, monitor="val/score", condition=condition, seed=seed)
+        levels = []
+        for _ in range(3):
+            _fit(model, cb, epochs=1)
+            levels.append({n: m.clone() for n, m in cb.masks.items()})
+        return levels
+
+    first, again, other = chain(1), chain(1), chain(2)
+    for one, two in zip(first, first[1:]):  # some weight dead at a level is alive again at the next one
+        assert any(bool((two[n] & ~one[n]).any()) for n in one)
+    assert all(torch.equal(a[n], b[n]) for a, b in zip(first, again) for n in a)
+    assert not all(torch.equal(a[n], b[n]) for a, b in zip(first, other) for n in a)
+
+
 class Scripted(L.LightningModule):
     """One bias-free Linear(8, 1) whose weights after each epoch (one step) and validation score follow a script."""
 
@@ -178,6 +199,8 @@ T, F = True, False
         ("best", "min", [0.5, 0.9, 0.7], [F, F, F, F, T, T, T, T]),  # lowest at epoch 0
         ("best", "min", [0.9, 0.1, 0.3], [T, T, T, T, F, F, F, F]),
         ("last", "max", [0.1, 0.9, 0.3], [F, T, F, T, F, T, F, T]),
+        ("best", "max", [0.9, 0.9, 0.3], [F, F, F, F, T, T, T, T]),  # a tie keeps the earlier best (epoch 0)
+        ("best", "min", [0.5, 0.5, 0.9], [F, F, F, F, T, T, T, T]),
     ],
 )
 def test_prunes_from_the_best_or_last_weights_by_hand(prune_from, mode, scores, expected) -> None:

@@ -1,0 +1,180 @@
+"""``make mutants``: does the suite catch the wiring bugs it should? Each mutant is one small, realistic hand-made
+bug, a ``(file, old, new)`` edit. For each, the tree is copied to a temporary folder, the edit applied there (never
+in the checkout), and the mutant's test files run against the copy; a failing test *kills* it.
+
+Prints one line per mutant (killed, by which test; survived; or stale: its ``old`` text no longer occurs exactly
+once, so a refactor moved the code and the mutant must be rewritten) and exits non-zero unless every mutant was
+killed. Not part of ``make test``: it runs the relevant test files once per mutant (tens of minutes).
+
+    python tests/mutants.py               # every mutant
+    python tests/mutants.py --only seeds  # the mutants whose name contains "seeds"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the repository
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # test files or node ids that must kill it
+
+
+POPULATION = ("tests/test_population_imp.py", "tests/test_population.py")
+MUTANTS = (
+    # -- how a study wires seeds into its members and levels (lth/imp.py, datamodules/envs.py)
+    Mutant("imp: every member starts from seed 0's initial weights", "lth/imp.py",
+           "agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]",
+           "agents = [_initial_agent(type(model), hparams, seeds[0]) for seed in seeds]", POPULATION),
+    Mutant("imp: every member gets member 0's env seeds", "lth/imp.py",
+           '"seed": seeds if len(seeds) > 1 else seeds[0]',
+           '"seed": [seeds[0]] * len(seeds) if len(seeds) > 1 else seeds[0]', POPULATION),
+    Mutant("imp: every member's generator is seeded from member 0's seed", "lth/imp.py",
+           "model.seed_members([seed * 10_007 + level for seed in seeds]",
+           "model.seed_members([seeds[0] * 10_007 + level for seed in seeds]", POPULATION),
+    Mutant("imp: every level of a chain trains with the same global seed", "lth/imp.py",
+           "L.seed_everything(seeds[0] * 10_007 + level, verbose=False)",
+           "L.seed_everything(seeds[0] * 10_007, verbose=False)", POPULATION),
+    Mutant("envs: every member is evaluated on member 0's evaluation episodes", "datamodules/envs.py",
+           "member_copy_seeds([s + 10_000 for s in self.seeds], episodes)",
+           "member_copy_seeds([self.seeds[0] + 10_000 for s in self.seeds], episodes)", POPULATION),
+    # -- the pruning callback and its mask maths
+    Mutant("pruning: the generator ignores the level (same draws at every level)", "callbacks/pruning.py",
+           "return torch.Generator().manual_seed(self.seed * 1_000_003 + level)",
+           "return torch.Generator().manual_seed(self.seed * 1_000_003)",
+           ("tests/test_pruning_callback.py", "tests/test_conditions.py")),
+    Mutant("pruning: a tie with the best score replaces the earlier best weights", "callbacks/pruning.py",
+           'better = self.best_score is None or (score > self.best_score if mode == "max" else score < self.best_score)',
+           'better = self.best_score is None or (score >= self.best_score if mode == "max" else score <= self.best_score)',
+           ("tests/test_pruning_callback.py",)),
+    Mutant("masks: ties ranked with an unstable sort", "callbacks/masks.py",
+           "order = torch.sort(flat_w[alive], stable=True).indices",
+           "order = torch.sort(flat_w[alive], stable=False).indices", ("tests/test_masks.py",)),
+    Mutant("conditions: the ticket's rewound weights are not masked", "callbacks/conditions.py",
+           "return masks, {n: rewind[n] * masks[n] for n in masks}\n\n\ndef _mask_permuted",
+           "return masks, {n: rewind[n] for n in masks}\n\n\ndef _mask_permuted",
+           ("tests/test_conditions.py", "tests/test_pruning_callback.py")),
+    Mutant("pruning: prune_from='best' prunes from the last weights", "callbacks/pruning.py",
+           'source = self.best_weights if prune_from == "best" and self.best_weights else _snapshot(self.tracked)',
+           "source = _snapshot(self.tracked)", ("tests/test_pruning_callback.py",)),
+    Mutant("pruning: gradients are not masked (only the step hook holds the mask)", "callbacks/pruning.py",
+           "self._handles.append(param.register_hook(_mask_grad(self._masks_now[name])))", "pass",
+           ("tests/test_pruning_callback.py",)),
+    Mutant("pruning: weights are not re-masked after an optimizer step", "callbacks/pruning.py",
+           "self._handles.append(optimizer.register_step_post_hook(self._after_step))", "pass",
+           ("tests/test_pruning_callback.py",)),
+    # -- divergence in a population
+    Mutant("modules: in a population, a member's overflowing step is not undone", "lth/modules/base.py",
+           'self._diverge(k, "the weights after the step are not finite")\n\n',
+           'self._diverge(k, "the weights after the step are not finite", restore=False)\n\n',
+           ("tests/test_divergence.py",)),
+    # -- a chain's identity
+    Mutant("chain identity: imp.rewind and imp.prune_from left out of the hash", "lth/chain_identity.py",
+           'IMP_KEYS_IGNORED = ("levels", "condition", "conditions", "branch_from")',
+           'IMP_KEYS_IGNORED = ("levels", "condition", "conditions", "branch_from", "rewind", "prune_from")',
+           ("tests/test_chain_identity.py",)),
+    Mutant("chain identity: a member's description keeps the study's data seed", "lth/chain_identity.py",
+           'data["init_args"] = {**data["init_args"], "seed": seed}', 'data["init_args"] = {**data["init_args"]}',
+           ("tests/test_chain_identity.py",)),
+    # -- the store
+    Mutant("tracking: a level is marked complete before its metrics and artifacts are written", "lth/tracking.py",
+           "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
+           "        self.log_files(files, run_id)\n"
+           "        self._require_claim()\n"
+           "        self.client.set_tag(run_id, self.COMPLETE, \"true\")\n",
+           "        self._require_claim()\n"
+           "        self.client.set_tag(run_id, self.COMPLETE, \"true\")\n"
+           "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
+           "        self.log_files(files, run_id)\n",
+           ("tests/test_imp.py",)),
+    Mutant("tracking: a chain is found, created and claimed without the store's file lock", "lth/tracking.py",
+           "        with cls._locked(tracking_uri):\n", "        if True:\n", ("tests/test_chain_claims.py",)),
+)
+
+
+def copy_tree(target: Path) -> None:
+    """The checkout's tracked and new files, with ``lth/callbacks`` and ``lth/datamodules`` linked to their
+    folders, so that ``import lth.callbacks`` in the copy finds the copy's (not the installed checkout's)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for name in files:
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    for package in ("callbacks", "datamodules"):
+        (target / "lth" / package).symlink_to(target / package, target_is_directory=True)
+
+
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str]:
+    """Run ``tests`` in ``tree`` (stop at the first failure); (passed, the first failing test's id)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=tree,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout:.0f} s"
+    failed = re.search(r"^(FAILED|ERROR) (\S+)", proc.stdout, re.MULTILINE)
+    return proc.returncode == 0, failed.group(2) if failed else proc.stdout.strip().splitlines()[-1:][0]
+
+
+def check_copy_is_imported(tree: Path) -> None:
+    code = "import lth, lth.callbacks, lth.datamodules; print(lth.__file__, lth.callbacks.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                         capture_output=True, text=True, check=True).stdout
+    if any(not Path(p).resolve().is_relative_to(tree.resolve()) for p in out.split()):
+        raise SystemExit(f"the copy imports lth from elsewhere: {out.strip()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="run the mutants whose name contains this text")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per mutant's test run")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.only in m.name]
+    survivors = 0
+    with tempfile.TemporaryDirectory(prefix="lth-mutants-") as tmp:
+        tree = Path(tmp)
+        copy_tree(tree)
+        check_copy_is_imported(tree)
+        for mutant in chosen:
+            path = tree / mutant.path
+            pristine = path.read_text()
+            if pristine.count(mutant.old) != 1:
+                survivors += 1
+                print(f"STALE     {mutant.name}: its text occurs {pristine.count(mutant.old)} times in {mutant.path}",
+                      flush=True)
+                continue
+            path.write_text(pristine.replace(mutant.old, mutant.new))
+            started = time.monotonic()
+            try:
+                passed, detail = run_tests(tree, mutant.tests, args.timeout)
+            finally:
+                path.write_text(pristine)
+            took = f"{time.monotonic() - started:.0f} s"
+            if passed:
+                survivors += 1
+                print(f"SURVIVED  {mutant.name} ({', '.join(mutant.tests)}; {took})", flush=True)
+            else:
+                print(f"killed    {mutant.name}: {detail} ({took})", flush=True)
+    print(f"{len(chosen) - survivors} of {len(chosen)} mutants killed")
+    sys.exit(1 if survivors else 0)
+
+
+if __name__ == "__main__":
+    main()
