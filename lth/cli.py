@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.console import VERBOSE_HELP, quiet
-from lth.errors import ConfigError
+from lth.errors import ConfigError, LthError
 
 #: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
 DEFAULT_UI_PORT = 5000
@@ -154,13 +154,13 @@ def ui(args: list[str]) -> None:
         raise SystemExit(code)
 
 
-def _config_error(exc: Exception) -> ConfigError | None:
-    """The :class:`ConfigError` behind ``exc``, if any (Lightning is loaded to look only if it is not one)."""
-    if isinstance(exc, ConfigError):
-        return exc
-    from lth.parsing import config_error
-
-    return config_error(exc)
+def _lth_error(exc: BaseException | None) -> LthError | None:
+    """The :class:`LthError` behind ``exc``, if any (Lightning, jsonargparse and MLflow wrap what they call)."""
+    while exc is not None:
+        if isinstance(exc, LthError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _run(command: str, args: list[str]) -> None:
@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         print("lth: interrupted; the same command resumes where this one stopped", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as exc:
-        problem = _config_error(exc)
+        problem = _lth_error(exc)
         if problem is None:
             raise
         print(f"lth: error: {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(problem.exit_code) from None
 
 
 _PARSING_NAMES = ("ExpertCLI", "ImpCLI", "LthCLI", "TransferCLI", "build_cli")

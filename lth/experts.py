@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,18 +30,23 @@ EXPERT_ARTIFACT = "expert.ckpt"
 def load_agent(ref: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> AgentModule:
     """The agent stored at ``ref``: a Lightning checkpoint path, or the MLflow run id of an ``lth expert`` run.
 
-    The agent comes back in eval mode with gradients switched off (an expert is frozen).
+    The agent comes back in eval mode with gradients switched off (an expert is frozen). The checkpoint is read
+    with ``weights_only=True`` (tensors and plain data): an expert from a shared store cannot run code here.
     """
     path = Path(ref)
     if not path.is_file():
         path = _download_expert(ref, resolve_tracking_uri(tracking_uri))
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise ConfigError(f"{ref} is not a readable lth agent checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'empty'})") from exc
     class_path = checkpoint.get("agent", {}).get("class_path")
     if class_path is None:
         raise ConfigError(f"{ref} is not an lth agent checkpoint (it has no agent class path)")
     module_name, _, name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), name)
-    agent = cls.load_from_checkpoint(path, map_location="cpu")
+    agent = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     agent.eval()
     agent.requires_grad_(False)
     return agent

@@ -264,11 +264,13 @@ def run_population(study: Study, settings: ImpSettings, chains: list[Chain], res
                    progress: Progress | None = None) -> list[LevelResult]:
     """Find each chain of the population (or start it), claim it, train the missing levels of all of them
     together, release them."""
+    mask_source = _branch_masks(study, settings)  # read before any run is opened: a bad source stops here
     stores: list[ChainStore] = []
     try:
         for chain in chains:
             stores.append(_open_chain(study, settings, chain, resume))
-        return _train_population(study, settings, chains, stores, progress or Progress(len(chains) * settings.levels))
+        return _train_population(study, settings, chains, stores, progress or Progress(len(chains) * settings.levels),
+                                 mask_source)
     finally:
         for store in stores:
             store.release()
@@ -346,7 +348,8 @@ class _Member:
 
 
 def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], stores: list[ChainStore],
-                      progress: Progress) -> list[LevelResult]:
+                      progress: Progress, mask_source: Callable[[int], dict[str, torch.Tensor] | None] | None
+                      ) -> list[LevelResult]:
     members = []
     for chain, store in zip(chains, stores, strict=True):
         runs = store.finished_runs()
@@ -370,7 +373,7 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], 
     callback = PruningCallback(
         amount=settings.amount, condition=_one_or_all([c.condition for c in chains]), modules=settings.modules,
         rewind=settings.rewind, prune_from=settings.prune_from, seed=_one_or_all([c.seed for c in chains]),
-        mask_source=_branch_masks(study, settings), members=len(chains),
+        mask_source=mask_source, members=len(chains),
     )
     for k, member in enumerate(members):
         state = member.state_after(start - 1)
@@ -537,17 +540,15 @@ def _recorded(run: Any, condition: str, level: int) -> LevelResult:
     return LevelResult(condition, level, run.data.metrics["density"], run.data.metrics["ticket/best_return"])
 
 
-def _branch_masks(study: Study, settings: ImpSettings) -> Callable[[int], dict[str, torch.Tensor]] | None:
-    """In branch mode, level k's masks are the stored chain's level-k ticket masks (``None`` past its end)."""
+def _branch_masks(study: Study, settings: ImpSettings) -> Callable[[int], dict[str, torch.Tensor] | None] | None:
+    """In branch mode, level k's masks are the stored chain's level-k ticket masks (``None`` past its end). All of
+    them are read here, before anything trains: an unreadable one stops the study before a run is started."""
     if not settings.branch_from:
         return None
     source = ChainStore.of_run(study.tracking_uri, settings.branch_from)
-
-    def masks(level: int) -> dict[str, torch.Tensor] | None:
-        run_id = source.find_level_run(level)
-        return None if run_id is None else source.load(run_id, "ticket.pt")["masks"]
-
-    return masks
+    stored = {level: source.load(run.info.run_id, "ticket.pt")["masks"]
+              for level, run in sorted(source.finished_runs().items())}
+    return stored.get
 
 
 def _density_table(per_layer: dict[str, float]) -> str:

@@ -37,10 +37,12 @@ def configure_process(threads: int | None = None) -> None:
     nothing from intra-op threads, which on two cores fight the environments for CPU (up to 10x slower).
     Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (fork-safe CUDA probing), after which torch
     queries NVML on every optimizer step, ~75 us each without a GPU; lth never forks after touching CUDA, so it
-    probes directly. TorchRL's INFO messages and Lightning's LeafSpec deprecation warnings are silenced.
+    probes directly. TorchRL's INFO messages, Lightning's LeafSpec deprecation warnings and MLflow's progress bar
+    for every small artifact a resume reads are silenced.
     """
     torch.set_num_threads(int(os.environ.get("LTH_NUM_THREADS", "1")) if threads is None else threads)
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # e.g. one INFO line per replay-buffer allocation
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.14, not ours to fix
 

@@ -20,7 +20,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from lth.errors import ConfigError
+from lth.errors import ConfigError, StoreError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
@@ -500,11 +500,6 @@ class ChainStore:
                 if level not in logged and value is not None:
                     self.client.log_metric(self.parent_id, key, value, step=level)
 
-    def find_level_run(self, level: int) -> str | None:
-        """The finished child run of ``level``, if there is one."""
-        run = self.finished_runs().get(level)
-        return None if run is None else run.info.run_id
-
     def start_level(self, level: int, tags: dict[str, str]) -> str:
         self._require_claim()
         run = self.client.create_run(
@@ -526,15 +521,28 @@ class ChainStore:
         self.client.log_batch(self.parent_id, metrics=metric_batch(parent_metrics, level))
 
     def load(self, run_id: str, name: str) -> Any:
-        """``torch.load`` an artifact of a run."""
+        """An artifact of a run, read with ``torch.load(weights_only=True)`` (tensors and plain data only: a shared
+        store's files cannot run code here). A missing, empty or corrupt file is a :class:`StoreError` naming the
+        chain, the level and what to do."""
+        import pickle
         import tempfile
 
         import torch
         from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp, tracking_uri=self.tracking_uri)
-            return torch.load(path, weights_only=False)
+            try:
+                path = download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp,
+                                          tracking_uri=self.tracking_uri)
+                return torch.load(path, weights_only=True)
+            except (MlflowException, OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+                level = self.client.get_run(run_id).data.tags.get("level", "?")
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise StoreError(
+                    f"level {level}'s {name} of chain {self.parent_id} is unreadable ({reason}): rerun with "
+                    f"--no_resume for a new chain, or delete level run {run_id} and the chain's later levels to redo "
+                    "them") from exc
 
     def finish_chain(self) -> None:
         self.client.set_terminated(self.parent_id, "FINISHED")

@@ -242,3 +242,41 @@ def test_a_level_whose_records_fail_midway_never_reads_as_finished(in_tmp: Path,
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"ticket.pt", "next_state.pt", "trained.pt", "densities.md", "inputs.png"} <= names, level
         assert {"ticket/best_return", "density"} <= set(run.data.metrics), level
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "deleted"])
+def test_an_unreadable_artifact_of_a_finished_level_ends_in_one_error_line(in_tmp: Path, capsys, damage: str) -> None:
+    """A resume that needs a finished level's next_state.pt (here: to extend the chain), or a branch study that
+    needs its source's ticket.pt, and finds it empty, not a torch file, or gone, stops with one line naming the
+    chain, level and file and what to do; nothing is written."""
+    from urllib.parse import urlparse
+
+    main(["imp", *TINY, "--imp.levels", "2"])
+    client = MlflowClient(local_store())
+    parent = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/weights"]
+    store = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id)
+    last = store.finished_runs()[1]
+    for name in ("next_state.pt", "ticket.pt"):
+        path = Path(urlparse(last.info.artifact_uri).path) / name
+        if damage == "deleted":
+            path.unlink()
+        else:
+            path.write_bytes(b"" if damage == "empty" else b"not a torch file")
+    before = {r.info.run_id: r.info.status for r in client.search_runs([parent.info.experiment_id])}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["imp", *TINY, "--imp.levels", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"lth: error: level 1's next_state.pt of chain {parent.info.run_id} is unreadable")
+    assert "--no_resume" in err[0]
+    after = {r.info.run_id: r.info.status for r in client.search_runs([parent.info.experiment_id])}
+    assert after == before  # no level run started, no status changed
+    assert "lth.claim.owner" not in client.get_run(parent.info.run_id).data.tags  # the claim was released
+    # a branch study reads its source's masks first: an unreadable one stops it before any run of its own exists
+    with pytest.raises(SystemExit) as exit_:
+        main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/reinit", "--imp.branch_from",
+              parent.info.run_id])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err) == 1 and "level 1's ticket.pt of chain" in err[0], err
+    assert {r.info.run_id for r in client.search_runs([parent.info.experiment_id])} == set(before)

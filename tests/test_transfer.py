@@ -57,7 +57,7 @@ def test_transfer_trains_both_arms_on_a_stored_ticket_and_reports_them(in_tmp: P
     ticket = chain.info.run_id
     assert ticket in capsys.readouterr().out  # lth imp prints the id that lth transfer takes
     store = ChainStore.of_run(local_store(), ticket)
-    expected = kept_inputs(store.load(store.find_level_run(2), "ticket.pt")["masks"])
+    expected = kept_inputs(store.load(store.finished_runs()[2].info.run_id, "ticket.pt")["masks"])
 
     cli = build_cli([*tiny, "--transfer.ticket", ticket, "--transfer.level", "2", "--transfer.arm", "ticket"],
                     run=False, cli_class=TransferCLI)
