@@ -111,7 +111,10 @@ def check_config_files(args: Sequence[str]) -> None:
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
         try:
-            content = yaml.safe_load(path.read_text())
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                              "save the YAML file as UTF-8") from exc
         except yaml.YAMLError as exc:
             first = str(exc).strip().splitlines()[0]
             raise ConfigError(f"--config {path}: not valid YAML ({first})") from exc

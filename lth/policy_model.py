@@ -218,7 +218,7 @@ class Ticket(NamedTuple):
 def best_tickets(tracking_uri: str, experiment: str, condition: str | None = None) -> list[Ticket]:
     """Per condition and level, the finished level run with the best ``ticket/best_return`` among an experiment's
     chains (its seeds) that logged a policy; per condition, densest first."""
-    from lth.tracking import ChainStore  # here: it imports Lightning, which loading a ticket does not need
+    from lth.tracking import ChainStore, quoted  # here: it imports Lightning, which loading a ticket does not need
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
@@ -226,7 +226,7 @@ def best_tickets(tracking_uri: str, experiment: str, condition: str | None = Non
         return []
     query = f"tags.`{ChainStore.COMPLETE}` = 'true' and tags.`{POLICY_TAG}` LIKE 'models:/%'"
     if condition is not None:
-        query += f" and tags.`condition` = '{condition}'"
+        query += f" and tags.`condition` = {quoted(condition)}"
     best: dict[tuple[str, int], Ticket] = {}
     page_token = None
     while True:

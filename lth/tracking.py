@@ -153,9 +153,20 @@ def metric_batch(values: Mapping[str, float], step: int = 0) -> list[Any]:
     return [Metric(key, float(value), now, step) for key, value in values.items()]
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string literal of MLflow's search filters, which take no escapes: in single quotes, or in
+    double quotes if it holds a single quote (an experiment named ``Bob's study``); a value with both kinds cannot
+    be searched for, a :class:`ConfigError`."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ConfigError(f"{value!r} holds both ' and \", which MLflow's search filters cannot express: rename it")
+
+
 def tag_query(tags: Mapping[str, str]) -> str:
     """An MLflow search filter matching runs that carry every one of ``tags``."""
-    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return " and ".join(f"tags.`{k}` = {quoted(v)}" for k, v in tags.items())
 
 
 def log_folder(tracking_uri: str, experiment: str, folder: Path, run_name: str, tags: dict[str, str]) -> str:

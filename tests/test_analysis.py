@@ -98,14 +98,15 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     assert "inputs/actor/pole angle" in table.inputs("mask/weights")
 
     # Two experiments (e.g. two init schemes) share the return plot and get one input section each.
+    # (one named with an apostrophe: MLflow's search filters take no escapes, so lth quotes it with ")
     main(["imp", *tiny, "--imp.levels", "2", "--model.init_args.network.init", "xavier",
-          "--trainer.logger.init_args.experiment_name", "CartPole-v1/ppo/xavier"])
-    main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--experiment", "CartPole-v1/ppo/xavier",
-          "--out", "both", "--no_mlflow"])
+          "--trainer.logger.init_args.experiment_name", "CartPole-v1/ppo/Bob's xavier"])
+    main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--experiment", "CartPole-v1/ppo/Bob's xavier",
+          "--out", "both"])
     both = Path("both/summary.md").read_text()
     assert "## Inputs of the actor: CartPole-v1/ppo/mlp64x64" in both
-    assert "## Inputs of the actor: CartPole-v1/ppo/xavier" in both
-    assert "| CartPole-v1/ppo/xavier: mask/weights | 1 |" in both
+    assert "## Inputs of the actor: CartPole-v1/ppo/Bob's xavier" in both
+    assert "| CartPole-v1/ppo/Bob's xavier: mask/weights | 1 |" in both
     assert {"inputs_actor_0.png", "inputs_actor_1.png", "input_masks_actor_1.png"} <= {
         p.name for p in Path("both").iterdir()}
 
@@ -126,3 +127,14 @@ def test_a_report_reads_each_chain_with_its_own_env_options(in_tmp: Path, capsys
     assert "wrote report/summary.md" in capsys.readouterr().out
     assert (Path("report") / "input_masks_q_net.png").is_file()
     assert "| seed | red | green | blue |" in Path("report/summary.md").read_text()
+
+
+def test_search_filter_literals_take_either_quote_and_refuse_both() -> None:
+    from lth.errors import ConfigError
+    from lth.tracking import quoted, tag_query
+
+    assert quoted("mask/weights") == "'mask/weights'"
+    assert quoted("Bob's study") == '"Bob\'s study"'
+    assert tag_query({"a": "x", "b": 'say "hi"'}) == "tags.`a` = 'x' and tags.`b` = 'say \"hi\"'"
+    with pytest.raises(ConfigError, match="both"):
+        quoted("Bob's \"study\"")

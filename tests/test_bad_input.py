@@ -134,6 +134,8 @@ def test_an_empty_yaml_says_so(in_tmp: Path, capsys) -> None:
     fails_cleanly(capsys, in_tmp, ["imp", "--config", "empty.yaml"], "--config empty.yaml", "empty")
     (in_tmp / "list.yaml").write_text("- 1\n")
     fails_cleanly(capsys, in_tmp, ["fit", "--config", "list.yaml"], "--config list.yaml", "mapping")
+    (in_tmp / "latin1.yaml").write_bytes("# Schlüssel\nseed_everything: 1\n".encode("latin-1"))
+    fails_cleanly(capsys, in_tmp, ["imp", "--config", "latin1.yaml"], "--config latin1.yaml", "not UTF-8", "byte 6")
 
 
 def test_expert_without_a_monitoring_checkpoint_is_refused_before_the_fit(in_tmp: Path, capsys) -> None:
