@@ -254,17 +254,18 @@ def pruned_further(ppo: tuple[PerSeed, dict], distill: tuple[PerSeed, dict], flo
 
 
 def actor_only(ap: tuple[PerSeed, dict], acp: tuple[PerSeed, dict]) -> str:
-    """The paper's two statements on actor-only pruning, on CartPole, over the densities <= 0.1 both studies reach."""
-    reached = max(data.density("permuted/permuted", data.levels("permuted/permuted")[-1]) for data, _ in (ap, acp))
-    caption = paired(ap[0].sparse_mean("random/reinit", SPARSE, reached),
-                     ap[0].sparse_mean("permuted/permuted", SPARSE, reached))
-    section4 = paired(ap[0].sparse_mean("permuted/permuted", SPARSE, reached),
-                      acp[0].sparse_mean("permuted/permuted", SPARSE, reached))
+    """The paper's two statements on actor-only pruning, on CartPole, over the levels at density <= 0.1 both
+    studies reached (both prune 20% per level: level k is the same step of pruning in both)."""
+    both = set(ap[0].levels("permuted/permuted")) & set(acp[0].levels("permuted/permuted"))
+    both &= set(ap[0].sparse_levels("permuted/permuted", SPARSE)) & set(acp[0].sparse_levels("permuted/permuted", SPARSE))
+    caption = paired(ap[0].sparse_mean("random/reinit", SPARSE, both), ap[0].sparse_mean("permuted/permuted", SPARSE, both))
+    section4 = paired(ap[0].sparse_mean("permuted/permuted", SPARSE, both),
+                      acp[0].sparse_mean("permuted/permuted", SPARSE, both))
     return ("The caption of SI Figure 15 (PyBullet, actor only) says random/reinit outperforms permuted/permuted when "
             "only the actor is pruned; its section 4 says pruning only the actor makes permuted/permuted stronger than "
-            "pruning actor and critic together. On CartPole, best return averaged over the levels at densities "
-            f"{reached:.3f}-0.1 (those both studies reach), paired by seed: random/reinit − permuted/permuted with the "
-            f"actor pruned {interval(caption)}, n={caption.n}: the caption's claim {says(caption.verdict(+1))}; "
+            f"pruning actor and critic together. On CartPole, best return averaged over levels {min(both)}-{max(both)} "
+            "(density <= 0.1 in both studies), paired by seed: random/reinit − permuted/permuted with the actor "
+            f"pruned {interval(caption)}, n={caption.n}: the caption's claim {says(caption.verdict(+1))}; "
             f"permuted/permuted with the actor pruned minus with actor and critic pruned {interval(section4)}, "
             f"n={section4.n}: the section 4 claim {says(section4.verdict(+1))}.")
 

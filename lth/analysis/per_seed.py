@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,15 +97,15 @@ class PerSeed:
         """Each seed's best return at ``level``."""
         return {seed: chain[level].best_return for seed, chain in self.data[condition].items()}
 
-    def sparse_levels(self, condition: str, max_density: float = 0.1, min_density: float = 0.0) -> list[int]:
-        """The levels of ``condition`` at density <= ``max_density`` (and >= ``min_density``)."""
-        return [k for k in self.levels(condition)
-                if min_density - 1e-12 <= self.density(condition, k) <= max_density + 1e-12]
+    def sparse_levels(self, condition: str, max_density: float = 0.1) -> list[int]:
+        """The levels of ``condition`` at density <= ``max_density``."""
+        return [k for k in self.levels(condition) if self.density(condition, k) <= max_density + 1e-12]
 
-    def sparse_mean(self, condition: str, max_density: float = 0.1, min_density: float = 0.0) -> dict[int, float]:
-        """Each seed's best return averaged over the levels at density <= ``max_density`` (and >= ``min_density``,
-        e.g. to compare two studies over the densities both reached); empty if there are none."""
-        low = self.sparse_levels(condition, max_density, min_density)
+    def sparse_mean(self, condition: str, max_density: float = 0.1,
+                    within: Collection[int] | None = None) -> dict[int, float]:
+        """Each seed's best return averaged over the levels at density <= ``max_density`` (only those ``within``,
+        e.g. the levels two studies both reached); empty if there are none."""
+        low = [k for k in self.sparse_levels(condition, max_density) if within is None or k in within]
         if not low:
             return {}
         return {seed: statistics.fmean(chain[k].best_return for k in low) for seed, chain in self.data[condition].items()}
