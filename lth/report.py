@@ -252,8 +252,9 @@ def input_masks_across_levels(chains: list[Chain], tracking_uri: str, group: str
 def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlflow: bool = True) -> Path:
     """Write every figure and ``summary.md`` to ``out`` (and log them to MLflow); returns the summary path.
 
-    An unopenable ``tracking_uri`` is a :class:`ConfigError` before anything is read or written."""
-    check_tracking_uri(tracking_uri)
+    An unopenable ``tracking_uri`` (or, when logging to it, an unwritable one) is an error before anything is read
+    or written."""
+    check_tracking_uri(tracking_uri, write=log_to_mlflow)
     chains = load_chains(tracking_uri, experiments)
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({c.seed for c in chains})

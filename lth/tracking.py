@@ -37,8 +37,9 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
-def check_tracking_uri(uri: str) -> None:
-    """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why.
+def check_tracking_uri(uri: str, write: bool = True) -> None:
+    """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why;
+    with ``write``, a local sqlite store must also take writes (:func:`check_writable`).
 
     A new sqlite store is created under a file lock: MLflow's schema migration fails when two processes (say
     two ``lth imp`` seeds started together) create the same database at once. A server (``http(s)://``) is
@@ -74,6 +75,34 @@ def check_tracking_uri(uri: str) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    if write:
+        check_writable(uri)
+
+
+def check_writable(uri: str) -> None:
+    """For a local sqlite store: a real write to its database, rolled back, and a file created and removed beside
+    it (where its artifacts go), so a store that can be read but not written (a read-only file, folder or mount)
+    is one :class:`StoreError` before anything runs, not a traceback at the first claim. Servers check their own."""
+    import sqlite3
+    import tempfile
+
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    try:
+        with tempfile.TemporaryFile(dir=db.parent):
+            pass
+        connection = sqlite3.connect(db, timeout=60, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("CREATE TABLE lth_write_probe (x)")  # transactional in sqlite: rolled back below
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"the MLflow store {uri!r} can be read but not written ({exc}): lth imp, fit and report "
+                         "record runs there; make it writable, or read it with lth report --no_mlflow or lth ui") \
+            from exc
 
 
 @contextmanager

@@ -280,3 +280,27 @@ def test_an_unreadable_artifact_of_a_finished_level_ends_in_one_error_line(in_tm
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 1 and len(err) == 1 and "level 1's ticket.pt of chain" in err[0], err
     assert {r.info.run_id for r in client.search_runs([parent.info.experiment_id])} == set(before)
+
+
+def test_a_store_that_can_be_read_but_not_written_is_one_line_before_anything_runs(in_tmp: Path, capsys) -> None:
+    """An immutable database (chattr +i: read-only even for root, as CI runs) stops lth imp and a logging lth report
+    with one line naming the store; lth report --no_mlflow still reads it."""
+    import shutil
+    import subprocess
+
+    main(["imp", *TINY, "--imp.levels", "1"])
+    db = in_tmp / "mlruns" / "mlflow.db"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here (needs root on a filesystem with attributes)")
+    try:
+        for argv in (["imp", *TINY, "--imp.levels", "2"], ["report", "--experiment", "CartPole-v1/ppo/mlp64x64"]):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as exit_:
+                main(argv)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert exit_.value.code == 1 and len(err) == 1, (argv, err)
+            assert "can be read but not written" in err[0] and "mlflow.db" in err[0], err
+        main(["report", "--experiment", "CartPole-v1/ppo/mlp64x64", "--no_mlflow", "--out", "report"])
+        assert (in_tmp / "report" / "summary.md").exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
