@@ -59,7 +59,10 @@ def check_tracking_uri(uri: str, write: bool = True) -> None:
         os.environ.update(probe_env)
     try:
         with _creation_lock(uri):
+            check_complete(uri)
             MlflowClient(uri).search_experiments(max_results=1)
+    except StoreError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure to open the store is the user's to fix
         lines = str(exc).strip().splitlines()
         first_line = lines[0] if lines else type(exc).__name__
@@ -77,6 +80,34 @@ def check_tracking_uri(uri: str, write: bool = True) -> None:
                 os.environ[key] = value
     if write:
         check_writable(uri)
+
+
+def check_complete(uri: str) -> None:
+    """A local sqlite file that holds tables but no schema version is a store whose creation was interrupted (a full
+    disk, a kill while MLflow created its tables): MLflow would fail on it at every run with a migration error
+    ("duplicate column", "table already exists"). Say so, once, before MLflow opens it."""
+    import sqlite3
+
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.is_file() or db.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(db, timeout=60)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            versioned = "alembic_version" in tables and bool(
+                connection.execute("SELECT version_num FROM alembic_version").fetchall())
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{db} is not an MLflow store ({exc}): move it away, or point the tracking URI elsewhere") \
+            from exc
+    if tables and not versioned:
+        raise StoreError(f"{db} is a partial MLflow store: it holds {len(tables)} tables but no schema version, as its "
+                         "creation was interrupted (a full disk, a kill): move it away, or delete it if it holds no "
+                         "runs you need, and run again")
 
 
 def check_writable(uri: str) -> None:

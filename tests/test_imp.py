@@ -304,3 +304,27 @@ def test_a_store_that_can_be_read_but_not_written_is_one_line_before_anything_ru
         assert (in_tmp / "report" / "summary.md").exists()
     finally:
         subprocess.run(["chattr", "-i", str(db)], check=True)
+
+
+def test_a_store_whose_creation_was_interrupted_is_named_as_such(in_tmp: Path, capsys) -> None:
+    """A database left with some of MLflow's tables and no schema version (what a full disk or a kill during its
+    creation leaves) is one line saying so, not a migration error at every run; a file that is not a database too."""
+    import sqlite3
+
+    MlflowClient(local_store()).search_experiments()  # a complete store, then cut back to a partial one
+    db = in_tmp / "mlruns" / "mlflow.db"
+    with sqlite3.connect(db) as connection:
+        names = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for name in names:
+            if name not in ("experiments", "runs", "tags", "params", "metrics"):
+                connection.execute(f'DROP TABLE "{name}"')
+    for contents in (None, b"not a database, but a file of that name"):
+        if contents is not None:
+            db.write_bytes(contents)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["imp", *TINY, "--imp.levels", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 1 and len(err) == 1, err
+        expected = "is a partial MLflow store" if contents is None else "is not an MLflow store"
+        assert err[0].startswith(f"lth: error: {db} {expected}"), err
