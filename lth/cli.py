@@ -137,13 +137,16 @@ def report(args: list[str]) -> None:
 def ui(args: list[str]) -> None:
     """``lth ui [--tracking_uri URI] [--port 5000]``: the MLflow UI on the store, run by this Python (MLflow's
     ``mlflow`` command need not be on PATH), until Ctrl-C."""
-    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, resolve_tracking_uri
 
     parser = _Parser(prog="lth ui", description=ui.__doc__)
     parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="the port to serve on (default: %(default)s)")
     ns = parser.parse_args(args)
     uri = resolve_tracking_uri(ns.tracking_uri)
+    # Opened (and, if new, created) here under the store's lock, as lth imp does: MLflow's server would migrate a new
+    # sqlite store without it and die when an lth imp started beside it migrates the same file.
+    check_tracking_uri(uri, write=False)
     print(f"MLflow UI of {uri} at http://127.0.0.1:{ns.port} (Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(ns.port)]
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -92,8 +93,16 @@ def test_ui_serves_the_store_with_this_python_and_prints_its_address_first(in_tm
     calls: list[list[str]] = []
     store = local_store()  # lth ui's default, resolved (and lth.tracking imported before subprocess.run is replaced)
 
-    def run(command: list[str], check: bool) -> subprocess.CompletedProcess:
+    real = subprocess.run
+
+    def run(command: list[str], check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+        if command[1:4] != ["-m", "mlflow", "ui"]:  # what opening the store runs (e.g. a version probe)
+            return real(command, check=check, **kwargs)
         calls.append(command)
+        # the store is created (under lth's lock) before MLflow's server starts: the server never migrates it
+        db = Path(command[command.index("--backend-store-uri") + 1].removeprefix("sqlite:///"))
+        with sqlite3.connect(db) as connection:
+            assert connection.execute("SELECT version_num FROM alembic_version").fetchall()
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", run)
