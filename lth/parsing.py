@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import logging
 import re
 import typing
@@ -27,7 +28,6 @@ from typing import Any
 from jsonargparse import ActionYesNo, Namespace
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lth.console import VERBOSE_HELP
@@ -65,9 +65,39 @@ def _flat(message: str) -> str:
     return re.sub(r'^Parser key "([^"]+)":', r"\1:", text)
 
 
-def one_line(message: str, parser: Any = None) -> str:
+def given_value(option: str, args: Sequence[str]) -> str | None:
+    """What the arguments gave ``option`` (``model.init_args.lr``): its last ``--option VALUE`` on the command
+    line, else its value in the last ``--config`` YAML file that sets it; None if neither does."""
+    import yaml
+
+    args = list(args)
+    flag = f"--{option}"
+    for i in range(len(args) - 1, -1, -1):
+        if args[i] == flag and i + 1 < len(args):
+            return args[i + 1]
+        if args[i].startswith(flag + "="):
+            return args[i].split("=", 1)[1]
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")]
+    for path in reversed(paths):
+        try:
+            node: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        for part in option.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            return json.dumps(node) if isinstance(node, (dict, list)) else str(node)
+    return None
+
+
+_MISSING = object()
+
+
+def one_line(message: str, parser: Any = None, args: Sequence[str] = ()) -> str:
     """jsonargparse's (multi-line, nested) report of a bad value as one line naming the option, its valid values
-    and the value given: ``data.init_args.num_envs must be an integer > 0, got 0``."""
+    and the value given: ``data.init_args.num_envs must be an integer > 0, got 0``. The value is what ``args`` (the
+    command line and its config files) gave the option when found there: jsonargparse reports a nested option's
+    whole section, or no value at all."""
     keys = re.findall(r'Parser key "([^"]+)"', message)
     class_path = re.search(r"Problem with given class_path '([^']+)'", message)
     unknown = re.search(r"Option '([^']+)' is not accepted", message)
@@ -91,12 +121,14 @@ def one_line(message: str, parser: Any = None) -> str:
             value = found.group(1).strip()
             value = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
             break
+    value = given_value(option, args) or value
     if hint is not None:
         valid = describe(hint)
     else:
         types_ = re.findall(r"Expected an? <class '([\w.]+)'>", message)
         valid = " or ".join("null" if t == "NoneType" else f"a {t}" for t in types_) or "a valid value"
-    return f"{option} must be {valid}, got {value if value is not None else 'an invalid value'}"
+    shown = "an invalid value" if value is None else value if len(value) <= 100 else f"{value[:96]}... ({len(value):,} characters)"
+    return f"{option} must be {valid}, got {shown}"
 
 
 def check_config_files(args: Sequence[str]) -> None:
@@ -239,18 +271,34 @@ class LthCLI(LightningCLI):
         # the paper's AP): every command reads and checks its imp: section, only lth imp acts on it.
         parser.add_class_arguments(ImpSettings, "imp")
 
+    stores: list[str]  # the tracking URIs the command writes to
+
     def before_instantiate_classes(self) -> None:
+        """Resolve and check the loggers' tracking URIs (a missing local store only for whether it can be made)."""
         config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
         logger = config.get("trainer", {}).get("logger")
+        self.stores = []
         for spec in logger if isinstance(logger, list) else [logger]:
             uri = getattr(spec, "init_args", {}).get("tracking_uri") if spec is not None else None
             if uri:
                 spec.init_args.tracking_uri = resolve_tracking_uri(uri)
-                check_tracking_uri(spec.init_args.tracking_uri)
+                check_tracking_uri(spec.init_args.tracking_uri, create=False)
+                self.stores.append(spec.init_args.tracking_uri)
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        self.build_components()
+        self.check_instantiated()
+        for uri in self.stores:  # every check has passed: create a new store now, under its lock
+            check_tracking_uri(uri)
         _LIGHTNING_INFO.restore()  # what the subcommand (e.g. ``lth fit``) logs is shown as usual
+
+    def build_components(self) -> None:
+        """LightningCLI's instantiation of model, data, trainer and its callbacks and loggers."""
+        super().instantiate_classes()
+
+    def check_instantiated(self) -> None:
+        """Checks of the command's options that need the built model, data and trainer (before any store is
+        created)."""
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
@@ -276,12 +324,18 @@ class ExpertCLI(LthCLI):
         if add_subcommands:
             self._subcommand_parsers["fit"].prog = "lth expert"
 
-    def instantiate_trainer(self, **kwargs: Any):
-        trainer = super().instantiate_trainer(**kwargs)
-        checkpoint = trainer.checkpoint_callback
-        if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor is None:
+    def before_instantiate_classes(self) -> None:
+        """Refuse a config without a ``ModelCheckpoint`` that monitors a metric, from the config itself: before the
+        logger is built (MLflow's client creates the store) and before anything trains."""
+        super().before_instantiate_classes()
+        callbacks = self.config.get(str(self.subcommand), self.config).get("trainer", {}).get("callbacks") or []
+        if not any(str(getattr(c, "class_path", "")).endswith(".ModelCheckpoint")
+                   and getattr(c, "init_args", {}).get("monitor") for c in callbacks):
             raise ConfigError("trainer.callbacks: lth expert needs a ModelCheckpoint monitoring eval/return "
                               "(it stores the best checkpoint as the expert), as in configs/*/ppo.yaml")
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(ExportExpert())
         return trainer
 
@@ -405,8 +459,16 @@ class ImpCLI(LthCLI):
         if self.config.seeds is not None:
             apply_seed(self.config, self.seeds[0])  # model and data of the first seed
 
-    def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+    def build_components(self) -> None:
+        # lth imp logs each level to its own MLflow run; the config's logger only names the store and experiment
+        # (imp_study reads it), so it is not built: MLflow's client would create the store before the checks.
+        logger, self.config.trainer.logger = self.config.trainer.logger, False
+        try:
+            super().build_components()
+        finally:
+            self.config.trainer.logger = logger
+
+    def check_instantiated(self) -> None:
         check_imp_settings(self)
 
 
@@ -526,7 +588,7 @@ def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bo
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             return build_cli(list(config_args), run=run, cli_class=cli_class, exit_on_error=exit_on_error)
     except argparse.ArgumentError as exc:
-        raise ConfigError(one_line(str(exc), _parser_of(cli_class))) from exc
+        raise ConfigError(one_line(str(exc), _parser_of(cli_class), config_args)) from exc
     except Exception as exc:
         problem = config_error(exc)
         if problem is None or problem is exc:

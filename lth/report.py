@@ -26,7 +26,7 @@ from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names
 from lth.callbacks import condition_names
 from lth.envs import env_shapes
 from lth.errors import ConfigError
-from lth.tracking import ChainStore, check_tracking_uri, log_folder
+from lth.tracking import ChainStore, check_tracking_uri, log_folder, missing_store
 from lth.ui_views import condition_colour
 
 REPORTS_EXPERIMENT = "lth reports"
@@ -254,7 +254,9 @@ def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlfl
 
     An unopenable ``tracking_uri`` (or, when logging to it, an unwritable one) is an error before anything is read
     or written."""
-    check_tracking_uri(tracking_uri, write=log_to_mlflow)
+    check_tracking_uri(tracking_uri, write=log_to_mlflow, create=False)
+    if missing_store(tracking_uri):  # MLflow's client would create an empty store to look in
+        raise ConfigError(f"no experiment {experiments[0]!r} in {tracking_uri}: the store does not exist")
     chains = load_chains(tracking_uri, experiments)
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({c.seed for c in chains})

@@ -37,9 +37,12 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
-def check_tracking_uri(uri: str, write: bool = True) -> None:
+def check_tracking_uri(uri: str, write: bool = True, create: bool = True) -> None:
     """Open ``uri`` once (creating a local sqlite store's folder) or raise a :class:`ConfigError` that says why;
-    with ``write``, a local sqlite store must also take writes (:func:`check_writable`).
+    with ``write``, a local sqlite store must also take writes (:func:`check_writable`). With ``create=False`` a
+    local sqlite store that does not exist yet is only checked to be creatable, and nothing is written: commands
+    check their store while parsing, and create it only once every other check has passed, so bad input leaves no
+    store behind.
 
     A new sqlite store is created under a file lock: MLflow's schema migration fails when two processes (say
     two ``lth imp`` seeds started together) create the same database at once. A server (``http(s)://``) is
@@ -49,6 +52,9 @@ def check_tracking_uri(uri: str, write: bool = True) -> None:
     """
     from mlflow import MlflowClient
 
+    if not create and missing_store(uri):
+        check_creatable(uri)
+        return
     quiet = [logging.getLogger(name) for name in ("alembic", "mlflow.store.db.utils")]  # "Creating tables..."
     levels = [q.level for q in quiet]
     for q in quiet:
@@ -80,6 +86,29 @@ def check_tracking_uri(uri: str, write: bool = True) -> None:
                 os.environ[key] = value
     if write:
         check_writable(uri)
+
+
+def missing_store(uri: str) -> bool:
+    """Whether ``uri`` is a local sqlite store whose database does not exist yet."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+
+
+def check_creatable(uri: str) -> None:
+    """A local sqlite store could be created at ``uri``: its nearest existing folder takes a new file."""
+    import tempfile
+
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is not a folder")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot open MLflow tracking URI {uri!r}: the store cannot be created there ({exc}). Use a "
+                          f"writable local store such as {DEFAULT_TRACKING_URI!r} or a server such as "
+                          "'http://host:5000'.") from exc
 
 
 def check_complete(uri: str) -> None:
@@ -181,13 +210,16 @@ def experiment_id(client: Any, name: str, description: str | None = None,
 
     found = client.get_experiment_by_name(name)
     if found is None:
+        refused = None
         try:
             client.create_experiment(name)
         except MlflowException as exc:
+            refused = exc
             logging.getLogger(__name__).debug("experiment %r created concurrently: %s", name, exc)
         found = client.get_experiment_by_name(name)
         if found is None:
-            raise ConfigError(f"MLflow experiment {name!r} could not be created")
+            why = str(refused).strip().splitlines()[0][:300] if refused is not None and str(refused).strip() else ""
+            raise ConfigError(f"MLflow experiment {shortened(name)} could not be created" + (f": {why}" if why else ""))
     mark_model_training(client, found, description, tags)
     return found.experiment_id
 
@@ -211,6 +243,12 @@ def metric_batch(values: Mapping[str, float], step: int = 0) -> list[Any]:
 
     now = int(time.time() * 1000)
     return [Metric(key, float(value), now, step) for key, value in values.items()]
+
+
+def shortened(value: str, width: int = 80) -> str:
+    """``repr(value)``, cut to ``width`` characters with its length said when longer (so an error stays one line)."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 4]}...' ({len(value):,} characters)"
 
 
 def quoted(value: str) -> str:
@@ -385,6 +423,8 @@ class ChainStore:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        if missing_store(tracking_uri):  # MLflow's client would create an empty store to look in
+            raise ConfigError(f"no chain run {parent_id!r} in {tracking_uri}: the store does not exist")
         try:
             run = MlflowClient(tracking_uri).get_run(parent_id)
         except MlflowException as exc:

@@ -30,6 +30,11 @@ TINY = ["--data.init_args.total_frames", "1024", "--data.init_args.eval_every", 
 
 
 def store_is_untouched(folder: Path) -> bool:
+    """No store was left in the folder: a command that fails on bad input creates none (and removes one it opened)."""
+    return not (folder / "mlruns" / "mlflow.db").exists()
+
+
+def holds_no_run(folder: Path) -> bool:
     """No run and no experiment but MLflow's ``Default`` in the folder's default store (or no store at all)."""
     db = folder / "mlruns" / "mlflow.db"
     if not db.exists():
@@ -118,7 +123,7 @@ def test_rewind_from_the_command_line_is_an_int(in_tmp: Path) -> None:
     assert cli.config.imp.rewind == 30 and isinstance(cli.config.imp.rewind, int)
     assert ImpSettings(**cli.config.imp.as_dict()).rewind == 30
     assert parse(["--config", PPO_CONFIG, *TINY], ImpCLI).config.imp.rewind == "init"
-    assert store_is_untouched(in_tmp)
+    assert holds_no_run(in_tmp)  # parsed, not run
 
 
 def test_a_late_rewind_beyond_the_first_fit_in_yaml_is_refused_before_training(in_tmp: Path, capsys) -> None:
@@ -136,6 +141,26 @@ def test_an_empty_yaml_says_so(in_tmp: Path, capsys) -> None:
     fails_cleanly(capsys, in_tmp, ["fit", "--config", "list.yaml"], "--config list.yaml", "mapping")
     (in_tmp / "latin1.yaml").write_bytes("# Schlüssel\nseed_everything: 1\n".encode("latin-1"))
     fails_cleanly(capsys, in_tmp, ["imp", "--config", "latin1.yaml"], "--config latin1.yaml", "not UTF-8", "byte 6")
+
+
+def test_a_wrong_type_in_yaml_names_the_value_given_not_its_section(in_tmp: Path, capsys) -> None:
+    (in_tmp / "lr.yaml").write_text("model:\n  init_args:\n    lr: [1, 2]\n")
+    line = fails_cleanly(capsys, in_tmp, ["imp", "--config", PPO_CONFIG, "--config", "lr.yaml", *TINY],
+                         "model.init_args.lr must be a number > 0, got [1, 2]")
+    assert "init_args" not in line.split("got", 1)[1] and "actor_hidden" not in line  # not the whole model dict
+    (in_tmp / "levels.yaml").write_text("imp:\n  levels: [1, 2]\n")
+    fails_cleanly(capsys, in_tmp, ["imp", "--config", PPO_CONFIG, "--config", "levels.yaml", *TINY],
+                  "imp.levels must be an integer > 0, got [1, 2]")
+
+
+def test_an_experiment_name_mlflow_refuses_is_one_short_line_with_mlflows_reason(in_tmp: Path, capsys) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["imp", "--config", PPO_CONFIG, *TINY, "--trainer.logger.init_args.experiment_name", "x" * 100_000])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and len(lines[0]) < 300, lines[0][:300]
+    assert "(100,000 characters)" in lines[0] and "exceeds the maximum length of 500 characters" in lines[0]
+    assert holds_no_run(in_tmp)
 
 
 def test_expert_without_a_monitoring_checkpoint_is_refused_before_the_fit(in_tmp: Path, capsys) -> None:
