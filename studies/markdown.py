@@ -62,11 +62,12 @@ def pruned(meta: dict[str, Any]) -> str:
     return "every layer pruned" if not modules else " and ".join(modules) + " pruned"
 
 
-def setting(meta: dict[str, Any], seeds: int | None = None) -> str:
-    """A figure title: env, algorithm, pruned modules, per-level budget, seeds."""
+def setting(meta: dict[str, Any], seeds: int | None = None, dense: bool = False) -> str:
+    """A figure title: env, algorithm, pruned modules (``dense``: none, a dense fit), budget, seeds."""
     n = len(meta["seeds"]) if seeds is None else seeds
-    return (f"{meta['env']}, {ALGORITHMS.get(meta['algo'], meta['algo'])}, {pruned(meta)}, "
-            f"{meta['frames'] // 1000}k frames per level, {n} seeds")
+    what = "dense, " if dense else f"{pruned(meta)}, "
+    return (f"{meta['env']}, {ALGORITHMS.get(meta['algo'], meta['algo'])}, {what}{meta['frames'] // 1000}k frames"
+            f"{'' if dense else ' per level'}, {n} seeds")
 
 
 def table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> list[str]:
