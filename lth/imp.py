@@ -269,6 +269,11 @@ def run_population(study: Study, settings: ImpSettings, chains: list[Chain], res
     try:
         for chain in chains:
             stores.append(_open_chain(study, settings, chain, resume))
+    except BaseException:  # e.g. one chain is busy: the chains opened so far are let go, new empty ones deleted
+        for store in stores:
+            store.abandon()
+        raise
+    try:
         return _train_population(study, settings, chains, stores, progress or Progress(len(chains) * settings.levels),
                                  mask_source)
     finally:

@@ -586,6 +586,14 @@ class ChainStore:
                         pass
         self.owner = None
 
+    def abandon(self) -> None:
+        """Release the claim, and delete the parent run if this process created it and it holds no level run: a
+        launch that stops while opening its chains (one of them busy) leaves no empty chain behind."""
+        empty = self.created and not self._children()
+        self.release()
+        if empty:
+            self.client.delete_run(self.parent_id)
+
     def _children(self) -> list[Any]:
         return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'")
 
@@ -594,10 +602,14 @@ class ChainStore:
         return {int(r.data.tags["level"]): r for r in self._children() if r.data.tags.get(self.COMPLETE) == "true"}
 
     def discard_unfinished(self) -> None:
-        """Delete the level runs that never finished; only ever on a chain whose claim this store holds."""
+        """Delete the level runs that never finished, and the models they logged (a kill can come after a level's
+        policy was logged, before the level was marked finished); only on a chain whose claim this store holds."""
         self._require_claim()
         for run in self._children():
             if run.data.tags.get(self.COMPLETE) != "true":
+                for model in self.client.search_logged_models(
+                        [self.experiment_id], filter_string=f"source_run_id = {quoted(run.info.run_id)}"):
+                    self.client.delete_logged_model(model.model_id)
                 self.client.delete_run(run.info.run_id)
 
     def fill_parent_metrics(self, finished: Mapping[int, Any]) -> None:

@@ -154,6 +154,10 @@ def test_a_live_claim_refuses_and_a_stale_one_is_taken_over(in_tmp: Path, capsys
         run_imp([*TINY, "--imp.levels", "2"])
     assert client.get_run(theirs.info.run_id).info.lifecycle_stage == "active"  # nothing of theirs deleted
     assert client.get_run(parent.info.run_id).data.tags[ChainStore.OWNER] == "someone-else"
+    # a launch whose second chain is the busy one leaves no empty, claimed or running chain of its first behind
+    with pytest.raises(ChainBusyError):
+        run_imp([*TINY[:-2], "--seeds", "1,0", "--imp.levels", "2"])
+    assert [run.data.tags["seed"] for run in _parents(client) if run.info.lifecycle_stage == "active"] == ["0"]
 
     _claim(client, parent.info.run_id, "another-host", 4242, age=3600)  # no heartbeat for an hour: stale
     capsys.readouterr()

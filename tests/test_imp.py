@@ -238,6 +238,9 @@ def test_a_level_whose_records_fail_midway_never_reads_as_finished(in_tmp: Path,
     main(["imp", *TINY, "--imp.levels", "3"])
     finished = store.finished_runs()
     assert sorted(finished) == [0, 1, 2]
+    # the failed level had logged its policy: the resume that discarded its run discarded that model too
+    models = client.search_logged_models([parent.info.experiment_id])
+    assert sorted(m.source_run_id for m in models) == sorted(run.info.run_id for run in finished.values())
     for level, run in finished.items():
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"ticket.pt", "next_state.pt", "trained.pt", "densities.md", "inputs.png"} <= names, level
