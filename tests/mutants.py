@@ -103,7 +103,8 @@ MUTANTS = (
            "        self.log_files(files, run_id)\n",
            ("tests/test_imp.py",)),
     Mutant("tracking: a chain is found, created and claimed without the store's file lock", "lth/tracking.py",
-           "        with cls._locked(tracking_uri):\n", "        if True:\n", ("tests/test_chain_claims.py",)),
+           "        with cls._locked(tracking_uri):\n", "        if True:\n",
+           ("tests/test_chain_claims.py::test_racing_opens_of_one_chain_make_one_chain",)),
 )
 
 

@@ -236,3 +236,49 @@ def test_the_claim_heartbeat_runs_in_the_background(in_tmp: Path, monkeypatch) -
             store.discard_unfinished()  # never deletes anything of a chain it does not hold
     finally:
         store.release()
+
+
+def _open_at_the_barrier(uri: str, barrier, result: Path) -> None:
+    """In a forked process: open the chain, every process stopping at ``barrier`` just before it would create the
+    parent run, so without the store lock all of them get there and each creates one."""
+    from mlflow.tracking import MlflowClient as Client
+
+    create = Client.create_run
+
+    def create_at_barrier(self, *args, **kwargs):
+        try:
+            barrier.wait(timeout=2)  # under the lock only one process is ever here: it waits 2 s, then goes on
+        except Exception:  # noqa: BLE001 - a broken barrier: the others were kept out, as they should be
+            pass
+        return create(self, *args, **kwargs)
+
+    Client.create_run = create_at_barrier
+    try:
+        store = ChainStore.open(uri, EXPERIMENT, {"condition": "mask/weights", "seed": "0"}, resume=True,
+                                description={"seed": 0})
+        store.release()
+        result.write_text("opened")
+    except ChainBusyError:
+        result.write_text("busy")
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        result.write_text(repr(exc))
+    finally:
+        os._exit(0)
+
+
+def test_racing_opens_of_one_chain_make_one_chain(in_tmp: Path) -> None:
+    """Four processes open the same new chain at once: the store lock lets one find-or-create at a time, so there
+    is one parent run (the others resume it or find it claimed), never one per process."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, uri = ctx.Barrier(4), local_store()
+    ChainStore.open(uri, EXPERIMENT, {"condition": "mask/weights", "seed": "9"}, resume=True).release()  # the store
+    processes = [ctx.Process(target=_open_at_the_barrier, args=(uri, barrier, in_tmp / f"result{i}"))
+                 for i in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    outcomes = sorted((in_tmp / f"result{i}").read_text() for i in range(4))
+    assert set(outcomes) <= {"opened", "busy"}, outcomes
+    client = MlflowClient(uri)
+    assert [run.data.tags["seed"] for run in _parents(client)].count("0") == 1
