@@ -23,12 +23,13 @@ import csv
 import json
 import statistics
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from lth.analysis import figures
 from lth.analysis.per_seed import PerSeed
 from lth.analysis.verdicts import Interval, bootstrap_mean, paired, share_text, share_verdict
-from lth.analysis import figures
 from studies.markdown import Section, budget, exploratory, interval, link, says, setting, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +174,7 @@ def transfer_part(study: InputStudy, study_meta: dict[str, Any], draw: bool) -> 
     """The transfer's subsection and its README clause (empty when no transfer ran)."""
     folder = study.transfer_folder
     if not (folder / "curves.csv").exists():
-        return ([f"No seed's actor sees exactly the kept inputs at a level where it still solves the task, so no "
+        return (["No seed's actor sees exactly the kept inputs at a level where it still solves the task, so no "
                  "transfer was run."] if study.transfer else []), ""
     curves = read_curves(folder / "curves.csv")
     meta = json.loads((folder / "transfer.json").read_text())
@@ -302,7 +303,7 @@ def schemes_part() -> list[str]:
     levels = {name: {s: float(never if k is None else k) for s, k in v.items()} for name, v in cut.items()}
     rows = [[name, str(len(v)), f"{statistics.fmean(levels[name].values()):.1f}",
              f"{sum(k is not None for k in v.values())} of {len(v)}"] for name, v in cut.items()]
-    later = [paired(levels[b], levels[a]) for a, b in zip(SCHEME_NAMES, SCHEME_NAMES[1:])]
+    later = [paired(levels[b], levels[a]) for a, b in pairwise(SCHEME_NAMES)]
     return ["### Input-layer initialisation (section 4.2)", "",
             "The same ticket chains with the input layer initialised by Xavier-uniform and by plain Kaiming-uniform "
             "(PyTorch's default), next to the 0.1-scaled Kaiming above, same seeds. The paper reports that the "
@@ -312,6 +313,6 @@ def schemes_part() -> list[str]:
                     "the last level)", "seeds where both die"], rows), "",
             "Paired by seed, the level by which both cart inputs are dead: "
             + "; ".join(f"{b} − {a} {interval(v)}, n={v.n}: {v.verdict(+1)}"
-                        for (a, b), v in zip(zip(SCHEME_NAMES, SCHEME_NAMES[1:]), later))
+                        for (a, b), v in zip(pairwise(SCHEME_NAMES), later))
             + " (the paper's order holds where each later scheme cuts them later).", "",
             "Per seed: " + ", ".join(f"[{name}](results/{study.name}/per_seed.csv)" for name, study in done) + ".", ""]

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lth.analysis import figures
 from lth.analysis.per_seed import KEEP, PerSeed
 from lth.analysis.verdicts import Interval, paired, unpaired
 from lth.callbacks import condition_names
-from lth.analysis import figures
 from studies.markdown import Section, budget, exploratory, interval, link, pruned, says, setting, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,11 +119,9 @@ def claim_text(claims: dict[tuple[str, str], Interval]) -> tuple[str, str]:
     if held == len(claims):
         return ("**holds**: all four paired differences at density <= 0.1 exclude zero in the paper's direction.",
                 f"holds ({held} of {len(claims)} comparisons)")
-    if all(v == "reversed" for v in verdicts.values()):
-        word, short = "**is reversed**", "is reversed"
-    else:
-        word = short = f"holds in {held} of {len(claims)} comparisons"
-        word = f"**{word}**"
+    short = "is reversed" if all(v == "reversed" for v in verdicts.values()) else \
+        f"holds in {held} of {len(claims)} comparisons"
+    word = f"**{short}**"
     rest = [f"{a} − {b} {interval(claims[(a, b)])}, n={claims[(a, b)].n}: {verdicts[(a, b)]}"
             for a, b in claims if verdicts[(a, b)] != "holds"]
     return f"{word}; at density <= 0.1: " + "; ".join(rest) + ".", short

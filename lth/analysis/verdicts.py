@@ -100,7 +100,7 @@ def unpaired(a: Sequence[float], b: Sequence[float]) -> Interval:
 
 def _binomial_tail(k: int, n: int, p: float, upper: bool) -> float:
     """P(X >= k) (``upper``) or P(X <= k) for X ~ Binomial(n, p)."""
-    ks = range(k, n + 1) if upper else range(0, k + 1)
+    ks = range(k, n + 1) if upper else range(k + 1)
     return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in ks)
 
 
