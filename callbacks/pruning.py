@@ -127,7 +127,7 @@ class PruningCallback(Callback):
         self._size_from = next(iter(sizes), "")
         if mask_source is not None and (self._size or 1) > 1:
             raise ValueError("mask_source is for solo models only, not for a population")
-        self.amount = amount
+        self.amount = float(amount)  # plain: a float subclass (a CLI's OpenUnitInterval) would be pickled into states
         self.condition = condition
         self.modules = list(modules) if modules is not None else None
         self.rewind = rewind

@@ -658,7 +658,8 @@ class ChainStore:
             try:
                 path = download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp,
                                           tracking_uri=self.tracking_uri)
-                return torch.load(path, weights_only=True)
+                with torch.serialization.safe_globals(_stored_number_types()):
+                    return torch.load(path, weights_only=True)
             except (MlflowException, OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
                 level = self.client.get_run(run_id).data.tags.get("level", "?")
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -680,6 +681,15 @@ class ChainStore:
                 path = Path(tmp) / name
                 write(path)
                 self.client.log_artifact(run_id or self.parent_id, str(path))
+
+
+def _stored_number_types() -> list[type]:
+    """jsonargparse's restricted numbers (``OpenUnitInterval``, ``PositiveInt``, ...: int and float subclasses), which
+    lth stored in ``next_state.pt`` before it saved plain numbers: safe to unpickle, so older stores still load."""
+    import jsonargparse.typing as types
+
+    return [kind for kind in vars(types).values()
+            if isinstance(kind, type) and issubclass(kind, (int, float)) and kind not in (int, float, bool)]
 
 
 class _Heartbeat(threading.Thread):

@@ -258,7 +258,13 @@ def test_an_unreadable_artifact_of_a_finished_level_ends_in_one_error_line(in_tm
     client = MlflowClient(local_store())
     parent = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/weights"]
     store = ChainStore(local_store(), parent.info.experiment_id, parent.info.run_id)
-    last = store.finished_runs()[1]
+    first, last = store.finished_runs()[0], store.finished_runs()[1]
+    # what older lth versions stored (the CLI's restricted number types, float subclasses) still loads
+    from jsonargparse.typing import OpenUnitInterval
+
+    older = Path(urlparse(first.info.artifact_uri).path) / "next_state.pt"
+    torch.save({**torch.load(older, weights_only=True), "amount": OpenUnitInterval(0.2)}, older)
+    assert store.load(first.info.run_id, "next_state.pt")["amount"] == 0.2
     for name in ("next_state.pt", "ticket.pt"):
         path = Path(urlparse(last.info.artifact_uri).path) / name
         if damage == "deleted":
