@@ -21,6 +21,7 @@ import pytest
 
 from lth.tracking import runs_url
 from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, RUN_COLOR, condition_colour, study_views
+from studies import ui_screenshots as ui  # the README's screenshot code, driven by this test
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "reports" / "ui"
@@ -28,14 +29,6 @@ CONDITIONS = ("mask/weights", "random/reinit")
 SEEDS = (0, 1)
 LEVELS = 2
 GENAI_OVERVIEW_TEXT = ("Token Usage", "Tool calls", "Tokens per Trace")  # the GenAI Overview tab's landing content
-
-
-def _ui_module() -> Any:
-    """Import docs/ui_screenshots.py (docs/ is not a package) so the test drives the README's screenshot code."""
-    spec = importlib.util.spec_from_file_location("ui_screenshots", ROOT / "docs" / "ui_screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _require_browser() -> None:
@@ -51,9 +44,6 @@ def _require_browser() -> None:
     if os.geteuid() == 0:
         pytest.fail(message + "; running as root, so .ci/run should have installed it", pytrace=False)
     pytest.skip(message)
-
-
-ui = _ui_module()
 
 
 def _study_command(uri: str) -> list[str]:

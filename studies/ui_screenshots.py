@@ -1,6 +1,6 @@
 """Screenshots of an lth study in the real MLflow UI: the README's images; tests/test_mlflow_ui.py reuses the helpers.
 
-Run: ``.venv/bin/python docs/ui_screenshots.py --tracking-uri sqlite:///mlruns/mlflow.db --experiment NAME``.
+Run: ``.venv/bin/python -m studies.ui_screenshots --tracking-uri sqlite:///mlruns/mlflow.db --experiment NAME``.
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and PyPI ``playwright``; no browser download.
 """
 
@@ -26,7 +26,7 @@ from lth.ui_views import CHAINS_VIEW
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
-IMG_DIR = Path(__file__).resolve().parent / "img"
+IMG_DIR = Path(__file__).resolve().parents[1] / "docs" / "img"
 VIEWPORT = {"width": 1400, "height": 900}
 CHART_METRIC = "ticket/best_return"
 #: the card (title, plot, legend) of a runs chart, seen from its plotly plot
