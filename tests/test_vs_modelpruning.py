@@ -1,6 +1,6 @@
-"""Our ``PruningCallback`` against Lightning's own ``ModelPruning``, on the four points the README compares.
+"""Our ``PruningCallback`` against Lightning's own ``ModelPruning``, on the four points docs/callback.md compares.
 
-Each test runs both callbacks on the same tiny model and asserts what each one really does, so the README
+Each test runs both callbacks on the same tiny model and asserts what each one really does, so the docs
 table rests on observed behaviour, and a test fails as soon as a Lightning (or TorchRL) release changes it:
 
 1. a second fit of the same model with the same callback (IMP = one fit per level);
