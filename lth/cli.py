@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.console import VERBOSE_HELP, quiet
-from lth.errors import ConfigError, LthError
+from lth.errors import ConfigError, LthError, behind
 
 #: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
 DEFAULT_UI_PORT = 5000
@@ -157,15 +157,6 @@ def ui(args: list[str]) -> None:
         raise SystemExit(code)
 
 
-def _lth_error(exc: BaseException | None) -> LthError | None:
-    """The :class:`LthError` behind ``exc``, if any (Lightning, jsonargparse and MLflow wrap what they call)."""
-    while exc is not None:
-        if isinstance(exc, LthError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def _run(command: str, args: list[str]) -> None:
     """Run one subcommand (``lth`` without ``--verbose`` and the subcommand's name is ``[command, *args]``)."""
     if command == "ui":
@@ -206,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         print("lth: interrupted; the same command resumes where this one stopped", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as exc:
-        problem = _lth_error(exc)
+        problem = behind(exc, LthError)
         if problem is None:
             raise
         print(f"lth: error: {problem}", file=sys.stderr)

@@ -32,7 +32,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from lth.console import VERBOSE_HELP
 from lth.domains import describe
-from lth.errors import ConfigError
+from lth.errors import ConfigError, behind
 from lth.experts import ExportExpert
 from lth.imp import ImpSettings
 from lth.modules import AgentModule
@@ -225,15 +225,6 @@ def mlflow_logger(config: Namespace, command: str) -> Namespace:
         )
     logger.init_args.tracking_uri = resolve_tracking_uri(logger.init_args.tracking_uri or DEFAULT_TRACKING_URI)
     return logger
-
-
-def config_error(exc: BaseException | None) -> ConfigError | None:
-    """The :class:`ConfigError` behind ``exc``, if any (jsonargparse wraps errors raised while instantiating)."""
-    while exc is not None:
-        if isinstance(exc, ConfigError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 class _LightningInfo:
@@ -590,7 +581,7 @@ def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bo
     except argparse.ArgumentError as exc:
         raise ConfigError(one_line(str(exc), _parser_of(cli_class), config_args)) from exc
     except Exception as exc:
-        problem = config_error(exc)
+        problem = behind(exc, ConfigError)
         if problem is None or problem is exc:
             raise
         raise ConfigError(str(problem)) from exc  # the problem itself, not jsonargparse's wrapper
