@@ -88,16 +88,22 @@ def check_tracking_uri(uri: str, write: bool = True, create: bool = True) -> Non
         check_writable(uri)
 
 
+def local_database(uri: str) -> Path | None:
+    """The database file of a local sqlite store (``sqlite:///...``), else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def missing_store(uri: str) -> bool:
     """Whether ``uri`` is a local sqlite store whose database does not exist yet."""
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+    db = local_database(uri)
+    return db is not None and not db.exists()
 
 
 def check_creatable(uri: str) -> None:
     """A local sqlite store could be created at ``uri``: its nearest existing folder takes a new file."""
     import tempfile
 
-    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder = local_database(uri).parent
     while not folder.exists():
         folder = folder.parent
     try:
@@ -117,10 +123,8 @@ def check_complete(uri: str) -> None:
     ("duplicate column", "table already exists"). Say so, once, before MLflow opens it."""
     import sqlite3
 
-    if not uri.startswith("sqlite:///"):
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
-    if not db.is_file() or db.stat().st_size == 0:
+    db = local_database(uri)
+    if db is None or not db.is_file() or db.stat().st_size == 0:
         return
     try:
         connection = sqlite3.connect(db, timeout=60)
@@ -146,9 +150,9 @@ def check_writable(uri: str) -> None:
     import sqlite3
     import tempfile
 
-    if not uri.startswith("sqlite:///"):
+    db = local_database(uri)
+    if db is None:
         return
-    db = Path(uri.removeprefix("sqlite:///"))
     try:
         with tempfile.TemporaryFile(dir=db.parent):
             pass
@@ -168,10 +172,10 @@ def check_writable(uri: str) -> None:
 @contextmanager
 def _creation_lock(uri: str) -> Iterator[None]:
     """For a local sqlite store, create its folder and hold an exclusive lock beside the database."""
-    if not uri.startswith("sqlite:///"):
+    db = local_database(uri)
+    if db is None:
         yield
         return
-    db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.parent / f"{db.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
