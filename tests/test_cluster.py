@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,16 +54,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
-    """``ray start --head`` with 8 logical CPUs (8 units at once); yields its address; ``ray stop`` at the end."""
+    """``ray start --head`` with 8 logical CPUs (8 units at once) in a temp dir of its own; yields its address; at
+    the end kills that cluster's processes only (``ray stop`` would stop every Ray cluster of the machine, e.g. a
+    study running beside the tests)."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     port = free_port("127.0.0.1")
-    env = {**_without_mlflow_env(), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray's drivers find a head's token mode through the default temp dir's session; with a temp dir of its own the
+    # local test head runs without token auth
+    env = {**_without_mlflow_env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    temp_dir = tempfile.mkdtemp(prefix="lth-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "8", "--include-dashboard", "false",
-                    "--node-ip-address", "127.0.0.1"], env=env, check=True, capture_output=True, timeout=120)
+                    "--node-ip-address", "127.0.0.1", "--temp-dir", temp_dir], env=env, check=True,
+                   capture_output=True, timeout=120)
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _kill_processes_mentioning(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text`` (a cluster's temp dir names all its processes)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):  # gone meanwhile, or not ours to read
+            pass
 
 
 @pytest.fixture(scope="module")
