@@ -34,7 +34,7 @@ from lth.console import VERBOSE_HELP
 from lth.domains import describe
 from lth.errors import ConfigError, behind
 from lth.experts import ExportExpert
-from lth.imp import ImpSettings
+from lth.settings import ImpSettings
 from lth.modules import AgentModule
 from lth.tracking import DEFAULT_TRACKING_URI, SaveConfigToMLflow, check_tracking_uri, resolve_tracking_uri
 from lth.transfer import TransferSettings, configure_fit

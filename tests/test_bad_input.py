@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from lth.cli import main
 from lth.datamodules import ExpertDataModule, OnPolicyDataModule, ReplayDataModule
 from lth.domains import describe
-from lth.imp import ImpSettings
+from lth.settings import ImpSettings
 from lth.modules import DQN, PPO, Distill
 from lth.parsing import ImpCLI, parse
 from tests.conftest import CONFIGS, local_store

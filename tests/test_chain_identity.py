@@ -25,7 +25,7 @@ from lth.chain_identity import (
     study_description,
 )
 from lth.cli import main
-from lth.imp import ImpSettings
+from lth.settings import ImpSettings
 from lth.parsing import ImpCLI, parse
 from lth.report import load_chains
 from lth.runner import imp_study
