@@ -30,6 +30,7 @@ from lth.analysis.inputs import InputReport, input_report
 from lth.batched import member_tensors, write_member
 from lth.callbacks import PruningCallback, get_condition
 from lth.callbacks.masks import density, layer_densities
+from lth.callbacks.seeding import training_seed
 from lth.chain_identity import chain_description, describe_differences, member_description
 from lth.errors import ConfigError
 from lth.settings import ImpSettings
@@ -419,10 +420,10 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
     each member's level run, and print one line per member. ``summary=False`` skips Lightning's model summary
     (the same table every level)."""
     seeds = [m.chain.seed for m in members]
-    L.seed_everything(seeds[0] * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
+    L.seed_everything(training_seed(seeds[0], level), verbose=False)  # a level's training depends only on (seed, level)
     # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
     # keeps the global generator: its results are those of the solo path).
-    model.seed_members([seed * 10_007 + level for seed in seeds] if len(seeds) > 1 else None)
+    model.seed_members([training_seed(seed, level) for seed in seeds] if len(seeds) > 1 else None)
     todo = [k for k, m in enumerate(members) if m.next_level == level]
     for k in (k for k in range(len(members)) if k not in todo):
         state = members[k].state_after(level - 1)
