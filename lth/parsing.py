@@ -426,11 +426,12 @@ class ImpCLI(LthCLI):
     """The fit CLI plus ``--imp.*`` study options, ``--seeds`` (the study's seeds), ``--population`` and
     ``--resume``.
 
-    The seeds are checked before anything is built; the model and data are built with the first seed
-    (:func:`study_seeds` gives them all, also as ``cli.seeds``).
+    The seeds and ``--imp.*`` settings are checked before anything is built (``cli.seeds``, ``cli.settings``); the
+    model and data are built with the first seed.
     """
 
     seeds: list[int]
+    settings: ImpSettings
 
     def init_parser(self, **kwargs: Any) -> Any:
         """Lightning's parser, named ``lth imp``; its help follows :func:`imp_help`'s in ``lth imp --help``."""
@@ -445,7 +446,8 @@ class ImpCLI(LthCLI):
 
     def before_instantiate_classes(self) -> None:
         self.seeds = study_seeds(self.config)  # a bad --seeds fails here, before anything is built
-        ImpSettings(**self.config.imp.as_dict()).chain_conditions()  # conditions and levels, before anything runs
+        self.settings = ImpSettings(**self.config.imp.as_dict())
+        self.settings.chain_conditions()  # conditions and levels, before anything runs
         super().before_instantiate_classes()
         if self.config.seeds is not None:
             apply_seed(self.config, self.seeds[0])  # model and data of the first seed
@@ -463,10 +465,10 @@ class ImpCLI(LthCLI):
         check_imp_settings(self)
 
 
-def check_imp_settings(cli: LthCLI) -> None:
+def check_imp_settings(cli: ImpCLI) -> None:
     """The ``--imp.*`` checks that need the instantiated model, data and trainer: ``modules`` names sub-modules
     with prunable layers, ``branch_from`` is a stored chain, and a late ``rewind`` falls within the first fit."""
-    settings = ImpSettings(**cli.config.imp.as_dict())
+    settings = cli.settings
     if settings.modules is not None:
         check_modules(cli.model, settings.modules)
     logger = cli.config.trainer.logger

@@ -25,7 +25,6 @@ from lth.errors import ConfigError
 from lth.executors import make_executor
 from lth.imp import Chain, LevelResult, Study, run_population, run_study
 from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse, study_seeds
-from lth.settings import ImpSettings
 from lth.tracking import tag_query
 from lth.transfer import ARMS, TransferSettings
 from lth.transfer_report import transfer_report
@@ -86,7 +85,7 @@ def run_imp(config_args: Sequence[str], exit_on_error: bool = False) -> ImpRun:
     study = imp_study(cli)
     executor = make_executor(cli.config, study.tracking_uri)
     unit = ImpUnit(tuple(config_args), os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
-    results = run_study(study, ImpSettings(**cli.config.imp.as_dict()), resume=cli.config.resume,
+    results = run_study(study, cli.settings, resume=cli.config.resume,
                         executor=executor, unit=unit)
     return ImpRun(results, study.tracking_uri, study.experiment)
 
@@ -174,4 +173,4 @@ class ImpUnit:
         quiet()
         configure_process()
         cli = parse(self.config_args, ImpCLI)
-        return run_population(imp_study(cli), ImpSettings(**cli.config.imp.as_dict()), chains, resume=True)
+        return run_population(imp_study(cli), cli.settings, chains, resume=True)
