@@ -27,8 +27,9 @@ from typing import Any
 
 from jsonargparse import ActionYesNo, Namespace
 from jsonargparse.typing import PositiveInt
-from lightning.pytorch import LightningDataModule, seed_everything
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.console import VERBOSE_HELP
 from lth.domains import describe
@@ -36,7 +37,7 @@ from lth.errors import ConfigError, behind
 from lth.experts import ExportExpert
 from lth.settings import ImpSettings
 from lth.modules import AgentModule
-from lth.tracking import DEFAULT_TRACKING_URI, SaveConfigToMLflow, check_tracking_uri, resolve_tracking_uri
+from lth.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
 from lth.transfer import TransferSettings, configure_fit
 
 
@@ -250,6 +251,23 @@ class _LightningInfo:
 
 
 _LIGHTNING_INFO = _LightningInfo()
+
+
+class SaveConfigToMLflow(SaveConfigCallback):
+    """Stores the resolved CLI config as ``config.yaml`` in each MLflow run (Lightning's stock callback
+    asserts on ``trainer.log_dir``, which MLflow loggers do not have)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, text, "config.yaml")
+                client = logger.experiment
+                mark_model_training(client, client.get_experiment(logger.experiment_id))
 
 
 class LthCLI(LightningCLI):

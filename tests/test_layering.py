@@ -148,3 +148,18 @@ def test_lths_imports_have_no_cycle() -> None:
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+#: The store layer: MLflow plumbing, chains and their claims and identity, loadable policies, the server. It reads
+#: and writes records and knows nothing of Lightning (``lth.ui_views`` names the conditions through the callback
+#: package, which is a Lightning callback, so it sits above this layer).
+STORE_LAYER = ("lth.tracking", "lth.claims", "lth.chain_identity", "lth.policy_model", "lth.server")
+
+
+def test_the_store_layer_imports_no_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys\nimport {', '.join(STORE_LAYER)}\nprint(sorted(m for m in sys.modules if m.startswith('lightning')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
