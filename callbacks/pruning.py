@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .conditions import get_condition
 from .masks import density, full_masks, global_magnitude_masks
+from .seeding import pruning_seed
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MaskSource = Callable[[int], Mapping[str, Tensor] | None]
@@ -441,7 +442,7 @@ class _Chain:
         self.best_score, self.best_weights = None, {}
 
     def generator(self, level: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + level)
+        return torch.Generator().manual_seed(pruning_seed(self.seed, level))
 
     def prune(self, amount: float, prune_from: str, monitor: str, fresh_draw: FreshDraw,
               mask_source: MaskSource | None) -> None:

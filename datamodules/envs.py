@@ -10,6 +10,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 
+from lth.callbacks.seeding import evaluation_seed
 from lth.envs import make_env
 
 
@@ -100,13 +101,13 @@ class EnvDataModule(LightningDataModule):
         if self._eval_env is None:
             self._eval_env = make_env(self.hparams.env_id, episodes * self.members, **self.env_kwargs)
         if self.members > 1:
-            return EvalEnvLoader(self._eval_env, member_copy_seeds([s + 10_000 for s in self.seeds], episodes))
+            return EvalEnvLoader(self._eval_env, member_copy_seeds([evaluation_seed(s) for s in self.seeds], episodes))
         return EvalEnvLoader(self._eval_env, self.eval_seed)
 
     @property
     def eval_seed(self) -> int:
         """The seed every evaluation starts from (distinct from the training envs' seed)."""
-        return self.seeds[0] + 10_000
+        return evaluation_seed(self.seeds[0])
 
     def _close_collector(self) -> None:
         if self._collector is not None:

@@ -18,25 +18,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from lth.errors import ConfigError
 
 if TYPE_CHECKING:
     from jsonargparse import Namespace
 
-    from lth.imp import Chain, LevelResult
-
 U = TypeVar("U")
 R = TypeVar("R")
-
-
-class Executor(Protocol):
-    """Runs a function on every unit and returns the results in the units' order."""
-
-    remote: ClassVar[bool]  # units run in other processes: they rebuild the study from the command's arguments
-
-    def map_units(self, fn: Callable[[U], R], units: Sequence[U], names: Sequence[str] | None = None) -> list[R]: ...
 
 
 class LocalExecutor:
@@ -189,25 +179,3 @@ def run_unit(fn: Callable[[U], R], unit: U) -> R | Refused:
             exc.wait(BUSY_POLL_S)
         except ConfigError as exc:
             return Refused(str(exc))
-
-
-@dataclass(frozen=True)
-class ImpUnit:
-    """Trains one unit of an ``lth imp`` study in another process: rebuilds the study from the command's arguments
-    (in the command's folder, when this machine has it: relative config paths) and resumes the unit's chains."""
-
-    config_args: tuple[str, ...]
-    cwd: str
-
-    def __call__(self, chains: list[Chain]) -> list[LevelResult]:
-        from lth.console import quiet
-        from lth.imp import ImpSettings, run_population
-        from lth.parsing import ImpCLI, parse
-        from lth.runner import configure_process, imp_study
-
-        if os.path.isdir(self.cwd):
-            os.chdir(self.cwd)
-        quiet()
-        configure_process()
-        cli = parse(self.config_args, ImpCLI)
-        return run_population(imp_study(cli), ImpSettings(**cli.config.imp.as_dict()), chains, resume=True)

@@ -16,24 +16,24 @@ import inspect
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Protocol
 
 import lightning as L
 import torch
-from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.loggers.logger import DummyLogger
 
 from lth.analysis.inputs import InputReport, input_report
 from lth.batched import member_tensors, write_member
-from lth.callbacks import PruningCallback, condition_names, get_condition
+from lth.callbacks import PruningCallback, get_condition
 from lth.callbacks.masks import density, layer_densities
+from lth.callbacks.seeding import training_seed
 from lth.chain_identity import chain_description, describe_differences, member_description
 from lth.errors import ConfigError
-from lth.executors import Executor, LocalExecutor
+from lth.settings import ImpSettings
 from lth.modules import AgentModule
 from lth.plots import save_chain_png, save_inputs_png
 from lth.tracking import ChainShown, ChainStore, chain_run_name, metric_batch, source_tags
@@ -41,48 +41,6 @@ from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
-
-
-@dataclass
-class ImpSettings:
-    """How every chain of lth imp prunes and rewinds (--imp.* options).
-
-    Args:
-        levels: fits per chain; level k trains the network of density (1 - amount)^k
-        condition: the chain's ticket condition when --imp.conditions is not given (lth imp --help lists them)
-        conditions: one chain per condition: a comma-separated list, or all (the paper's four)
-        amount: the fraction of the remaining weights each level prunes
-        modules: sub-modules to prune, e.g. [actor] (the paper's AP); default: every prunable layer
-        rewind: where the surviving weights restart each level: init (their initial values) or N (their values
-            after N optimizer steps of the first fit: late rewinding)
-        prune_from: the weights whose magnitudes pick the next mask: those of the fit's best evaluation, or its last
-        branch_from: parent run id of a stored ticket chain whose level-k masks level k reuses instead of pruning
-    """
-
-    levels: PositiveInt = 20
-    condition: str = "mask/weights"
-    conditions: str | None = None
-    amount: OpenUnitInterval = 0.2
-    modules: list[str] | None = None
-    rewind: NonNegativeInt | Literal["init"] = "init"
-    prune_from: Literal["best", "last"] = "best"
-    branch_from: str | None = None
-
-    def chain_conditions(self) -> list[str]:
-        """The conditions to run, one chain each, validated."""
-        if self.conditions is None:
-            chosen = [self.condition]
-        elif self.conditions == "all":
-            chosen = list(condition_names(paper=True))
-        else:
-            chosen = [c.strip() for c in self.conditions.split(",") if c.strip()]
-        unknown = [c for c in chosen if c not in condition_names()]
-        if unknown:
-            option = "imp.conditions" if self.conditions is not None else "imp.condition"
-            raise ConfigError(f"{option}: unknown condition(s) {unknown}; valid: {list(condition_names())} or 'all'")
-        if self.levels < 1:
-            raise ConfigError(f"imp.levels must be >= 1, got {self.levels}")
-        return chosen
 
 
 @dataclass
@@ -177,13 +135,21 @@ class FinalWeights(L.Callback):
         self.weights = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
 
 
-def run_study(study: Study, settings: ImpSettings, resume: bool = True, executor: Executor | None = None,
+class Executor(Protocol):
+    """What runs a study's units (:mod:`lth.executors` has them: in turn here, or as Ray tasks): a function of each
+    unit, the results in the units' order."""
+
+    def map_units(self, fn: Callable[[list[Chain]], list[LevelResult]], units: Sequence[list[Chain]],
+                  names: Sequence[str] | None = None) -> list[list[LevelResult]]: ...
+
+
+def run_study(study: Study, settings: ImpSettings, executor: Executor, resume: bool = True,
               unit: Callable[[list[Chain]], list[LevelResult]] | None = None) -> list[LevelResult]:
     """Run (or resume) one chain per seed and condition, as populations of at most ``study.population`` chains
     (one batched network per population); returns every finished level's score.
 
-    ``executor`` runs the populations (default: one after another in this process); ``unit`` trains one of them
-    where the executor runs it (:class:`lth.executors.ImpUnit`: another process rebuilds the study), always
+    ``executor`` runs the populations (:mod:`lth.executors`); ``unit`` trains one of them
+    where the executor runs it (:class:`lth.runner.ImpUnit`: another process rebuilds the study), always
     resuming, since an executor may run a unit twice: ``resume=False`` then starts the new chains here first."""
     chains = [Chain(seed, condition) for seed in study.seeds for condition in settings.chain_conditions()]
     size = population_size(study, settings, len(chains))
@@ -193,7 +159,7 @@ def run_study(study: Study, settings: ImpSettings, resume: bool = True, executor
     progress = Progress(len(chains) * settings.levels)  # the ETA of this process's units
     run = unit or (lambda population: run_population(study, settings, population, resume, progress))
     names = [", ".join(c.name for c in population) for population in units]
-    return [r for results in (executor or LocalExecutor()).map_units(run, units, names) for r in results]
+    return [r for results in executor.map_units(run, units, names) for r in results]
 
 
 def _start_new_chains(study: Study, settings: ImpSettings, chains: list[Chain]) -> None:
@@ -454,10 +420,10 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
     each member's level run, and print one line per member. ``summary=False`` skips Lightning's model summary
     (the same table every level)."""
     seeds = [m.chain.seed for m in members]
-    L.seed_everything(seeds[0] * 10_007 + level, verbose=False)  # a level's training depends only on (seed, level)
+    L.seed_everything(training_seed(seeds[0], level), verbose=False)  # a level's training depends only on (seed, level)
     # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
     # keeps the global generator: its results are those of the solo path).
-    model.seed_members([seed * 10_007 + level for seed in seeds] if len(seeds) > 1 else None)
+    model.seed_members([training_seed(seed, level) for seed in seeds] if len(seeds) > 1 else None)
     todo = [k for k, m in enumerate(members) if m.next_level == level]
     for k in (k for k in range(len(members)) if k not in todo):
         state = members[k].state_after(level - 1)

@@ -27,16 +27,17 @@ from typing import Any
 
 from jsonargparse import ActionYesNo, Namespace
 from jsonargparse.typing import PositiveInt
-from lightning.pytorch import LightningDataModule, seed_everything
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.console import VERBOSE_HELP
 from lth.domains import describe
 from lth.errors import ConfigError, behind
 from lth.experts import ExportExpert
-from lth.imp import ImpSettings
+from lth.settings import ImpSettings
 from lth.modules import AgentModule
-from lth.tracking import DEFAULT_TRACKING_URI, SaveConfigToMLflow, check_tracking_uri, resolve_tracking_uri
+from lth.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
 from lth.transfer import TransferSettings, configure_fit
 
 
@@ -252,6 +253,23 @@ class _LightningInfo:
 _LIGHTNING_INFO = _LightningInfo()
 
 
+class SaveConfigToMLflow(SaveConfigCallback):
+    """Stores the resolved CLI config as ``config.yaml`` in each MLflow run (Lightning's stock callback
+    asserts on ``trainer.log_dir``, which MLflow loggers do not have)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, text, "config.yaml")
+                client = logger.experiment
+                mark_model_training(client, client.get_experiment(logger.experiment_id))
+
+
 class LthCLI(LightningCLI):
     """LightningCLI with the env id and kwargs shared by data and model and evaluation scheduled in env frames."""
 
@@ -426,11 +444,12 @@ class ImpCLI(LthCLI):
     """The fit CLI plus ``--imp.*`` study options, ``--seeds`` (the study's seeds), ``--population`` and
     ``--resume``.
 
-    The seeds are checked before anything is built; the model and data are built with the first seed
-    (:func:`study_seeds` gives them all, also as ``cli.seeds``).
+    The seeds and ``--imp.*`` settings are checked before anything is built (``cli.seeds``, ``cli.settings``); the
+    model and data are built with the first seed.
     """
 
     seeds: list[int]
+    settings: ImpSettings
 
     def init_parser(self, **kwargs: Any) -> Any:
         """Lightning's parser, named ``lth imp``; its help follows :func:`imp_help`'s in ``lth imp --help``."""
@@ -445,7 +464,8 @@ class ImpCLI(LthCLI):
 
     def before_instantiate_classes(self) -> None:
         self.seeds = study_seeds(self.config)  # a bad --seeds fails here, before anything is built
-        ImpSettings(**self.config.imp.as_dict()).chain_conditions()  # conditions and levels, before anything runs
+        self.settings = ImpSettings(**self.config.imp.as_dict())
+        self.settings.chain_conditions()  # conditions and levels, before anything runs
         super().before_instantiate_classes()
         if self.config.seeds is not None:
             apply_seed(self.config, self.seeds[0])  # model and data of the first seed
@@ -463,10 +483,10 @@ class ImpCLI(LthCLI):
         check_imp_settings(self)
 
 
-def check_imp_settings(cli: LthCLI) -> None:
+def check_imp_settings(cli: ImpCLI) -> None:
     """The ``--imp.*`` checks that need the instantiated model, data and trainer: ``modules`` names sub-modules
     with prunable layers, ``branch_from`` is a stored chain, and a late ``rewind`` falls within the first fit."""
-    settings = ImpSettings(**cli.config.imp.as_dict())
+    settings = cli.settings
     if settings.modules is not None:
         check_modules(cli.model, settings.modules)
     logger = cli.config.trainer.logger

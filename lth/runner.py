@@ -22,8 +22,8 @@ import torch
 
 from lth.chain_identity import study_description
 from lth.errors import ConfigError
-from lth.executors import ImpUnit, make_executor
-from lth.imp import ImpSettings, LevelResult, Study, run_study
+from lth.executors import make_executor
+from lth.imp import Chain, LevelResult, Study, run_population, run_study
 from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse, study_seeds
 from lth.tracking import tag_query
 from lth.transfer import ARMS, TransferSettings
@@ -85,7 +85,7 @@ def run_imp(config_args: Sequence[str], exit_on_error: bool = False) -> ImpRun:
     study = imp_study(cli)
     executor = make_executor(cli.config, study.tracking_uri)
     unit = ImpUnit(tuple(config_args), os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
-    results = run_study(study, ImpSettings(**cli.config.imp.as_dict()), resume=cli.config.resume,
+    results = run_study(study, cli.settings, resume=cli.config.resume,
                         executor=executor, unit=unit)
     return ImpRun(results, study.tracking_uri, study.experiment)
 
@@ -155,3 +155,22 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
     settings = TransferSettings(ticket, level, modules)
     summary = transfer_report(uri, experiment, settings, out or default_transfer_out(ticket, level), log_to_mlflow)
     return TransferRun(settings, fits, summary, uri, experiment)
+
+
+@dataclass(frozen=True)
+class ImpUnit:
+    """Trains one unit of an ``lth imp`` study in another process: rebuilds the study from the command's arguments
+    (in the command's folder, when this machine has it: relative config paths) and resumes the unit's chains."""
+
+    config_args: tuple[str, ...]
+    cwd: str
+
+    def __call__(self, chains: list[Chain]) -> list[LevelResult]:
+        from lth.console import quiet
+
+        if os.path.isdir(self.cwd):
+            os.chdir(self.cwd)
+        quiet()
+        configure_process()
+        cli = parse(self.config_args, ImpCLI)
+        return run_population(imp_study(cli), cli.settings, chains, resume=True)

@@ -16,10 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import MLFlowLogger
-
 from lth.errors import ConfigError, StoreError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -283,23 +279,6 @@ def log_folder(tracking_uri: str, experiment: str, folder: Path, run_name: str, 
     client.log_artifacts(run_id, str(folder))
     client.set_terminated(run_id)
     return run_id
-
-
-class SaveConfigToMLflow(SaveConfigCallback):
-    """Stores the resolved CLI config as ``config.yaml`` in each MLflow run (Lightning's stock callback
-    asserts on ``trainer.log_dir``, which MLflow loggers do not have)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs["save_to_log_dir"] = False
-        super().__init__(*args, **kwargs)
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                logger.experiment.log_text(logger.run_id, text, "config.yaml")
-                client = logger.experiment
-                mark_model_training(client, client.get_experiment(logger.experiment_id))
 
 
 def source_tags(command: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from lth.cli import main
 from lth.datamodules import ExpertDataModule, OnPolicyDataModule, ReplayDataModule
 from lth.domains import describe
-from lth.imp import ImpSettings
+from lth.settings import ImpSettings
 from lth.modules import DQN, PPO, Distill
 from lth.parsing import ImpCLI, parse
 from tests.conftest import CONFIGS, local_store
@@ -121,7 +121,7 @@ def test_a_bad_expert_eps_is_one_line(in_tmp: Path, capsys) -> None:
 def test_rewind_from_the_command_line_is_an_int(in_tmp: Path) -> None:
     cli = parse(["--config", PPO_CONFIG, *TINY, "--imp.rewind", "30"], ImpCLI)
     assert cli.config.imp.rewind == 30 and isinstance(cli.config.imp.rewind, int)
-    assert ImpSettings(**cli.config.imp.as_dict()).rewind == 30
+    assert cli.settings.rewind == 30
     assert parse(["--config", PPO_CONFIG, *TINY], ImpCLI).config.imp.rewind == "init"
     assert holds_no_run(in_tmp)  # parsed, not run
 

@@ -25,7 +25,7 @@ from lth.chain_identity import (
     study_description,
 )
 from lth.cli import main
-from lth.imp import ImpSettings
+from lth.settings import ImpSettings
 from lth.parsing import ImpCLI, parse
 from lth.report import load_chains
 from lth.runner import imp_study
@@ -45,7 +45,7 @@ def _chains(client: MlflowClient) -> list:
 
 def _description(args: list[str]) -> dict:
     cli = parse(args, ImpCLI)
-    settings = ImpSettings(**cli.config.imp.as_dict())
+    settings = cli.settings
     return chain_description(imp_study(cli).description, vars(settings), settings.condition)
 
 
@@ -162,7 +162,7 @@ TRAINER_NOT_IN_IDENTITY = {"logger", "callbacks", "enable_checkpointing", "enabl
 def test_every_setting_that_shapes_masks_changes_the_hash_and_only_the_listed_ones_do_not() -> None:
     """Generated from the parsed config's keys, so a new option is covered the day it is added."""
     cli = parse(TINY, ImpCLI)
-    settings = vars(ImpSettings(**cli.config.imp.as_dict()))
+    settings = vars(cli.settings)
     study = member_description(study_description(cli.config), 0)
     base = chain_hash(chain_description(study, settings, "mask/weights"))
     for field in dataclasses.fields(ImpSettings):
@@ -189,7 +189,7 @@ def test_a_chains_identity_does_not_depend_on_the_population_it_trains_in() -> N
     """Seed 1's chain is the same chain whether the study runs seed 1 alone or seeds 0 and 1 together."""
     def seed_1(seeds: str) -> str:
         cli = parse([*TINY, "--seeds", seeds], ImpCLI)
-        settings = vars(ImpSettings(**cli.config.imp.as_dict()))
+        settings = vars(cli.settings)
         return chain_hash(chain_description(member_description(imp_study(cli).description, 1), settings,
                                             "mask/weights"))
 

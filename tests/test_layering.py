@@ -94,3 +94,72 @@ def test_the_expert_datamodule_rolls_out_whatever_its_loader_returns() -> None:
     with torch.no_grad():
         logits = agent.actor.module[0].module(rollout["observation"])
     torch.testing.assert_close(rollout["logits"], logits)  # the loaded agent acted
+
+
+def _lth_imports() -> dict[str, set[str]]:
+    """Every lth module (callbacks/ and datamodules/ as lth.callbacks, lth.datamodules) and the lth modules it
+    imports anywhere in its file (at the top, inside functions, for type checking): read with ``ast``."""
+    import ast
+
+    files = {}
+    for folder, package in ((ROOT / "lth", "lth"), (ROOT / "callbacks", "lth.callbacks"),
+                            (ROOT / "datamodules", "lth.datamodules")):
+        for path in folder.rglob("*.py"):
+            if folder == ROOT / "lth" and path.relative_to(folder).parts[0] in ("callbacks", "datamodules"):
+                continue  # a checkout's links to the top-level folders, read as themselves below
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            files[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            found |= {t for t in targets if t in files and t != name}
+        graph[name] = found
+    return graph
+
+
+def test_lths_imports_have_no_cycle() -> None:
+    """No import circle anywhere in lth (a package's __init__ re-exporting its modules is its own business)."""
+    graph = _lth_imports()
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for other in sorted(graph[name]):
+            if other.startswith(name + "."):
+                continue  # a package importing its own modules
+            if state.get(other) == 1:
+                cycle = path[path.index(other):] + [other] if other in path else [name, other]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if other not in state:
+                visit(other, [*path, other])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+#: The store layer: MLflow plumbing, chains and their claims and identity, loadable policies, the server. It reads
+#: and writes records and knows nothing of Lightning (``lth.ui_views`` names the conditions through the callback
+#: package, which is a Lightning callback, so it sits above this layer).
+STORE_LAYER = ("lth.tracking", "lth.claims", "lth.chain_identity", "lth.policy_model", "lth.server")
+
+
+def test_the_store_layer_imports_no_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys\nimport {', '.join(STORE_LAYER)}\nprint(sorted(m for m in sys.modules if m.startswith('lightning')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

@@ -85,7 +85,8 @@ def test_populations_are_as_large_as_asked_or_as_replay_buffers_fit_in_memory(mo
     from types import SimpleNamespace
 
     import lth.imp
-    from lth.imp import ImpSettings, Study, population_size
+    from lth.imp import Study, population_size
+    from lth.settings import ImpSettings
     from lth.modules import PPO
 
     def study(buffer_size: int, population: int | None = None) -> Study:
