@@ -39,8 +39,8 @@ bench: $(STAMP)
 # docs/RESULTS.md and the README's results list. `make results-offline` regenerates both, and every figure, from the
 # committed docs/results/*/per_seed.csv in seconds (no store, no training); `make results` first runs or resumes the
 # studies of ITEMS in MLflow on this machine and exports their per-seed data. Hours per item, measured on 2 cores:
-# tickets ~5 h (CartPole PPO 20 min, distillation 10; Acrobot PPO ~3 h, distillation ~1.5 h; CartPole actor+critic
-# 20 min); masks ~25 min (three initialisations, transfer); acrobot-inputs ~30 min.
+# (from each study.json) tickets ~3.5 h (CartPole PPO 48 min, distillation 11; Acrobot PPO 56 min, distillation
+# 55 min; CartPole actor+critic 42 min); masks ~40 min (three initialisations, transfer); acrobot-inputs ~20 min.
 ITEMS = tickets masks acrobot-inputs
 results: $(STAMP)
 	$(PY) -m studies.make_results --items $(ITEMS)

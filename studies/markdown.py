@@ -40,11 +40,16 @@ def factor(meta: dict[str, Any]) -> float:
     return meta["paper_frames"] / meta["frames"]
 
 
+def times(meta: dict[str, Any]) -> str:
+    """The factor as written: ``2.5x``, ``5x`` (``:.0f`` would round 2.5 to 2)."""
+    return f"{round(factor(meta), 1):g}x"
+
+
 def budget(meta: dict[str, Any]) -> str:
     """``the paper's 80k frames per level`` or ``100k frames per level, 5x below the paper's 500k``."""
     if meta["frames"] >= meta["paper_frames"]:
         return f"the paper's {meta['frames'] // 1000}k frames per level"
-    return (f"{meta['frames'] // 1000}k frames per level, {factor(meta):.0f}x below the paper's "
+    return (f"{meta['frames'] // 1000}k frames per level, {times(meta)} below the paper's "
             f"{meta['paper_frames'] // 1000}k")
 
 
@@ -52,7 +57,7 @@ def exploratory(meta: dict[str, Any]) -> str:
     """The caveat of a study :data:`EXPLORATORY` or more times below the paper's budget (else empty)."""
     if factor(meta) < EXPLORATORY:
         return ""
-    return (f" At {factor(meta):.0f}x below the paper's budget its return comparisons are exploratory: they test this "
+    return (f" At {times(meta)} below the paper's budget its return comparisons are exploratory: they test this "
             "budget, not the paper's setting.")
 
 

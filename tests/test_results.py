@@ -127,6 +127,13 @@ def test_busy_minutes_counts_overlaps_once_and_skips_gaps() -> None:
     assert busy_minutes([]) == 0.0
 
 
+def test_a_budget_states_its_factor_below_the_paper_without_rounding_it_away() -> None:
+    assert markdown.budget({"frames": 200_000, "paper_frames": 500_000}) == (
+        "200k frames per level, 2.5x below the paper's 500k")
+    assert markdown.budget({"frames": 100_000, "paper_frames": 500_000}).endswith("5x below the paper's 500k")
+    assert markdown.budget({"frames": 80_000, "paper_frames": 80_000}) == "the paper's 80k frames per level"
+
+
 def test_the_readme_block_is_replaced_between_its_markers() -> None:
     readme = f"intro\n{make_results.BEGIN}\n- old line\n{make_results.END}\nrest\n"
     assert make_results.with_block(readme, ["- a", "- b"]) == (
