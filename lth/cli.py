@@ -82,8 +82,8 @@ def study_url(tracking_uri: str, experiment: str, port: int = DEFAULT_UI_PORT) -
 
 def imp(args: list[str]) -> None:
     """``lth imp``: run or resume the IMP chains a config and ``--imp.*`` describe, then print a summary."""
-    from lth.imp import summary_table
     from lth.parsing import ImpCLI, imp_help, parse
+    from lth.recording import summary_table
     from lth.runner import run_imp
     from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 

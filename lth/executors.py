@@ -1,6 +1,6 @@
 """Where a study's units run (``lth imp --executor``): one after another in this process, or as Ray tasks.
 
-A unit is one population of chains (:func:`lth.imp.population_size`). It is idempotent: it opens its chains with
+A unit is one population of chains (:func:`lth.population.population_size`). It is idempotent: it opens its chains with
 resume and continues from what MLflow holds, so running it again after a crash (a worker killed, out of memory)
 finishes the same chains with the same masks and no duplicate runs. :class:`RayExecutor` relies on that: each unit
 is a Ray task, retried when its worker dies or it raises anything but a :class:`ConfigError`, and waiting while

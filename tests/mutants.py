@@ -37,11 +37,11 @@ class Mutant:
 
 POPULATION = ("tests/test_population_imp.py", "tests/test_population.py")
 MUTANTS = (
-    # -- how a study wires seeds into its members and levels (lth/imp.py, datamodules/envs.py)
-    Mutant("imp: every member starts from seed 0's initial weights", "lth/imp.py",
+    # -- how a study wires seeds into its members and levels (lth/population.py, lth/imp.py, datamodules/envs.py)
+    Mutant("population: every member starts from seed 0's initial weights", "lth/population.py",
            "agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]",
            "agents = [_initial_agent(type(model), hparams, seeds[0]) for seed in seeds]", POPULATION),
-    Mutant("imp: every member gets member 0's env seeds", "lth/imp.py",
+    Mutant("population: every member gets member 0's env seeds", "lth/population.py",
            '"seed": seeds if len(seeds) > 1 else seeds[0]',
            '"seed": [seeds[0]] * len(seeds) if len(seeds) > 1 else seeds[0]', POPULATION),
     Mutant("imp: every member's generator is seeded from member 0's seed", "lth/imp.py",

@@ -9,6 +9,7 @@ import torch
 from mlflow import MlflowClient
 
 import lth.imp
+import lth.recording
 from lth.callbacks import condition_names
 from lth.callbacks.masks import global_magnitude_masks
 from lth.cli import main, study_url
@@ -198,7 +199,7 @@ def test_member_logger_buffers_metrics_until_the_fit_ends(in_tmp: Path, status: 
     Path("mlruns").mkdir()
     client = MlflowClient(local_store())
     run = client.create_run(client.create_experiment("buffered"))
-    logger = lth.imp.MemberLogger(0, flush_seconds=3600, tracking_uri=local_store(), run_id=run.info.run_id)
+    logger = lth.recording.MemberLogger(0, flush_seconds=3600, tracking_uri=local_store(), run_id=run.info.run_id)
     for step in range(5):
         logger.log_metrics({"a": float(step), "b": -float(step)}, step=step * 512)
     assert client.get_metric_history(run.info.run_id, "a") == []  # nothing written before the flush
@@ -206,7 +207,7 @@ def test_member_logger_buffers_metrics_until_the_fit_ends(in_tmp: Path, status: 
     for key, sign in (("a", 1), ("b", -1)):
         history = client.get_metric_history(run.info.run_id, key)
         assert [(m.step, m.value) for m in history] == [(s * 512, sign * float(s)) for s in range(5)]
-    logger = lth.imp.MemberLogger(0, flush_seconds=0, tracking_uri=local_store(), run_id=run.info.run_id)
+    logger = lth.recording.MemberLogger(0, flush_seconds=0, tracking_uri=local_store(), run_id=run.info.run_id)
     logger.log_metrics({"c": 1.0}, step=7)  # past flush_seconds: written at once
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "c")] == [(7, 1.0)]
 

@@ -84,16 +84,17 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
 def test_populations_are_as_large_as_asked_or_as_replay_buffers_fit_in_memory(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    import lth.imp
-    from lth.imp import Study, population_size
-    from lth.settings import ImpSettings
+    import lth.population
     from lth.modules import PPO
+    from lth.population import population_size
+    from lth.settings import ImpSettings
+    from lth.study import Study
 
     def study(buffer_size: int, population: int | None = None) -> Study:
         data = SimpleNamespace(hparams={"buffer_size": buffer_size} if buffer_size else {})
         return Study(PPO(), data, {}, "sqlite:///x.db", "x", [0, 1, 2, 3, 4], {}, population=population)
 
-    monkeypatch.setattr(lth.imp, "available_memory", lambda: 10 * 2**30)
+    monkeypatch.setattr(lth.population, "available_memory", lambda: 10 * 2**30)
     settings = ImpSettings(conditions="all")
     assert population_size(study(0), settings, 20) == 20  # on-policy data: every chain
     assert population_size(study(0, population=6), settings, 20) == 6

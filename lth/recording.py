@@ -1,0 +1,188 @@
+"""What a level and a chain leave in MLflow: each member's own logger, its level run (ticket, next state, trained
+weights, densities, inputs picture, loadable policy) and the chain run's summary picture and table."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+
+from lth.analysis.inputs import InputReport, input_report
+from lth.batched import member_tensors
+from lth.callbacks import PruningCallback
+from lth.callbacks.masks import density, layer_densities
+from lth.modules import AgentModule
+from lth.plots import save_chain_png, save_inputs_png
+from lth.study import Chain, LevelResult, Progress, Study
+from lth.tracking import ChainStore, metric_batch
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+
+
+class MemberLogger(MLFlowLogger):
+    """The MLflow logger of one member's level run: the population's hyperparameters are logged as the member's
+    own (``members`` 1, its ``seed``), so the run reads like a solo chain's level run.
+
+    Metrics are buffered and written in one ``log_batch`` every ``flush_seconds`` and when the fit ends (or
+    fails): one sqlite transaction per rollout and member cost a population fit about a sixth of its time. A
+    crash loses at most the last seconds of an unfinished level, which a resume trains again anyway.
+    """
+
+    MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+
+    def __init__(self, seed: int, flush_seconds: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.flush_seconds = flush_seconds
+        self._pending: list[Metric] = []  # written by flush()
+        self._flushed_at = time.monotonic()
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        params = dict(vars(params) if isinstance(params, argparse.Namespace) else params)
+        params.update({key: value for key, value in (("members", 1), ("seed", self.seed)) if key in params})
+        super().log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._pending += metric_batch(metrics, step or 0)
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered metrics to the run."""
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.MAX_METRICS_PER_BATCH):
+            self.experiment.log_batch(self.run_id, metrics=pending[start : start + self.MAX_METRICS_PER_BATCH])
+        self._flushed_at = time.monotonic()
+
+    def finalize(self, status: str = "success") -> None:
+        self.flush()
+        super().finalize(status)
+
+
+class FinalWeights(L.Callback):
+    """Keeps a copy of the weights at the end of training, before the pruning callback rewinds them."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+
+
+@dataclass
+class Member:
+    """A population member's chain as stored: its finished level runs and recorded scores."""
+
+    chain: Chain
+    store: ChainStore
+    tags: dict[str, str]  # of its level runs: the chain's, and how the UI shows its condition
+    run_ids: dict[int, str]  # of its finished levels
+    results: list[LevelResult]
+    progress: Progress  # the study's, shared by all members
+
+    @property
+    def next_level(self) -> int:
+        return len(self.run_ids)
+
+    def state_after(self, level: int) -> dict[str, Any] | None:
+        """The pruning state level ``level`` left for the next (``None`` for level -1: the initial weights)."""
+        return None if level < 0 else self.store.load(self.run_ids[level], "next_state.pt")
+
+
+def record_level(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
+                  member: Member, k: int, level: int, run_id: str, trained: dict[str, torch.Tensor],
+                  final: dict[str, torch.Tensor]) -> LevelResult:
+    """Log member k's level: its ticket, next state, trained weights, densities and input picture, and score."""
+    store, condition = member.store, member.chain.condition
+    # A diverged level is a result: its best return before divergence stands (NaN: it diverged before any
+    # evaluation), and the chain goes on, pruning from the best (else the last good, finite) weights.
+    diverged_at = model.member_diverged_at[k]
+    best = float(model.best_returns[k])
+    result = LevelResult(condition, level, density(trained), best if best > -math.inf else math.nan)
+    per_layer = layer_densities(trained)
+    weights = final if model.members == 1 else member_tensors(final, k)
+    inputs = input_report(weights, trained, datamodule.hparams.env_id, model.obs_shape)
+    ticket = {"level": level, "condition": condition, "seed": member.chain.seed, "masks": trained,
+              "rewind_state": callback.member_rewind_state(k)}
+    next_state = callback.member_state_dict(k)
+    trained_weights = callback.member_trained_weights(k)
+    files: dict[str, Callable[[Path], None]] = {
+        "ticket.pt": lambda p: torch.save(ticket, p),
+        "next_state.pt": lambda p: torch.save(next_state, p),
+        "trained.pt": lambda p: torch.save(trained_weights, p),
+        "densities.md": lambda p: p.write_text(_density_table(per_layer)),
+        "inputs.png": lambda p: save_inputs_png(
+            inputs, p, f"{condition}, level {level}, density {result.density:.3f}: surviving input weights"),
+    }
+    summary = {"ticket/best_return": result.best_return, "density": result.density}
+    metrics = {**summary, "level": level, **{f"density/{n}": v for n, v in per_layer.items()},
+               **_input_metrics(inputs)}
+    if diverged_at is not None:
+        store.client.set_tag(run_id, "diverged", "true")  # the module logged the metric diverged_at_frames
+    from lth.policy_model import log_policy  # imports MLflow's pyfunc: not at import time
+
+    # The loadable policy the ticket's score came from (the weights the next mask is computed from, masked): the
+    # model itself already holds the next level's starting weights.
+    log_policy(model, k, run_id, study.tracking_uri, weights=trained_weights)
+    store.finish_level(run_id, level, metrics, summary, files)
+    note = "" if diverged_at is None else (
+        f" (training diverged at {diverged_at} frames: a non-finite loss, output or weight)")
+    print(f"{member.chain.prefix} level {level}: density {result.density:.3f}, "
+          f"best return {result.best_return:.1f}{note} ({member.progress.record()})", flush=True)
+    return result
+
+
+def record_chain(member: Member) -> None:
+    """The chain run's own picture and table of its levels: ``best_return_vs_density.png`` and ``levels.md``."""
+    results = sorted(member.results, key=lambda r: r.level)
+    densities, returns = [r.density for r in results], [r.best_return for r in results]
+    title = f"{member.chain.condition} seed {member.chain.seed}: best return against density"
+    rows = "\n".join(f"| {r.level} | {r.density:.4f} | {r.best_return:.1f} |" for r in results)
+    member.store.log_files({
+        "best_return_vs_density.png": lambda p: save_chain_png(densities, returns, p, title),
+        "levels.md": lambda p: p.write_text(f"| level | density | best return |\n| ---: | ---: | ---: |\n{rows}\n"),
+    })
+
+
+def _input_metrics(inputs: dict[str, InputReport]) -> dict[str, float]:
+    """``inputs/alive`` (the first sub-module's live inputs), and per sub-module its live inputs and the
+    surviving weight mass of each channel or named input."""
+    metrics = {"inputs/alive": float(next(iter(inputs.values())).alive)}
+    for group, report in inputs.items():
+        metrics[f"inputs/{group}/alive"] = float(report.alive)
+        metrics.update({f"inputs/{group}/{name}": mass for name, mass in report.channel_mass().items()})
+    return metrics
+
+
+def stored_result(run: Any, condition: str, level: int) -> LevelResult:
+    """The score a finished level run recorded."""
+    return LevelResult(condition, level, run.data.metrics["density"], run.data.metrics["ticket/best_return"])
+
+
+def _density_table(per_layer: dict[str, float]) -> str:
+    rows = "\n".join(f"| `{name}` | {value:.4f} |" for name, value in per_layer.items())
+    return f"| layer | density |\n| --- | --- |\n{rows}\n"
+
+
+def summary_table(results: list[LevelResult]) -> str:
+    """Best return per level (rows) and condition (columns), as Markdown."""
+    conditions = list(dict.fromkeys(r.condition for r in results))
+    levels = sorted({r.level for r in results})
+    cell = {(r.condition, r.level): r for r in results}
+    head = "| level | density | " + " | ".join(conditions) + " |"
+    rule = "| --- | --- |" + " --- |" * len(conditions)
+    lines = [head, rule]
+    for level in levels:
+        dens = next(r.density for r in results if r.level == level)
+        scores = [f"{cell[(c, level)].best_return:.1f}" if (c, level) in cell else "" for c in conditions]
+        lines.append(f"| {level} | {dens:.3f} | " + " | ".join(scores) + " |")
+    return "\n".join(lines)
