@@ -200,6 +200,11 @@ class PruningCallback(Callback):
         """Member ``k``'s :attr:`trained_weights` (solo shapes)."""
         return dict(self._member(k).trained_weights)
 
+    def member_weights(self, k: int) -> dict[str, Tensor]:
+        """A copy of member ``k``'s tracked parameters as they are now (solo shapes); after a fit's training, before
+        :meth:`on_fit_end` prunes, the weights the fit ended with."""
+        return _snapshot(self._member(k).tracked)
+
     def member_state_dict(self, k: int) -> dict[str, Any]:
         """Member ``k``'s chain state, exactly a solo callback's ``state_dict()`` layout."""
         return self._member(k).state_dict(self.amount, self._steps)
@@ -210,6 +215,19 @@ class PruningCallback(Callback):
             raise ValueError("the population size is not known yet: pass members=K (or K conditions or seeds), "
                              "or load every member at once with load_state_dict({'members': [...]})")
         self._steps = self._member(k).load_state_dict(state_dict)
+
+    def prune_members(self, pl_module: LightningModule,
+                      fitted: Mapping[int, tuple[dict[str, Any], Mapping[str, Tensor]]]) -> None:
+        """End for members ``k`` of ``fitted`` a fit that ran on another model (one fit shared by several chains of a
+        seed): member k takes that fit's chain state before pruning (:meth:`member_state_dict` after training, of
+        any condition) and its final weights (:meth:`member_weights`), then is pruned as :meth:`on_fit_end` would
+        prune it, with its own condition and generator."""
+        self._discover(pl_module)
+        for k, (state, weights) in fitted.items():
+            chain = self._member(k)
+            self._steps = chain.load_state_dict({**state, "condition": chain.condition})
+            _write(chain.tracked, weights)
+        self._prune(pl_module, list(fitted))
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -388,11 +406,12 @@ class PruningCallback(Callback):
         _write(self._tracked, saved)
         return fresh
 
-    def _prune(self, pl_module: nn.Module) -> None:
+    def _prune(self, pl_module: nn.Module, members: Sequence[int] | None = None) -> None:
         def fresh(generator: torch.Generator, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
             return self._fresh_draw(pl_module, generator, tensors)
 
-        for k, chain in enumerate(self._chains):
+        for k in range(len(self._chains)) if members is None else members:
+            chain = self._chains[k]
             chain.prune(self.amount, self.prune_from, self._monitor_key(k), fresh, self.mask_source)
 
 

@@ -33,7 +33,7 @@ VERSION = 1
 
 TRAINER_KEYS_IGNORED = (
     "logger",  # lth imp logs each level to its own MLflow run
-    "callbacks",  # lth imp trains with its own callbacks only (FinalWeights, PruningCallback)
+    "callbacks",  # lth imp trains with its own callbacks only (FitEnd, PruningCallback)
     "enable_checkpointing",  # forced off per level
     "enable_progress_bar",
     "enable_model_summary",

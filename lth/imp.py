@@ -24,7 +24,7 @@ from lth.chain_identity import chain_description, describe_differences, member_d
 from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.population import population_data, population_model, population_size
-from lth.recording import FinalWeights, Member, MemberLogger, record_chain, record_level, stored_result
+from lth.recording import FitEnd, Member, MemberFit, MemberLogger, record_chain, record_level, stored_result
 from lth.settings import ImpSettings
 from lth.study import Chain, LevelResult, Progress, Study
 from lth.tracking import ChainShown, ChainStore, source_tags
@@ -48,7 +48,9 @@ def run_study(study: Study, settings: ImpSettings, executor: Executor, resume: b
     where the executor runs it (:class:`lth.runner.ImpUnit`: another process rebuilds the study), always
     resuming, since an executor may run a unit twice: ``resume=False`` then starts the new chains here first."""
     chains = [Chain(seed, condition) for seed in study.seeds for condition in settings.chain_conditions()]
-    size = population_size(study, settings, len(chains))
+    size, per_seed = population_size(study, settings, len(chains)), len(settings.chain_conditions())
+    if size > per_seed:
+        size -= size % per_seed  # a seed's chains in one population: they share one dense level 0 (_fit_dense)
     units = [chains[start : start + size] for start in range(0, len(chains), size)]
     if unit is not None and not resume:
         _start_new_chains(study, settings, chains)
@@ -159,11 +161,15 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], 
         return [r for m in members for r in m.results]
     model = population_model(study.model, [c.seed for c in chains])
     datamodule = population_data(study.datamodule, [c.seed for c in chains])
-    callback = PruningCallback(
-        amount=settings.amount, condition=_one_or_all([c.condition for c in chains]), modules=settings.modules,
-        rewind=settings.rewind, prune_from=settings.prune_from, seed=_one_or_all([c.seed for c in chains]),
-        mask_source=mask_source, members=len(chains),
-    )
+
+    def pruning(of: list[Chain]) -> PruningCallback:
+        return PruningCallback(
+            amount=settings.amount, condition=_one_or_all([c.condition for c in of]), modules=settings.modules,
+            rewind=settings.rewind, prune_from=settings.prune_from, seed=_one_or_all([c.seed for c in of]),
+            mask_source=mask_source, members=len(of),
+        )
+
+    callback = pruning(chains)
     for k, member in enumerate(members):
         state = member.state_after(start - 1)
         if state is not None:
@@ -174,7 +180,7 @@ def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], 
     for level in range(start, settings.levels):
         for member in members:
             member.store.heartbeat()  # at every level boundary too; raises if another process took the chain over
-        _run_level(study, model, datamodule, callback, members, level, summary=level == start)
+        _run_level(study, model, datamodule, callback, members, level, pruning, summary=level == start)
     for member in members:
         record_chain(member)
         member.store.finish_chain()
@@ -186,39 +192,75 @@ def _one_or_all(values: list[Any]) -> Any:
 
 
 def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
-               members: list[Member], level: int, summary: bool = True) -> None:
-    """Train level ``level`` of every member that has not finished it (members ahead, after a kill between two
-    members' records, retrain it from their stored state and are put back to their stored next state), record
-    each member's level run, and print one line per member. ``summary=False`` skips Lightning's model summary
+               members: list[Member], level: int, pruning: Callable[[list[Chain]], PruningCallback],
+               summary: bool = True) -> None:
+    """Train level ``level`` of every member that has not finished it and record each one's level run (members
+    ahead, after a kill between two members' records, keep their stored state). Level 0 is one dense fit per seed
+    (:func:`_fit_dense`); later levels fit the whole population. ``summary=False`` skips Lightning's model summary
     (the same table every level)."""
-    seeds = [m.chain.seed for m in members]
-    L.seed_everything(training_seed(seeds[0], level), verbose=False)  # a level's training depends only on (seed, level)
-    # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
-    # keeps the global generator: its results are those of the solo path).
-    model.seed_members([training_seed(seed, level) for seed in seeds] if len(seeds) > 1 else None)
     todo = [k for k, m in enumerate(members) if m.next_level == level]
     for k in (k for k in range(len(members)) if k not in todo):
         state = members[k].state_after(level - 1)
         if state is not None:  # at level 0 the callback's fresh state is the initial one
             callback.load_member_state_dict(k, state)
-    population = {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
-    run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **population}) for k in todo}
-    loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
-                            run_id=run_ids[k]) if k in run_ids else DummyLogger() for k in range(len(members))]
-    final = FinalWeights()
-    options = study.trainer_kwargs if summary else {**study.trainer_kwargs, "enable_model_summary": False}
-    trainer = L.Trainer(**options, logger=loggers, callbacks=[final, callback], enable_checkpointing=False)
-    trainer.val_check_interval = getattr(datamodule, "eval_interval", trainer.val_check_interval)
-    trained = [callback.member_masks(k) for k in range(len(members))]
-    trainer.fit(model, datamodule)
+    if level == 0:
+        fits, population = _fit_dense(study, members, todo, pruning, summary)
+        callback.prune_members(model, {k: (fits[k].state, fits[k].weights) for k in todo})
+    else:
+        run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **_population_tags(members)})
+                   for k in todo}
+        fitted = _fit(study, model, datamodule, callback, members, level, {k: [run_ids[k]] for k in todo}, summary)
+        fits, population = {k: fitted[k] for k in todo}, run_ids
     for k, member in enumerate(members):
-        if k in run_ids:
-            masks = trained[k] or {n: torch.ones_like(m) for n, m in callback.member_masks(k).items()}
-            member.results.append(record_level(study, model, datamodule, callback, member, k, level, run_ids[k],
-                                                masks, final.weights))
-            member.run_ids[level] = run_ids[k]
+        if k in todo:
+            member.results.append(record_level(study, model, datamodule, callback, member, k, level,
+                                               population[k], fits[k]))
+            member.run_ids[level] = population[k]
         else:
             callback.load_member_state_dict(k, member.state_after(level))
+
+
+def _fit_dense(study: Study, members: list[Member], todo: list[int],
+               pruning: Callable[[list[Chain]], PruningCallback], summary: bool
+               ) -> tuple[dict[int, MemberFit], dict[int, str]]:
+    """Level 0 of the ``todo`` members: one fit per seed (its first such member's; level 0 is the same dense fit
+    for every condition), recorded in each of the seed's level runs. Returns each todo member's fit and run id."""
+    leads: dict[int, list[int]] = {}  # seed -> its todo members, the first one leading
+    for k in todo:
+        leads.setdefault(members[k].chain.seed, []).append(k)
+    lead_members = [members[ks[0]] for ks in leads.values()]
+    tags = _population_tags(lead_members)
+    run_ids = {k: members[k].store.start_level(0, {**members[k].tags, **tags}) for k in todo}
+    seeds = list(leads)
+    fitted = _fit(study, population_model(study.model, seeds), population_data(study.datamodule, seeds),
+                  pruning([m.chain for m in lead_members]), lead_members, 0,
+                  {j: [run_ids[k] for k in ks] for j, ks in enumerate(leads.values())}, summary)
+    fits = {k: fitted[j] for j, ks in enumerate(leads.values()) for k in ks}
+    return fits, run_ids
+
+
+def _fit(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
+         members: list[Member], level: int, runs: dict[int, list[str]], summary: bool) -> list[MemberFit]:
+    """One fit of a population at ``level``: member k logs to ``runs[k]`` (its level run, then copies; none: a
+    member ahead that retrains); returns what the fit left for each member before the callback pruned it."""
+    seeds = [m.chain.seed for m in members]
+    L.seed_everything(training_seed(seeds[0], level), verbose=False)  # a level's training depends only on (seed, level)
+    # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
+    # keeps the global generator: its results are those of the solo path).
+    model.seed_members([training_seed(seed, level) for seed in seeds] if len(seeds) > 1 else None)
+    loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
+                            run_id=runs[k][0], copies=runs[k][1:]) if runs.get(k) else DummyLogger()
+               for k in range(len(members))]
+    fit_end = FitEnd(callback)
+    options = study.trainer_kwargs if summary else {**study.trainer_kwargs, "enable_model_summary": False}
+    trainer = L.Trainer(**options, logger=loggers, callbacks=[fit_end, callback], enable_checkpointing=False)
+    trainer.val_check_interval = getattr(datamodule, "eval_interval", trainer.val_check_interval)
+    trainer.fit(model, datamodule)
+    return fit_end.fits
+
+
+def _population_tags(members: list[Member]) -> dict[str, str]:
+    return {"lth.population": _population_id(members), "lth.population.size": str(len(members))}
 
 
 def _population_id(members: list[Member]) -> str:

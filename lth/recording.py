@@ -4,9 +4,10 @@ weights, densities, inputs picture, loadable policy) and the chain run's summary
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Param
 
 from lth.analysis.inputs import InputReport, input_report
-from lth.batched import member_tensors
 from lth.callbacks import PruningCallback
 from lth.callbacks.masks import density, layer_densities
 from lth.modules import AgentModule
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 
 class MemberLogger(MLFlowLogger):
     """The MLflow logger of one member's level run: the population's hyperparameters are logged as the member's
-    own (``members`` 1, its ``seed``), so the run reads like a solo chain's level run.
+    own (``members`` 1, its ``seed``), so the run reads like a solo chain's level run. ``copies``: the level runs
+    of the same seed's other chains, which record this fit too (level 0, one dense fit per seed), get the same
+    parameters and metrics.
 
     Metrics are buffered and written in one ``log_batch`` every ``flush_seconds`` and when the fit ends (or
     fails): one sqlite transaction per rollout and member cost a population fit about a sixth of its time. A
@@ -39,9 +42,10 @@ class MemberLogger(MLFlowLogger):
 
     MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 
-    def __init__(self, seed: int, flush_seconds: float = 10.0, **kwargs: Any) -> None:
+    def __init__(self, seed: int, flush_seconds: float = 10.0, copies: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.seed = seed
+        self.copies = list(copies)
         self.flush_seconds = flush_seconds
         self._pending: list[Metric] = []  # written by flush()
         self._flushed_at = time.monotonic()
@@ -50,6 +54,10 @@ class MemberLogger(MLFlowLogger):
         params = dict(vars(params) if isinstance(params, argparse.Namespace) else params)
         params.update({key: value for key, value in (("members", 1), ("seed", self.seed)) if key in params})
         super().log_hyperparams(params, *args, **kwargs)
+        if self.copies:  # exactly what MLFlowLogger made of them (flattened, stringified, truncated)
+            logged = [Param(key, value) for key, value in self.experiment.get_run(self.run_id).data.params.items()]
+            for run_id in self.copies:
+                self.experiment.log_batch(run_id, params=logged)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._pending += metric_batch(metrics, step or 0)
@@ -57,10 +65,11 @@ class MemberLogger(MLFlowLogger):
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered metrics to the run."""
+        """Write the buffered metrics to the run and its copies."""
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), self.MAX_METRICS_PER_BATCH):
-            self.experiment.log_batch(self.run_id, metrics=pending[start : start + self.MAX_METRICS_PER_BATCH])
+            for run_id in (self.run_id, *self.copies):
+                self.experiment.log_batch(run_id, metrics=pending[start : start + self.MAX_METRICS_PER_BATCH])
         self._flushed_at = time.monotonic()
 
     def finalize(self, status: str = "success") -> None:
@@ -68,14 +77,30 @@ class MemberLogger(MLFlowLogger):
         super().finalize(status)
 
 
-class FinalWeights(L.Callback):
-    """Keeps a copy of the weights at the end of training, before the pruning callback rewinds them."""
+@dataclass
+class MemberFit:
+    """What a fit left for one member before pruning (solo shapes): its best return, where it diverged, the masks
+    it trained under, its final weights and its pruning chain's state."""
 
-    def __init__(self) -> None:
-        self.weights: dict[str, torch.Tensor] = {}
+    best_return: float
+    diverged_at: int | None
+    masks: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+class FitEnd(L.Callback):
+    """Takes each member's :class:`MemberFit` when training ends, before the pruning callback prunes and rewinds."""
+
+    def __init__(self, pruning: PruningCallback) -> None:
+        self.pruning = pruning
+        self.fits: list[MemberFit] = []
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.weights = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+        self.fits = [MemberFit(float(pl_module.best_returns[k]), pl_module.member_diverged_at[k],
+                               self.pruning.member_masks(k), self.pruning.member_weights(k),
+                               copy.deepcopy(self.pruning.member_state_dict(k)))
+                     for k in range(self.pruning.members)]
 
 
 @dataclass
@@ -99,18 +124,17 @@ class Member:
 
 
 def record_level(study: Study, model: AgentModule, datamodule: L.LightningDataModule, callback: PruningCallback,
-                  member: Member, k: int, level: int, run_id: str, trained: dict[str, torch.Tensor],
-                  final: dict[str, torch.Tensor]) -> LevelResult:
-    """Log member k's level: its ticket, next state, trained weights, densities and input picture, and score."""
+                 member: Member, k: int, level: int, run_id: str, fit: MemberFit) -> LevelResult:
+    """Log member k's level: its ticket, next state, trained weights, densities and input picture, and score
+    (``fit``: what the fit left for it; ``callback`` has pruned it since)."""
     store, condition = member.store, member.chain.condition
     # A diverged level is a result: its best return before divergence stands (NaN: it diverged before any
     # evaluation), and the chain goes on, pruning from the best (else the last good, finite) weights.
-    diverged_at = model.member_diverged_at[k]
-    best = float(model.best_returns[k])
+    diverged_at, trained = fit.diverged_at, fit.masks
+    best = fit.best_return
     result = LevelResult(condition, level, density(trained), best if best > -math.inf else math.nan)
     per_layer = layer_densities(trained)
-    weights = final if model.members == 1 else member_tensors(final, k)
-    inputs = input_report(weights, trained, datamodule.hparams.env_id, model.obs_shape)
+    inputs = input_report(fit.weights, trained, datamodule.hparams.env_id, model.obs_shape)
     ticket = {"level": level, "condition": condition, "seed": member.chain.seed, "masks": trained,
               "rewind_state": callback.member_rewind_state(k)}
     next_state = callback.member_state_dict(k)

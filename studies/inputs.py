@@ -76,7 +76,7 @@ class InputStudy:
         from studies.store import QUIET, export, export_transfer, imp, paper_frames
 
         seeds = parse_seeds(self.seeds)
-        imp(self.config, self.experiment, self.seeds, self.levels, len(seeds), self.frame_args())
+        imp(self.config, self.experiment, self.seeds, self.levels, 1, self.frame_args())
         export(uri, self.experiment, self.folder, paper_frames=paper_frames(self.config))
         if not self.transfer:
             return

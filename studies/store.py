@@ -25,10 +25,13 @@ QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 CORES = 2  # the machine's cores: a study runs as this many Ray populations side by side
 
 
-def imp(config: str, experiment: str, seeds: str, levels: int, chains: int, extra: Sequence[str] = ()) -> None:
-    """Run (or resume: finished levels are found in MLflow) ``lth imp`` on ``configs/<config>``, its ``chains``
-    chains split into :data:`CORES` Ray populations that train side by side."""
-    population = -(-chains // CORES)
+def imp(config: str, experiment: str, seeds: str, levels: int, conditions: int, extra: Sequence[str] = ()) -> None:
+    """Run (or resume: finished levels are found in MLflow) ``lth imp`` on ``configs/<config>``, one chain per seed
+    and each of its ``conditions``, split into :data:`CORES` Ray populations that train side by side; a seed's
+    chains stay in one population (they share one dense level 0)."""
+    from lth.parsing import parse_seeds
+
+    population = -(-len(parse_seeds(seeds)) // CORES) * conditions
     run_imp(["--config", str(ROOT / "configs" / config), "--seeds", seeds, "--imp.levels", str(levels),
              "--trainer.logger.init_args.experiment_name", experiment, "--population", str(population),
              "--executor", "ray", *extra, *QUIET])

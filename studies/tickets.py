@@ -64,7 +64,6 @@ class TicketStudy:
 
     def run(self, uri: str) -> None:
         """Train (or resume) the study and export its per-seed data."""
-        from lth.parsing import parse_seeds
         from studies.store import expert_run, export, imp, paper_frames
 
         extra, meta = ["--imp.conditions", "all", *self.extra], {}
@@ -73,8 +72,7 @@ class TicketStudy:
         if self.expert_config is not None:
             run_id, meta["expert_return"] = expert_run(uri, self.expert_config)
             extra += ["--data.init_args.expert", run_id]
-        chains = len(parse_seeds(self.seeds)) * len(condition_names(paper=True))
-        imp(self.config, self.experiment, self.seeds, self.levels, chains, extra)
+        imp(self.config, self.experiment, self.seeds, self.levels, len(condition_names(paper=True)), extra)
         export(uri, self.experiment, self.folder, self.analyse, paper_frames=paper_frames(self.config), **meta)
 
     def done(self) -> bool:

@@ -50,8 +50,11 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
     assert out.count("level 2:") == 4
     client = MlflowClient(local_store())
     levels = client.search_runs([client.get_experiment_by_name("straight").experiment_id], "tags.level = '0'")
-    assert len({run.data.tags["lth.population"] for run in levels}) == 1  # the four chains trained as one population
-    assert {run.data.tags["lth.population.size"] for run in levels} == {"4"}
+    # level 0: one dense fit per seed, a population of the two seeds; later levels: all four chains in one
+    assert len({run.data.tags["lth.population"] for run in levels}) == 1
+    assert {run.data.tags["lth.population.size"] for run in levels} == {"2"}
+    later = client.search_runs([client.get_experiment_by_name("straight").experiment_id], "tags.level = '1'")
+    assert {run.data.tags["lth.population.size"] for run in later} == {"4"}
     for run in levels:  # each member's params read like a solo chain's: its own seed, one member
         assert (run.data.params["seed"], run.data.params["members"]) == (run.data.tags["seed"], "1")
 
@@ -144,3 +147,43 @@ def test_a_member_trains_as_its_own_seed_whatever_its_mates_and_each_level_draws
             (ticket0, trained0, _), (ticket1, trained1, _) = _level(store, 0), _level(store, 1)
             assert _same(ticket0["masks"], ticket1["masks"])  # nothing pruned: the same network twice...
             assert not _same(trained0, trained1)  # ...trained on new draws at level 1
+
+
+def test_a_seeds_conditions_share_one_dense_level_0_trained_once(in_tmp: Path, monkeypatch) -> None:
+    """Level 0 is one dense fit per seed, recorded under every condition's chain: 2 seeds x 4 conditions fit a
+    population of 2 at level 0 and of 8 at level 1; each seed's four level-0 records hold the same trained weights,
+    score and learning curve, and each condition prunes that one fit its own way."""
+    import lth.imp
+
+    fitted: list[int] = []
+    real_fit = lth.imp.L.Trainer.fit
+
+    def counting_fit(trainer, model, *args, **kwargs):
+        fitted.append(model.members)
+        return real_fit(trainer, model, *args, **kwargs)
+
+    monkeypatch.setattr(lth.imp.L.Trainer, "fit", counting_fit)
+    main(["imp", *TINY, "--imp.levels", "2", "--imp.conditions", "all", "--seeds", "0,1",
+          "--trainer.logger.init_args.experiment_name", "shared"])
+    assert fitted == [2, 8]
+    client = MlflowClient(local_store())
+    exp = client.get_experiment_by_name("shared")
+    for seed in ("0", "1"):
+        chains = client.search_runs([exp.experiment_id], f"tags.`lth.role` = 'chain' and tags.seed = '{seed}'")
+        assert len(chains) == 4
+        records = []
+        for chain in chains:
+            store = ChainStore(local_store(), exp.experiment_id, chain.info.run_id)
+            runs = store.finished_runs()
+            level0 = runs[0].info.run_id
+            curve = [(m.step, m.value) for m in client.get_metric_history(level0, "eval/return")]
+            records.append((store.load(level0, "trained.pt"), runs[0].data.metrics["ticket/best_return"], curve,
+                            runs[0].data.params["seed"], store.load(runs[1].info.run_id, "ticket.pt")))
+        trained, best, curve, param_seed, _ = records[0]
+        assert curve and param_seed == seed
+        for other in records[1:]:
+            assert _same(trained, other[0]) and best == other[1] and curve == other[2] and other[3] == seed
+        level1 = {record[4]["condition"]: record[4] for record in records}
+        assert _same(level1["mask/weights"]["masks"], level1["mask/permuted"]["masks"])  # both keep the IMP mask
+        for baseline in ("permuted/permuted", "random/reinit"):  # their masks are shuffled or drawn at random
+            assert not _same(level1["mask/weights"]["masks"], level1[baseline]["masks"]), baseline

@@ -307,6 +307,44 @@ def test_state_dict_restores_a_chain_exactly() -> None:
     assert all(torch.equal(straight[n], resumed[n]) for n in straight)
 
 
+class _BeforePruning(Callback):
+    """The callback's member-0 state and weights when training ends, before ``on_fit_end`` prunes."""
+
+    def __init__(self, cb: PruningCallback) -> None:
+        self.cb, self.fit = cb, None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.fit = (copy.deepcopy(self.cb.member_state_dict(0)), self.cb.member_weights(0))
+
+
+@pytest.mark.parametrize(("condition", "prune_from"), [("permuted/permuted", "last"), ("random/reinit", "best")])
+def test_prune_members_ends_a_fit_that_ran_elsewhere_as_the_fit_itself_would(condition: str, prune_from: str) -> None:
+    """One dense fit shared by several conditions (lth imp's level 0): a condition's callback given that fit
+    (watched by a callback of another condition) prunes and rewinds exactly as if it had watched the fit itself."""
+    def fitted(cb: PruningCallback, *extra: Callback) -> Regressor:
+        L.seed_everything(0)
+        model = Regressor()
+        _fit(model, cb, *extra, epochs=2)
+        return model
+
+    own = PruningCallback(condition=condition, monitor="val/score", seed=3, prune_from=prune_from)
+    direct = fitted(own)
+    other = PruningCallback(condition="mask/weights", monitor="val/score", seed=3, prune_from=prune_from)
+    before = _BeforePruning(other)
+    fitted(before, other)  # before runs first: it sees the fit's end before other prunes
+    L.seed_everything(1)
+    elsewhere = Regressor()
+    adopted = PruningCallback(condition=condition, monitor="val/score", seed=3, prune_from=prune_from)
+    adopted.prune_members(elsewhere, {0: before.fit})
+    assert adopted.level == own.level == 1
+    for name in own.masks:
+        assert torch.equal(adopted.masks[name], own.masks[name]), name
+    expected, got = own.member_state_dict(0), adopted.member_state_dict(0)
+    for part in ("rewind_state", "start_state"):
+        assert all(torch.equal(expected[part][n], got[part][n]) for n in expected[part]), part
+    assert all(torch.equal(a, b) for a, b in zip(direct.parameters(), elsewhere.parameters(), strict=True))
+
+
 def _ppo_fit(model, cb, probe=None) -> None:
     from lth.datamodules import OnPolicyDataModule
 
