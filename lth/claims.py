@@ -1,4 +1,4 @@
-"""A lock shared by a Ray cluster, for :meth:`lth.tracking.ChainStore._locked` on an MLflow server store (issue 14).
+"""A lock shared by a Ray cluster, for :meth:`lth.chain_store.ChainStore._locked` on an MLflow server store (issue 14).
 
 An http(s) MLflow store has no lock of its own, so two processes could both read a chain as unclaimed (or absent)
 and both claim (or create) it. When Ray is initialised in the process (the workers of ``lth imp --executor ray``),

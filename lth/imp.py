@@ -21,13 +21,14 @@ from lightning.pytorch.loggers.logger import DummyLogger
 from lth.callbacks import PruningCallback, get_condition
 from lth.callbacks.seeding import training_seed
 from lth.chain_identity import chain_description, describe_differences, member_description
+from lth.chain_store import ChainShown, ChainStore
 from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.population import population_data, population_model, population_size
 from lth.recording import FitEnd, Member, MemberFit, MemberLogger, record_chain, record_level, stored_result
 from lth.settings import ImpSettings
 from lth.study import Chain, LevelResult, Progress, Study
-from lth.tracking import ChainShown, ChainStore, source_tags
+from lth.tracking import source_tags
 from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
 
 

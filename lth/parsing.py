@@ -35,8 +35,8 @@ from lth.console import VERBOSE_HELP
 from lth.domains import describe
 from lth.errors import ConfigError, behind
 from lth.experts import ExportExpert
-from lth.settings import ImpSettings
 from lth.modules import AgentModule
+from lth.settings import ImpSettings
 from lth.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
 from lth.transfer import TransferSettings, configure_fit
 
@@ -491,7 +491,7 @@ def check_imp_settings(cli: ImpCLI) -> None:
         check_modules(cli.model, settings.modules)
     logger = cli.config.trainer.logger
     if settings.branch_from and str(getattr(logger, "class_path", "")).endswith("MLFlowLogger"):
-        from lth.tracking import ChainStore
+        from lth.chain_store import ChainStore
 
         try:
             ChainStore.of_run(logger.init_args.tracking_uri, settings.branch_from)

@@ -218,7 +218,8 @@ class Ticket(NamedTuple):
 def best_tickets(tracking_uri: str, experiment: str, condition: str | None = None) -> list[Ticket]:
     """Per condition and level, the finished level run with the best ``ticket/best_return`` among an experiment's
     chains (its seeds) that logged a policy; per condition, densest first."""
-    from lth.tracking import ChainStore, quoted  # here: it imports Lightning, which loading a ticket does not need
+    from lth.chain_store import ChainStore
+    from lth.tracking import quoted  # here: it imports Lightning, which loading a ticket does not need
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)

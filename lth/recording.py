@@ -20,10 +20,11 @@ from mlflow.entities import Param
 from lth.analysis.inputs import InputReport, input_report
 from lth.callbacks import PruningCallback
 from lth.callbacks.masks import density, layer_densities
+from lth.chain_store import ChainStore
 from lth.modules import AgentModule
 from lth.plots import save_chain_png, save_inputs_png
 from lth.study import Chain, LevelResult, Progress, Study
-from lth.tracking import ChainStore, metric_batch
+from lth.tracking import metric_batch
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric

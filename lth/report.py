@@ -24,9 +24,10 @@ import numpy as np
 from lth import figures as plt  # pyplot's subplots/close on bare Figures: drawing leaves the user's backend alone
 from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names
 from lth.callbacks import condition_names
+from lth.chain_store import ChainStore
 from lth.envs import env_shapes
 from lth.errors import ConfigError
-from lth.tracking import ChainStore, check_tracking_uri, log_folder, missing_store
+from lth.tracking import check_tracking_uri, log_folder, missing_store
 from lth.ui_views import condition_colour
 
 REPORTS_EXPERIMENT = "lth reports"

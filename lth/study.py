@@ -10,8 +10,8 @@ from typing import Any
 
 import lightning as L
 
+from lth.chain_store import chain_run_name
 from lth.modules import AgentModule
-from lth.tracking import chain_run_name
 
 
 @dataclass

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from lth.analysis.inputs import input_layers, input_names
+from lth.chain_store import ChainStore
 from lth.envs import env_shapes
 from lth.errors import ConfigError
-from lth.tracking import ChainStore
 
 if TYPE_CHECKING:
     from jsonargparse import Namespace

@@ -38,8 +38,8 @@ def cell_columns(uri: str, chain: Any) -> dict[int, dict[str, float]]:
     import torch
 
     from lth.analysis import alive_inputs, input_layers
+    from lth.chain_store import ChainStore
     from lth.envs.mazegrid import channel_support
-    from lth.tracking import ChainStore
 
     if chain.condition != TICKET:
         return {}

@@ -98,7 +98,7 @@ MUTANTS = (
            'data["init_args"] = {**data["init_args"], "seed": seed}', 'data["init_args"] = {**data["init_args"]}',
            ("tests/test_chain_identity.py",)),
     # -- the store
-    Mutant("tracking: a level is marked complete before its metrics and artifacts are written", "lth/tracking.py",
+    Mutant("chain store: a level is marked complete before its metrics and artifacts are written", "lth/chain_store.py",
            "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
            "        self.log_files(files, run_id)\n"
            "        self._require_claim()\n"
@@ -108,7 +108,7 @@ MUTANTS = (
            "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
            "        self.log_files(files, run_id)\n",
            ("tests/test_imp.py",)),
-    Mutant("tracking: a chain is found, created and claimed without the store's file lock", "lth/tracking.py",
+    Mutant("chain store: a chain is found, created and claimed without the store's file lock", "lth/chain_store.py",
            "        with cls._locked(tracking_uri):\n", "        if True:\n",
            ("tests/test_chain_claims.py::test_racing_opens_of_one_chain_make_one_chain",)),
 )

@@ -9,10 +9,10 @@ import torch
 from mlflow import MlflowClient
 
 from lth.analysis import alive_inputs, dead_inputs, input_mass, input_names, input_report, last_alive_level
+from lth.analysis.per_seed import PerSeed
 from lth.cli import main
 from lth.envs.mazegrid import CHANNELS
 from lth.report import load_chains
-from lth.analysis.per_seed import PerSeed
 from studies.store import export
 from tests.conftest import CONFIGS, local_store
 

@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from lth.cli import main
 from lth.datamodules import ExpertDataModule, OnPolicyDataModule, ReplayDataModule
 from lth.domains import describe
-from lth.settings import ImpSettings
 from lth.modules import DQN, PPO, Distill
 from lth.parsing import ImpCLI, parse
+from lth.settings import ImpSettings
 from tests.conftest import CONFIGS, local_store
 
 PPO_CONFIG = str(CONFIGS / "cartpole" / "ppo.yaml")

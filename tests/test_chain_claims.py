@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 import lth.imp
+from lth.chain_store import ChainBusyError, ChainStore
 from lth.cli import main
 from lth.runner import run_imp
-from lth.tracking import ChainBusyError, ChainStore
 from tests.conftest import CONFIGS, local_store
 
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
@@ -221,7 +221,7 @@ def test_a_kill_around_the_parents_metrics_leaves_one_point_per_level(in_tmp: Pa
 
 
 def test_the_claim_heartbeat_runs_in_the_background(in_tmp: Path, monkeypatch) -> None:
-    monkeypatch.setattr("lth.tracking.HEARTBEAT_INTERVAL", 0.2)
+    monkeypatch.setattr("lth.chain_store.HEARTBEAT_INTERVAL", 0.2)
     run_imp([*TINY, "--imp.levels", "1"])
     client = MlflowClient(local_store())
     (parent,) = _parents(client)

@@ -22,11 +22,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from lth.chain_store import ChainStore
 from lth.cli import main
 from lth.errors import ConfigError
 from lth.executors import LocalExecutor, Refused, _check_one_machine, file_store, run_unit
 from lth.runner import run_imp
-from lth.tracking import ChainStore
 from tests.conftest import local_store
 from tests.test_population_imp import STUDY
 

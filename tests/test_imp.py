@@ -12,8 +12,8 @@ import lth.imp
 import lth.recording
 from lth.callbacks import condition_names
 from lth.callbacks.masks import global_magnitude_masks
+from lth.chain_store import ChainStore
 from lth.cli import main, study_url
-from lth.tracking import ChainStore
 from lth.ui_views import condition_colour
 from tests.conftest import CONFIGS, local_store
 

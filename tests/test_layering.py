@@ -153,7 +153,7 @@ def test_lths_imports_have_no_cycle() -> None:
 #: The store layer: MLflow plumbing, chains and their claims and identity, loadable policies, the server. It reads
 #: and writes records and knows nothing of Lightning (``lth.ui_views`` names the conditions through the callback
 #: package, which is a Lightning callback, so it sits above this layer).
-STORE_LAYER = ("lth.tracking", "lth.claims", "lth.chain_identity", "lth.policy_model", "lth.server")
+STORE_LAYER = ("lth.tracking", "lth.chain_store", "lth.claims", "lth.chain_identity", "lth.policy_model", "lth.server")
 
 
 def test_the_store_layer_imports_no_lightning() -> None:

@@ -15,8 +15,9 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from lth import policy_model
 from lth.batched import member_tensors
+from lth.chain_store import ChainStore
 from lth.modules import DQN, PPO, AgentModule
-from lth.tracking import ChainStore, experiment_id
+from lth.tracking import experiment_id
 
 
 @pytest.fixture(scope="module")

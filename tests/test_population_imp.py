@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
+from lth.chain_store import ChainStore
 from lth.cli import main
-from lth.tracking import ChainStore
 from tests.conftest import local_store
 from tests.test_imp import TINY
 

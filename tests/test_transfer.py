@@ -8,10 +8,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from lth.chain_store import ChainStore
 from lth.cli import TransferCLI, build_cli, main
 from lth.envs import make_env
 from lth.errors import ConfigError
-from lth.tracking import ChainStore
 from lth.transfer import kept_inputs
 from tests.conftest import CONFIGS, local_store
 
