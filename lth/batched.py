@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -160,3 +161,20 @@ def write_member(params: Mapping[str, Tensor], k: int, values: Mapping[str, Tens
                     f"write_member: {name!r} has solo shape {tuple(target.shape[1:])}, got {tuple(value.shape)}"
                 )
             target[k].copy_(value)
+
+
+def log_member_metrics(loggers: Sequence[Any], metrics: Mapping[str, float | Tensor], members: int, step: int,
+                       which: Sequence[int] | None = None) -> None:
+    """Send per-member ``metrics`` (``[members]`` tensors, or one value for all) of members ``which`` (all) to
+    Lightning ``loggers`` at ``step``: with one logger per member (as ``lth imp`` gives a population, and any
+    logger of a solo agent), member k's values go to the k-th logger under the plain names; several loggers
+    shared by a population get ``<name>/<k>``, and a solo agent's values go to each of them as they are."""
+    values = {name: torch.as_tensor(value, dtype=torch.float64).expand(members).tolist()
+              for name, value in metrics.items()}
+    for k in range(members) if which is None else which:
+        member = {name: v[k] for name, v in values.items()}
+        if len(loggers) == members:
+            loggers[k].log_metrics(member, step=step)
+        else:
+            for logger in loggers:
+                logger.log_metrics(member if members == 1 else {f"{n}/{k}": v for n, v in member.items()}, step=step)

@@ -48,8 +48,9 @@ def run_study(study: Study, settings: ImpSettings, executor: Executor, resume: b
     ``executor`` runs the populations (:mod:`lth.executors`); ``unit`` trains one of them
     where the executor runs it (:class:`lth.runner.ImpUnit`: another process rebuilds the study), always
     resuming, since an executor may run a unit twice: ``resume=False`` then starts the new chains here first."""
-    chains = [Chain(seed, condition) for seed in study.seeds for condition in settings.chain_conditions()]
-    size, per_seed = population_size(study, settings, len(chains)), len(settings.chain_conditions())
+    conditions = settings.chain_conditions()
+    chains = [Chain(seed, condition) for seed in study.seeds for condition in conditions]
+    size, per_seed = population_size(study, settings, len(chains)), len(conditions)
     if size > per_seed:
         size -= size % per_seed  # a seed's chains in one population: they share one dense level 0 (_fit_dense)
     units = [chains[start : start + size] for start in range(0, len(chains), size)]
@@ -205,18 +206,18 @@ def _run_level(study: Study, model: AgentModule, datamodule: L.LightningDataModu
         if state is not None:  # at level 0 the callback's fresh state is the initial one
             callback.load_member_state_dict(k, state)
     if level == 0:
-        fits, population = _fit_dense(study, members, todo, pruning, summary)
+        fits, run_ids = _fit_dense(study, members, todo, pruning, summary)
         callback.prune_members(model, {k: (fits[k].state, fits[k].weights) for k in todo})
     else:
         run_ids = {k: members[k].store.start_level(level, {**members[k].tags, **_population_tags(members)})
                    for k in todo}
         fitted = _fit(study, model, datamodule, callback, members, level, {k: [run_ids[k]] for k in todo}, summary)
-        fits, population = {k: fitted[k] for k in todo}, run_ids
+        fits = {k: fitted[k] for k in todo}
     for k, member in enumerate(members):
         if k in todo:
             member.results.append(record_level(study, model, datamodule, callback, member, k, level,
-                                               population[k], fits[k]))
-            member.run_ids[level] = population[k]
+                                               run_ids[k], fits[k]))
+            member.run_ids[level] = run_ids[k]
         else:
             callback.load_member_state_dict(k, member.state_after(level))
 
@@ -226,17 +227,17 @@ def _fit_dense(study: Study, members: list[Member], todo: list[int],
                ) -> tuple[dict[int, MemberFit], dict[int, str]]:
     """Level 0 of the ``todo`` members: one fit per seed (its first such member's; level 0 is the same dense fit
     for every condition), recorded in each of the seed's level runs. Returns each todo member's fit and run id."""
-    leads: dict[int, list[int]] = {}  # seed -> its todo members, the first one leading
+    by_seed: dict[int, list[int]] = {}  # seed -> its todo members, the first one leading
     for k in todo:
-        leads.setdefault(members[k].chain.seed, []).append(k)
-    lead_members = [members[ks[0]] for ks in leads.values()]
+        by_seed.setdefault(members[k].chain.seed, []).append(k)
+    lead_members = [members[ks[0]] for ks in by_seed.values()]
     tags = _population_tags(lead_members)
     run_ids = {k: members[k].store.start_level(0, {**members[k].tags, **tags}) for k in todo}
-    seeds = list(leads)
+    seeds = list(by_seed)
     fitted = _fit(study, population_model(study.model, seeds), population_data(study.datamodule, seeds),
                   pruning([m.chain for m in lead_members]), lead_members, 0,
-                  {j: [run_ids[k] for k in ks] for j, ks in enumerate(leads.values())}, summary)
-    fits = {k: fitted[j] for j, ks in enumerate(leads.values()) for k in ks}
+                  {j: [run_ids[k] for k in ks] for j, ks in enumerate(by_seed.values())}, summary)
+    fits = {k: fitted[j] for j, ks in enumerate(by_seed.values()) for k in ks}
     return fits, run_ids
 
 

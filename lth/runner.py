@@ -151,8 +151,9 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
                 fits.append(TransferFit(arm, seed, kept, None))
                 continue
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-            print(f"[transfer seed {seed}] {arm} inputs ({kept}): best return {cli.model.best_return:.1f}", flush=True)
-            fits.append(TransferFit(arm, seed, kept, float(cli.model.best_return)))
+            best = float(cli.model.best_returns[0])  # transfer arms are solo agents
+            print(f"[transfer seed {seed}] {arm} inputs ({kept}): best return {best:.1f}", flush=True)
+            fits.append(TransferFit(arm, seed, kept, best))
     settings = TransferSettings(ticket, level, modules)
     summary = transfer_report(uri, experiment, settings, out or default_transfer_out(ticket, level), log_to_mlflow)
     return TransferRun(settings, fits, summary, uri, experiment)

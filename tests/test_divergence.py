@@ -165,10 +165,10 @@ def test_dqn_stops_at_the_diverging_update_without_fetching_another_minibatch(mo
     with pytest.warns(UserWarning, match="training diverged at 352 env frames"):
         trainer.fit(model, dm)
 
-    assert model.diverged_at == 352 and model.frames == 352
+    assert model.member_diverged_at == [352] and model.frames == 352
     assert len(steps) == 10  # the 10th minibatch diverged; no 11th was fetched (48 were due)
     assert len(evaluations) == 2  # after updates 4 and 8; none after divergence
-    assert model.best_return == max(r.mean().item() for r in evaluations)
+    assert model.best_returns[0].item() == max(r.mean().item() for r in evaluations)
     assert math.isfinite(trainer.train_dataloader.buffer.sampler._max_priority[0])  # no NaN priority written
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert pruning.level == 1 and all(torch.isfinite(w).all() for w in pruning.rewind_state.values())
@@ -238,7 +238,7 @@ def test_huge_learning_rates_end_the_fit_cleanly_for_every_failure_mode(algo: st
                       rf"\({why}\)"):
         trainer.fit(model, dm)
     assert model.diverged and all(torch.isfinite(p).all() for p in model.parameters())
-    assert model.best_return == -math.inf  # it diverged before its first evaluation
+    assert model.best_returns[0].item() == -math.inf  # it diverged before its first evaluation
 
 
 def test_a_population_member_whose_step_overflows_is_put_back_before_that_step() -> None:

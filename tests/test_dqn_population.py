@@ -222,7 +222,7 @@ def test_a_dqn_population_fit_gives_each_member_its_solo_fit() -> None:
         member = member_tensors(dict(population.named_parameters()), k)
         for name, value in solo.named_parameters():
             torch.testing.assert_close(member[name], value.detach(), atol=1e-5, rtol=0, msg=name)
-        assert population.best_returns[k] == solo.best_return
+        assert population.best_returns[k] == solo.best_returns[0].item()
     assert population.best_returns[0] != population.best_returns[1]  # different agents (the evaluations differ)
 
 

@@ -40,27 +40,27 @@ def test_best_return_is_the_running_maximum(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(base, "evaluate_episodes", lambda env, policy: next(scores))
     for _ in range(3):
         model.validation_step(None, 0)
-    assert model.best_return == 32.0
+    assert model.best_returns[0].item() == 32.0
 
 
 def test_frames_and_best_return_survive_a_checkpoint() -> None:
     model = PPO("CartPole-v1")
-    model.frames, model.best_return = 4096, 123.0
+    model.frames, model.best_returns = 4096, torch.tensor([123.0])
     checkpoint: dict = {}
     model.on_save_checkpoint(checkpoint)
     restored = PPO("CartPole-v1")
     restored.on_load_checkpoint(checkpoint)
-    assert (restored.frames, restored.best_return) == (4096, 123.0)
+    assert (restored.frames, restored.best_returns.tolist()) == (4096, [123.0])
 
 
 def test_best_checkpoint_reproduces_the_best_return(tmp_path) -> None:
     best = ModelCheckpoint(dirpath=tmp_path, monitor="eval/return", mode="max")
     model, trainer = _fit("CartPole-v1", 6_144, seed=1, callbacks=[best], eval_every=1_024, eval_episodes=3)
     assert model.frames == 6_144
-    assert best.best_model_score.item() == pytest.approx(model.best_return)
+    assert best.best_model_score.item() == pytest.approx(model.best_returns[0].item())
     reloaded = PPO.load_from_checkpoint(best.best_model_path)
     eval_env = make_env("CartPole-v1", 3, seed=trainer.datamodule.eval_seed)
-    assert evaluate_episodes(eval_env, reloaded.policy).mean().item() == pytest.approx(model.best_return)
+    assert evaluate_episodes(eval_env, reloaded.policy).mean().item() == pytest.approx(model.best_returns[0].item())
 
 
 class FirstRollout(L.Callback):
@@ -99,7 +99,7 @@ def test_one_update_moves_the_policy_towards_the_actions_with_positive_advantage
 
 def _solves_cartpole(seed: int) -> float:
     model, _ = _fit("CartPole-v1", 80_000, seed=seed, gae_lambda=0.8)
-    return model.best_return
+    return model.best_returns[0].item()
 
 
 def test_ppo_solves_cartpole_within_80k_frames() -> None:

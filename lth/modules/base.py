@@ -5,57 +5,23 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
-from tensordict import TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
-from torch import nn
+from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
+from lth.batched import log_member_metrics
 from lth.domains import check_domains
 from lth.envs import env_shapes
 from lth.errors import ConfigError
 from lth.evaluation import evaluate_episodes
-from lth.networks import NetworkSpec, weight_layers
-
-
-def shuffled_minibatches(data: TensorDictBase, minibatches: int, epochs: int,
-                         generators: Sequence[torch.Generator] | None = None) -> Iterator[TensorDictBase]:
-    """``epochs`` passes over ``data`` ``[members, ...]``, each in ``minibatches`` shuffled minibatches ``[members,
-    size]``: every member's own frames, in an order drawn from its own generator when ``generators`` are given
-    (one per member), else from the global one."""
-    members = data.shape[0]
-    flat = data.reshape(members, -1)
-    frames = flat.shape[1]
-    size = minibatch_size(frames, minibatches)
-    rows = torch.arange(members).unsqueeze(-1)
-    for _ in range(epochs):
-        if generators is None:
-            order = torch.stack([torch.randperm(frames) for _ in range(members)])
-        else:
-            order = torch.stack([torch.randperm(frames, generator=g) for g in generators])
-        for idx in order.split(size, dim=1):
-            yield flat[rows, idx]
-
-
-def _along(flags: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-member ``flags`` ``[members]`` shaped to broadcast over a batched ``weight`` ``[members, ...]``."""
-    return flags.reshape(-1, *[1] * (weight.ndim - 1))
-
-
-def minibatch_size(frames: int, minibatches: int) -> int:
-    """The size of each of :func:`shuffled_minibatches`' minibatches over ``frames`` frames (the last may be smaller)."""
-    return max(1, frames // minibatches)
-
-
-def minibatch_steps(frames: int, minibatches: int, epochs: int) -> int:
-    """How many minibatches (optimizer steps) :func:`shuffled_minibatches` yields over ``frames`` frames."""
-    return epochs * math.ceil(frames / minibatch_size(frames, minibatches))
+from lth.modules.divergence import DivergenceGuard, clip_member_gradients
+from lth.networks import NetworkSpec
 
 
 class AgentModule(LightningModule):
@@ -74,7 +40,7 @@ class AgentModule(LightningModule):
 
     Divergence is a result, not a crash: when :meth:`update` meets a non-finite loss, network output or weights
     (see there), the fit stops cleanly before its next batch, back at the weights before its last step;
-    :attr:`diverged_at` holds the env frames at which it happened (metric ``diverged_at_frames``), and the best
+    :attr:`member_diverged_at` holds the env frames at which it happened (metric ``diverged_at_frames``), and the best
     return of the evaluations before it stands. (A subclass overriding ``on_train_batch_start``/``_end`` calls
     ``super()``: they switch the output guard on and off.)
     """
@@ -101,13 +67,9 @@ class AgentModule(LightningModule):
         self.frames = 0
         #: Each member's best mean evaluation return in this fit.
         self.best_returns = torch.full((members,), -math.inf)
-        #: Per member, the env frames of the fit at which its training diverged (:meth:`update`), else ``None``.
-        self.member_diverged_at: list[int | None] = [None] * members
+        #: Which members diverged in this fit, and their last good weights (:meth:`update`).
+        self.guard = DivergenceGuard(members)
         self._member_rng: list[torch.Generator] | None = None
-        self._weights: list[torch.Tensor] = []  # detached views of the parameters update() steps
-        self._last_good: list[torch.Tensor] = []  # their values before the last step
-        self._nonfinite_outputs: torch.Tensor | None = None  # set by the output guard (see _guard_outputs)
-        self._output_hooks: list[Any] = []
 
     @classmethod
     def default_network(cls) -> NetworkSpec:
@@ -117,22 +79,9 @@ class AgentModule(LightningModule):
         return default if isinstance(default, NetworkSpec) else NetworkSpec()
 
     @property
-    def best_return(self) -> float:
-        """The best mean evaluation return of this fit (an ordinary agent; a population has :attr:`best_returns`)."""
-        if self.members != 1:
-            raise AttributeError(f"a population of {self.members} members has one best return each: best_returns")
-        return float(self.best_returns[0])
-
-    @best_return.setter
-    def best_return(self, value: float) -> None:
-        if self.members != 1:
-            raise AttributeError(f"a population of {self.members} members has one best return each: best_returns")
-        self.best_returns = torch.tensor([float(value)])
-
-    @property
-    def diverged_at(self) -> int | None:
-        """Env frames of the fit at which training diverged (:meth:`update`); ``None`` while it has not."""
-        return self.member_diverged_at[0] if self.members == 1 else None
+    def member_diverged_at(self) -> list[int | None]:
+        """Per member, the env frames of the fit at which its training diverged (:meth:`update`), else ``None``."""
+        return self.guard.diverged_at
 
     def seed_members(self, seeds: Sequence[int] | None) -> None:
         """Give each member its own random generator for acting and minibatch shuffles (``None``: the global one),
@@ -173,149 +122,61 @@ class AgentModule(LightningModule):
     @property
     def diverged(self) -> bool:
         """Whether training diverged in this fit, for every member (then :meth:`update` makes no more steps)."""
-        return all(at is not None for at in self.member_diverged_at)
-
-    def update(self, loss: torch.Tensor, *outputs: torch.Tensor) -> None:
-        """One optimizer step on ``loss`` with gradients clipped to norm ``max_grad_norm``, unless training diverged.
-
-        A population passes ``loss`` per member (``[members]``; their sum is minimised, so each member gets its
-        own gradient) and ``outputs`` with a leading member dimension; its gradients are clipped per member, and
-        divergence (below) freezes only the members it hits: they keep the weights before their last step and
-        the fit goes on for the others until all have diverged.
-
-        Divergence is any of: ``loss`` or one of ``outputs`` (other results of the same forward pass that the
-        learner uses, e.g. DQN's TD errors, its replay priorities) is NaN/inf; a guarded network output in this
-        batch was NaN/inf (:meth:`_guard_outputs`); or, after the step, the L2 norm of the parameters is
-        NaN/inf, which covers NaN/inf weights, non-finite gradients (clipping spreads them to every weight) and
-        weights whose squares overflow float32 (|w| above ~1.8e19: one Adam step at lr 1e38 gives finite
-        weights whose forward passes are inf/NaN). Then no step is taken (or the offending one is undone): the
-        model goes back to the weights before its last step, :attr:`diverged_at` records the env frames,
-        ``diverged_at_frames`` goes to the loggers, and ``trainer.should_stop`` is set. Lightning 2.6's
-        training loop checks it after this batch, before fetching the next one (lth's streams have a length,
-        so nothing is prefetched): no collector acts with diverged weights. It still validates once;
-        :meth:`validation_step` then plays no episodes and logs ``eval/return`` NaN, which never counts as a
-        best. Later calls in the fit are no-ops.
-
-        Not divergence: a huge but finite loss (lr 1e6: critic loss ~1e14, entropy 0) -- there is no
-        principled bound, and the logged ``train/*`` curves show it. A finite loss with finite gradients
-        under Adam moves each weight by at most ~lr per step, so checking the loss alone would miss only the
-        overflows above; the weight norm, the outputs and the guard catch those.
-
-        Cost per step: one host sync on the loss (and outputs), one fused norm and one in-place copy of the
-        parameters, about 45 us measured on a loaded 2-core CPU, next to ~1.4-2.5 ms per small DQN/PPO update.
-        """
-        if self.diverged:
-            return
-        opt = self.optimizers()
-        opt.zero_grad()
-        members = self.members
-        finite = torch.isfinite(loss.detach()).reshape(members)
-        for out in outputs:
-            finite = finite & torch.isfinite(out.detach()).reshape(members, -1).all(1)
-        guarded = bool(self._output_hooks)
-        if guarded:  # guarded outputs this batch: one host sync for both
-            finite = finite & ~self._nonfinite_outputs
-        frozen = self.diverged_members()
-        if not bool((finite | frozen).all()):
-            for k in (~finite & ~frozen).nonzero().flatten().tolist():
-                if guarded and bool(self._nonfinite_outputs[k]):
-                    why = "a network output is not finite"
-                else:
-                    why = "an output is not finite" if bool(torch.isfinite(loss.detach().reshape(members)[k])) else \
-                        "the loss is not finite"
-                # Undo its last step later (after this step, see below): its weights are still needed by backward.
-                self._diverge(k, why, restore=False)
-            if self.diverged:
-                self._restore(torch.ones(members, dtype=torch.bool))
-                return
-            frozen = self.diverged_members()
-        self.manual_backward(loss.sum())
-        if members == 1:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-        else:
-            self._clip_member_gradients()
-        if not self._weights:  # once per fit: detached views of the trained parameters, and room for a copy
-            self._weights = [p.detach() for p in self.parameters() if p.requires_grad]
-            self._last_good = [w.clone() for w in self._weights]
-        else:  # a frozen member's last good weights stay: they are what it keeps
-            for good, weight in zip(self._last_good, self._weights, strict=True):
-                good.copy_(weight if members == 1 else torch.where(_along(frozen, weight), good, weight))
-        opt.step()
-        if bool(frozen.any()):  # diverged members keep their last good weights, whatever Adam made of them
-            self._restore(frozen)
-        if members == 1:
-            if not torch.isfinite(torch.nn.utils.get_total_norm(self._weights)):
-                opt.zero_grad()
-                self._diverge(0, "the weights after the step are not finite")
-            return
-        # per member, what get_total_norm computes for a solo agent: the norm of the per-tensor norms, in float32
-        norms = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(w.reshape(members, -1), dim=1) for w in self._weights]), dim=0)
-        for k in (~torch.isfinite(norms) & ~frozen).nonzero().flatten().tolist():
-            self._diverge(k, "the weights after the step are not finite")
+        return self.guard.diverged
 
     def diverged_members(self) -> torch.Tensor:
         """Which members have diverged in this fit (``[members]`` bool): their weights stay frozen."""
-        return torch.tensor([at is not None for at in self.member_diverged_at])
+        return self.guard.frozen()
 
-    def _clip_member_gradients(self) -> None:
-        """Each member's gradients scaled to L2 norm at most ``max_grad_norm`` (``clip_grad_norm_`` per member)."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norms = sum(g.reshape(self.members, -1).pow(2).sum(1) for g in grads).sqrt()
-        scale = (self.hparams.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(scale.reshape(-1, *[1] * (g.ndim - 1)))
+    def update(self, loss: torch.Tensor, *outputs: torch.Tensor) -> None:
+        """One optimizer step on ``loss`` (``[members]``, their sum minimised: each member gets its own gradient)
+        with each member's gradients clipped to norm ``max_grad_norm``, unless training diverged.
 
-    @torch.no_grad()
-    def _restore(self, members: torch.Tensor) -> None:
-        """Put the weights before the last step back, for the members flagged in ``members`` (all: a solo agent)."""
-        for weight, good in zip(self._weights, self._last_good, strict=True):
-            if self.members == 1:
-                weight.copy_(good)
-            else:
-                weight.copy_(torch.where(_along(members, weight), good, weight))
+        A member diverges when ``loss`` or one of ``outputs`` (other results of the same forward pass the learner
+        uses, e.g. DQN's TD errors, its replay priorities; leading member dim) is NaN/inf, a guarded network
+        output in this batch was (:meth:`DivergenceGuard.watch_outputs`), or after the step the L2 norm of its
+        weights is NaN/inf (NaN/inf weights, non-finite gradients, which clipping spreads to every weight, and
+        weights whose squares overflow float32: one Adam step at lr 1e38 gives finite weights whose forward
+        passes are inf/NaN). It then keeps the weights before its last step, frozen, while the fit goes on for
+        the others; :attr:`member_diverged_at` records the env frames and ``diverged_at_frames`` goes to the
+        loggers. Once all have diverged ``trainer.should_stop`` is set: Lightning 2.6's training loop checks it
+        after this batch, before fetching the next one (lth's streams have a length, so nothing is prefetched),
+        so no collector acts with diverged weights; its last validation plays no episodes.
 
-    def _guard_outputs(self) -> None:
-        """Hook the output layer (last Linear/Conv) of every network in :attr:`network_names` that parameterises a
-        distribution (a TorchRL ``ProbabilisticActor``) for one training batch: a non-finite output sets
-        :attr:`_nonfinite_outputs` and is replaced by 0. Weights that are finite but too large (their products
-        overflow float32) thus reach :meth:`update` as divergence instead of raising inside TorchRL's losses
-        (which sample when an entropy is not finite). Finite outputs pass unchanged. Value and Q networks need
-        no guard: their non-finite outputs reach the loss as NaN/inf. Only on during training batches, since a
-        module hook costs every forward pass (acting too) the slow path of ``nn.Module.__call__``."""
-        self._unguard_outputs()
-        self._nonfinite_outputs = torch.zeros(self.members, dtype=torch.bool, device=self.device)
-        for name in self.network_names:
-            network = getattr(self, name)
-            if not isinstance(network, ProbabilisticTensorDictSequential):
-                continue
-            layers = weight_layers(network)
-            if layers:
-                self._output_hooks.append(layers[-1].register_forward_hook(self._guard_output))
+        Not divergence: a huge but finite loss (lr 1e6: critic loss ~1e14, entropy 0) -- there is no principled
+        bound, and the logged ``train/*`` curves show it; Adam moves each weight by at most ~lr per step, so the
+        weight norm, the outputs and the guard catch what the loss alone would miss.
 
-    def _unguard_outputs(self) -> None:
-        for handle in self._output_hooks:
-            handle.remove()
-        self._output_hooks = []
-
-    def _guard_output(self, module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
-        finite = torch.isfinite(out)
-        self._nonfinite_outputs.logical_or_(~finite.reshape(self.members, -1).all(1))
-        return torch.where(finite, out, 0.0)
+        Cost per step: one host sync on the loss (and outputs), one fused norm and one in-place copy of the
+        parameters, about 45 us on a loaded 2-core CPU, next to ~1.4-2.5 ms per small DQN/PPO update.
+        """
+        guard = self.guard
+        if guard.diverged:
+            return
+        opt = self.optimizers()
+        opt.zero_grad()
+        for k, why in guard.nonfinite(loss, outputs).items():
+            self._diverge(k, why)  # its last step is undone after this one: backward still needs its weights
+        if guard.diverged:
+            guard.restore(torch.ones(self.members, dtype=torch.bool))
+            return
+        self.manual_backward(loss.sum())
+        clip_member_gradients(self.parameters(), self.members, self.hparams.max_grad_norm)
+        guard.remember(self.parameters())
+        opt.step()
+        for k in guard.after_step():
+            self._diverge(k, "the weights after the step are not finite")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._guard_outputs()
+        self.guard.watch_outputs(getattr(self, name) for name in self.network_names)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._unguard_outputs()
+        self.guard.unwatch_outputs()
 
-    def _diverge(self, member: int, why: str, restore: bool = True) -> None:
-        if restore:
-            self._restore(torch.arange(self.members) == member)  # back before the step that led here
-        self.member_diverged_at[member] = self.frames
-        who = "" if self.members == 1 else f"member {member}: "
-        rank_zero_warn(f"{who}training diverged at {self.frames} env frames ({why}): this fit stops here, back at "
-                       "the weights before its last step; its best evaluation return so far stands")
+    def _diverge(self, member: int, why: str) -> None:
+        self.guard.diverged_at[member] = self.frames
+        rank_zero_warn(f"member {member}: training diverged at {self.frames} env frames ({why}): this fit stops "
+                       "here, back at the weights before its last step; its best evaluation return so far stands")
         values = torch.full((self.members,), math.nan)
         values[member] = float(self.frames)
         self.log_at_frames({"diverged_at_frames": values}, members=[member])
@@ -331,31 +192,12 @@ class AgentModule(LightningModule):
         if stage == "fit":
             self.frames = 0
             self.best_returns = torch.full((self.members,), -math.inf)
-            self.member_diverged_at = [None] * self.members
-            self._weights, self._last_good = [], []
+            self.guard.reset()
 
     def log_at_frames(self, metrics: Mapping[str, float | torch.Tensor], members: Sequence[int] | None = None) -> None:
-        """Send ``metrics`` to the loggers at step = env frames (per member).
-
-        A population's values are ``[members]`` tensors (or one float for all): with one logger per member (as
-        ``lth imp`` gives it), member k's values go to the k-th logger under the plain names, else to every logger
-        as ``<name>/<k>``. ``members`` limits which members log.
-        """
-        if self.members == 1:
-            plain = {name: float(value) for name, value in metrics.items()}
-            for logger in self.loggers:
-                logger.log_metrics(plain, step=self.frames)
-            return
-        values = {name: torch.as_tensor(value, dtype=torch.float64).expand(self.members).tolist()
-                  for name, value in metrics.items()}
-        per_member = len(self.loggers) == self.members
-        for k in range(self.members) if members is None else members:
-            member = {name: v[k] for name, v in values.items()}
-            if per_member:
-                self.loggers[k].log_metrics(member, step=self.frames)
-            else:
-                for logger in self.loggers:
-                    logger.log_metrics({f"{name}/{k}": v for name, v in member.items()}, step=self.frames)
+        """Send ``metrics`` (``[members]`` tensors, or one float for all) to the loggers at step = env frames, per
+        member as :func:`lth.batched.log_member_metrics` routes them; ``members`` limits which members log."""
+        log_member_metrics(self.loggers, metrics, self.members, self.frames, members)
 
     def count_frames(self, frames: int, batch_idx: int) -> None:
         """Add ``frames`` newly collected env frames (over all members: each member saw ``frames / members``);
@@ -378,11 +220,8 @@ class AgentModule(LightningModule):
         self.best_returns = torch.fmax(self.best_returns, means)
         spread = returns.std(1, correction=0)  # population std: defined for a single episode too
         self.log("eval/return", means.nanmean(), prog_bar=True, logger=False, batch_size=1)
-        if self.members == 1:
-            self.log("eval/best_return", self.best_returns[0], logger=False, batch_size=1)
-        else:  # one score per member for callbacks (e.g. PruningCallback's per-member best)
-            for k, mean in enumerate(means.tolist()):
-                self.log(f"eval/return/{k}", mean, logger=False, batch_size=1)
+        for k, mean in enumerate(means.tolist()):  # one score per member for callbacks (PruningCallback's best)
+            self.log(f"eval/return/{k}", mean, logger=False, batch_size=1)
         self.log_at_frames({"eval/return": means, "eval/return_std": spread, "eval/best_return": self.best_returns})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -397,4 +236,4 @@ class AgentModule(LightningModule):
         best = state.get("best_returns", [state.get("best_return", -math.inf)])
         self.best_returns = torch.tensor(best, dtype=torch.float32).expand(self.members).clone()
         diverged = state.get("diverged_at", None)
-        self.member_diverged_at = list(diverged) if isinstance(diverged, list) else [diverged] * self.members
+        self.guard.diverged_at = list(diverged) if isinstance(diverged, list) else [diverged] * self.members

@@ -13,7 +13,8 @@ from torch.distributions import Normal, kl_divergence
 
 from lth.agents import EpsilonGreedyActing, acting_policy, build_network, make_actor, resolve_distribution
 from lth.errors import ConfigError
-from lth.modules.base import AgentModule, minibatch_steps, shuffled_minibatches
+from lth.modules.base import AgentModule
+from lth.modules.minibatches import minibatch_steps, shuffled_minibatches
 from lth.networks import NetworkSpec
 
 Imitated = Literal["policy", "q_values"]

@@ -13,7 +13,8 @@ from torchrl.objectives.value import GAE
 
 from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
 from lth.domains import Discount
-from lth.modules.base import AgentModule, minibatch_steps, shuffled_minibatches
+from lth.modules.base import AgentModule
+from lth.modules.minibatches import minibatch_steps, shuffled_minibatches
 from lth.networks import NetworkSpec
 
 
