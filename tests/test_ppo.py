@@ -85,9 +85,8 @@ def test_one_update_moves_the_policy_towards_the_actions_with_positive_advantage
     assert model.frames == 128
     before = PPO(env_id, actor_hidden=[32], critic_hidden=[32], lr=3e-3, entropy_coef=0.0)
     before.load_state_dict(first.state)
-    batch = first.batch
+    batch = before.estimate_advantage(first.batch)  # GAE with the critic the update started from, as it computed it
     with torch.no_grad():
-        before.advantage(batch)  # GAE with the critic the update started from, as the update computed it
         advantage = batch["advantage"].squeeze(-1)
         old, new = before.actor.log_prob(batch.clone()), model.actor.log_prob(batch.clone())
     torch.testing.assert_close(old, batch["action_log_prob"], rtol=1e-4, atol=1e-4)  # the collecting weights

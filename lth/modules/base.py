@@ -25,24 +25,18 @@ from lth.networks import NetworkSpec
 
 
 class AgentModule(LightningModule):
-    """A LightningModule whose data are env frames and whose validation is a set of greedy episodes.
+    """A LightningModule whose data are env frames and whose validation is a set of greedy episodes; a population
+    of ``members`` independent agents (one: an ordinary agent) trained as one batched network.
 
-    A subclass takes ``env_id``, ``env_kwargs`` and ``network`` (a :class:`NetworkSpec` with the subclass's
-    default; a dict of some options amends that default) among its constructor arguments and passes them to
-    ``super().__init__``, which saves every constructor
-    argument as a hyperparameter, probes the env once (:attr:`obs_shape`, :attr:`action_spec`) and keeps the
-    spec as :attr:`network_spec`. The subclass then builds its networks from these, names them in
-    :attr:`network_names` (what :meth:`reset_parameters` re-initialises), and defines :attr:`policy` (what
-    collectors act with), its losses and ``training_step`` with the hyperparameters ``lr``, ``weight_decay``
-    and ``max_grad_norm`` (Adam, manual optimisation through :meth:`update`). Every metric goes to the loggers
-    with ``step`` = env frames seen in this fit, so learning curves share one x-axis; the best mean evaluation
-    return of the fit (the paper's ticket score) is logged as ``eval/best_return``.
-
-    Divergence is a result, not a crash: when :meth:`update` meets a non-finite loss, network output or weights
-    (see there), the fit stops cleanly before its next batch, back at the weights before its last step;
-    :attr:`member_diverged_at` holds the env frames at which it happened (metric ``diverged_at_frames``), and the best
-    return of the evaluations before it stands. (A subclass overriding ``on_train_batch_start``/``_end`` calls
-    ``super()``: they switch the output guard on and off.)
+    A subclass passes ``env_id``, ``env_kwargs`` and ``network`` (a :class:`NetworkSpec`, or a dict amending the
+    subclass's default) to ``super().__init__``, which saves every constructor argument as a hyperparameter,
+    probes the env (:attr:`obs_shape`, :attr:`action_spec`) and keeps :attr:`network_spec`. The subclass builds
+    its networks, names them in :attr:`network_names` (what :meth:`reset_parameters` re-initialises), defines
+    :attr:`policy` (what collectors act with), its losses and ``training_step`` with ``lr``, ``weight_decay`` and
+    ``max_grad_norm`` (Adam, manual optimisation through :meth:`update`). Metrics go to the loggers at ``step`` =
+    env frames of this fit; the best mean evaluation return (the paper's ticket score) as ``eval/best_return``.
+    Divergence is a result, not a crash (:meth:`update`). A subclass overriding ``on_train_batch_start``/``_end``
+    calls ``super()``: they switch the output guard on and off.
     """
 
     #: The sub-modules built from :attr:`network_spec`, in construction order.
@@ -53,8 +47,7 @@ class AgentModule(LightningModule):
         members: int = 1,
     ) -> None:
         super().__init__()
-        #: Independent agents trained as one batched network (a population); every parameter then has a leading
-        #: member dimension, and member k's network is ``{name: p[k]}`` (lth.batched). 1: an ordinary agent.
+        #: Agents trained as one batched network; member k's network is ``{name: p[k]}`` (lth.batched).
         self.members = members
         self.network_spec = NetworkSpec.of(network, default=self.default_network())
         # Lightning collects the arguments of the whole __init__ chain, so this saves the subclass's too; the spec
@@ -129,26 +122,18 @@ class AgentModule(LightningModule):
         return self.guard.frozen()
 
     def update(self, loss: torch.Tensor, *outputs: torch.Tensor) -> None:
-        """One optimizer step on ``loss`` (``[members]``, their sum minimised: each member gets its own gradient)
-        with each member's gradients clipped to norm ``max_grad_norm``, unless training diverged.
+        """One optimizer step on ``loss`` (``[members]``; their sum is minimised, so each member gets its own
+        gradient, clipped to norm ``max_grad_norm`` per member), unless training diverged.
 
         A member diverges when ``loss`` or one of ``outputs`` (other results of the same forward pass the learner
-        uses, e.g. DQN's TD errors, its replay priorities; leading member dim) is NaN/inf, a guarded network
-        output in this batch was (:meth:`DivergenceGuard.watch_outputs`), or after the step the L2 norm of its
-        weights is NaN/inf (NaN/inf weights, non-finite gradients, which clipping spreads to every weight, and
-        weights whose squares overflow float32: one Adam step at lr 1e38 gives finite weights whose forward
-        passes are inf/NaN). It then keeps the weights before its last step, frozen, while the fit goes on for
-        the others; :attr:`member_diverged_at` records the env frames and ``diverged_at_frames`` goes to the
-        loggers. Once all have diverged ``trainer.should_stop`` is set: Lightning 2.6's training loop checks it
-        after this batch, before fetching the next one (lth's streams have a length, so nothing is prefetched),
-        so no collector acts with diverged weights; its last validation plays no episodes.
-
-        Not divergence: a huge but finite loss (lr 1e6: critic loss ~1e14, entropy 0) -- there is no principled
-        bound, and the logged ``train/*`` curves show it; Adam moves each weight by at most ~lr per step, so the
-        weight norm, the outputs and the guard catch what the loss alone would miss.
-
-        Cost per step: one host sync on the loss (and outputs), one fused norm and one in-place copy of the
-        parameters, about 45 us on a loaded 2-core CPU, next to ~1.4-2.5 ms per small DQN/PPO update.
+        uses, e.g. DQN's TD errors; leading member dim), a guarded network output, or after the step its weights'
+        L2 norm is NaN/inf (:class:`DivergenceGuard`). It keeps the weights before its last step, frozen, while
+        the others train on; :attr:`member_diverged_at` records the env frames (metric ``diverged_at_frames``).
+        Once all have diverged ``trainer.should_stop`` is set: Lightning 2.6 checks it after this batch, before
+        fetching the next (lth's streams have a length, so nothing is prefetched), so no collector acts with
+        diverged weights. A huge but finite loss is not divergence: there is no principled bound, and Adam moves
+        each weight by at most ~lr per step, so the weight norm and the output guard catch the overflows.
+        Cost: one host sync, one fused norm and one copy of the parameters, ~45 us per step on 2 cores.
         """
         guard = self.guard
         if guard.diverged:

@@ -117,17 +117,9 @@ class Distill(AgentModule):
         return self._acting
 
     def distillation_loss(self, batch: TensorDictBase) -> torch.Tensor:
-        """The student's divergence from the expert outputs stored in ``batch``: the mean over its frames (any
-        shape) for an ordinary student; a population's ``batch`` leads with the member dimension (``[members,
-        ...]``) and its loss is each member's mean over its own frames (``[members]``)."""
-        return self._losses(batch, None if self.members == 1 else self.members)
-
-    def member_losses(self, batch: TensorDictBase) -> torch.Tensor:
-        """Each member's distillation loss (``[members]``, also for one member) on ``batch`` ``[members, ...]``."""
-        return self._losses(batch, self.members)
-
-    def _losses(self, batch: TensorDictBase, members: int | None) -> torch.Tensor:
-        obs = batch.get("observation")
+        """Each member's divergence from the expert outputs stored in ``batch`` ``[members, ...]`` (a solo student's:
+        any shape): the mean over its own frames, ``[members]``."""
+        obs, members = batch.get("observation"), self.members
         if self.hparams.imitate == "q_values":
             return q_huber(self._expert(batch, "action_value"), self.student(obs), self.hparams.huber_delta, members)
         out = self.student.module[0](TensorDict({"observation": obs}, batch_size=batch.batch_size))
@@ -156,7 +148,7 @@ class Distill(AgentModule):
         for minibatch in minibatches:
             if self.diverged:  # update() stopped the fit; the rest of this batch is not trained on
                 break
-            loss = self.member_losses(minibatch)
+            loss = self.distillation_loss(minibatch)
             self.update(loss)
             losses.append(loss.detach())
         if losses and batch_idx % self.trainer.log_every_n_steps == 0:

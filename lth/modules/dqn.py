@@ -112,14 +112,6 @@ class DQN(AgentModule):
         self._acting.eps.fill_(linear_schedule(hp.eps_start, hp.eps_end, hp.eps_frames, self.frames))
 
     @property
-    def replay_buffer(self) -> ReplayBuffer:
-        """The buffer the training minibatches come from: the training dataloader's ``buffer`` (an ordinary agent;
-        a population has :attr:`replay_buffers`)."""
-        if self.members != 1:
-            raise AttributeError(f"a population of {self.members} members has one buffer each: replay_buffers")
-        return self.replay_buffers[0]
-
-    @property
     def replay_buffers(self) -> list[ReplayBuffer]:
         """Each member's buffer, where its minibatches come from: the training dataloader's ``buffers`` (or its one
         ``buffer``)."""
@@ -137,10 +129,9 @@ class DQN(AgentModule):
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(int(batch["new_frames"]), batch_idx)
         self._set_epsilon()
-        sample = batch["sample"]  # [batch_size]; a population's [members, batch_size]
+        sample = batch["sample"]  # [members, batch_size] (a solo agent's: [batch_size])
         members = self.members
-        per_transition = self.loss_module(sample)["loss"]
-        loss = per_transition.mean() if members == 1 else per_transition.reshape(members, -1).mean(1)
+        loss = self.loss_module(sample)["loss"].reshape(members, -1).mean(1)
         self.update(loss, sample["td_error"])  # squared TD errors overflow before the (Huber) loss does
         if self.diverged:  # update() stopped the fit: no target update, and no NaN priorities in the buffer
             return
@@ -148,15 +139,13 @@ class DQN(AgentModule):
         # The loss wrote the squared TD error of each sampled transition into the sample; Schaul et al. (and rlpyt,
         # the paper's framework) prioritise by |delta| (the sampler adds its eps and raises to alpha). The sampler's
         # trees are float32 (a no-op cast unless the module was made float64).
-        if members == 1:
-            self.replay_buffer.update_priority(sample["index"], sample["td_error"].reshape(-1).sqrt().float())
-        else:  # member k's priorities to member k's buffer; a diverged member's (maybe NaN) ones are not written
-            priorities = sample["td_error"].reshape(members, -1).sqrt().float()
-            frozen = self.diverged_members().tolist()
-            for k, buffer in enumerate(self.replay_buffers):
-                if not frozen[k]:
-                    buffer.update_priority(sample["index"][k], priorities[k])
+        # Member k's priorities go to member k's buffer; a diverged member's (maybe NaN) ones are not written.
+        priorities = sample["td_error"].reshape(members, -1).sqrt().float()
+        indices = sample["index"].reshape(members, -1)
+        frozen = self.diverged_members().tolist()
+        for k, buffer in enumerate(self.replay_buffers):
+            if not frozen[k]:
+                buffer.update_priority(indices[k], priorities[k])
         if batch_idx % self.trainer.log_every_n_steps == 0:
-            metrics = {"train/loss": loss.item() if members == 1 else loss.detach(),
-                       "train/epsilon": self._acting.eps.item()}
+            metrics = {"train/loss": loss.detach(), "train/epsilon": self._acting.eps.item()}
             self.log_at_frames(metrics)

@@ -67,7 +67,7 @@ class PPO(AgentModule):
         self._acting = acting_policy(self.actor, members, self.member_generators)  # shares the actor's weights
         # Advantages are normalised per member (the "member" entry groups a population's frames), over time dim -1.
         self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True,
-                             group_key="member" if members > 1 else None, time_dim=-1)
+                             group_key="member", time_dim=-1)
         self.loss_module = ClipPPOLoss(
             self.actor,
             self.critic,
@@ -87,14 +87,19 @@ class PPO(AgentModule):
     def policy(self) -> TensorDictModuleBase:
         return self._acting
 
+    @torch.no_grad()
+    def estimate_advantage(self, batch: TensorDictBase) -> TensorDictBase:
+        """``batch`` (a rollout ``[copies, time]``, member-major as the collector gives it) as ``[members, copies,
+        time]`` with each member's GAE advantages and value targets, normalised over its own frames."""
+        batch = batch.reshape(self.members, -1, batch.shape[-1])
+        batch.set("member", torch.arange(self.members).reshape(-1, 1, 1).expand(batch.shape))
+        self.advantage(batch)
+        return batch
+
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(batch.numel(), batch_idx)
         members = self.members
-        batch = batch.reshape(members, -1, batch.shape[-1])  # [members, copies, time]: the collector is member-major
-        if members > 1:
-            batch.set("member", torch.arange(members).reshape(-1, 1, 1).expand(batch.shape))
-        with torch.no_grad():
-            self.advantage(batch)
+        batch = self.estimate_advantage(batch)
         stats: dict[str, list[torch.Tensor]] = {}
         minibatches = shuffled_minibatches(batch, self.hparams.minibatches, self.hparams.epochs,
                                            self.member_generators())
@@ -107,9 +112,7 @@ class PPO(AgentModule):
             self.update(parts["loss_objective"] + parts["loss_critic"] + entropy_loss)
             for key, value in parts.items():
                 stats.setdefault(key, []).append(value.detach())
-            if members == 1:  # TorchRL reports these over the whole minibatch, i.e. per member only when alone
-                for key in ("entropy", "clip_fraction"):
-                    stats.setdefault(key, []).append(out[key].detach().reshape(1))
-            elif self.hparams.entropy_coef > 0:
+            # (TorchRL's "entropy" and "clip_fraction" are over the whole minibatch, not per member.)
+            if self.hparams.entropy_coef > 0:
                 stats.setdefault("entropy", []).append(-entropy_loss.detach() / self.hparams.entropy_coef)
         self.log_at_frames({f"train/{k}": torch.stack(v).mean(0) for k, v in stats.items()})
