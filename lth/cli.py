@@ -82,9 +82,10 @@ def study_url(tracking_uri: str, experiment: str, port: int = DEFAULT_UI_PORT) -
 
 def imp(args: list[str]) -> None:
     """``lth imp``: run or resume the IMP chains a config and ``--imp.*`` describe, then print a summary."""
-    from lth.parsing import ImpCLI, imp_help, parse
+    from lth.parsing import parse
     from lth.recording import summary_table
     from lth.runner import run_imp
+    from lth.study_cli import ImpCLI, imp_help
     from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
     if "-h" in args or "--help" in args:
@@ -204,16 +205,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(problem.exit_code) from None
 
 
-_PARSING_NAMES = ("ExpertCLI", "ImpCLI", "LthCLI", "TransferCLI", "build_cli")
+_PARSING_NAMES = {"ExpertCLI": "lth.parsing", "LthCLI": "lth.parsing", "build_cli": "lth.parsing",
+                  "ImpCLI": "lth.study_cli", "TransferCLI": "lth.study_cli"}
 
 
 def __getattr__(name: str) -> Any:
-    """The CLI classes and :func:`build_cli`, re-exported from :mod:`lth.parsing` when first asked for (lazily:
-    importing this module must not load Lightning)."""
+    """The CLI classes and :func:`build_cli`, re-exported from :mod:`lth.parsing` and :mod:`lth.study_cli` when
+    first asked for (lazily: importing this module must not load Lightning)."""
     if name in _PARSING_NAMES:
-        import lth.parsing
+        import importlib
 
-        return getattr(lth.parsing, name)
+        return getattr(importlib.import_module(_PARSING_NAMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

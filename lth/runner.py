@@ -24,8 +24,10 @@ from lth.chain_identity import study_description
 from lth.errors import ConfigError
 from lth.executors import make_executor
 from lth.imp import run_population, run_study
-from lth.parsing import ImpCLI, LthCLI, TransferCLI, mlflow_logger, parse, study_seeds
+from lth.parsing import LthCLI, mlflow_logger, parse
+from lth.seeds import study_seeds
 from lth.study import Chain, LevelResult, Study
+from lth.study_cli import ImpCLI, TransferCLI
 from lth.tracking import tag_query
 from lth.transfer import ARMS, TransferSettings
 from lth.transfer_report import transfer_report

@@ -29,7 +29,7 @@ def imp(config: str, experiment: str, seeds: str, levels: int, conditions: int, 
     """Run (or resume: finished levels are found in MLflow) ``lth imp`` on ``configs/<config>``, one chain per seed
     and each of its ``conditions``, split into :data:`CORES` Ray populations that train side by side; a seed's
     chains stay in one population (they share one dense level 0)."""
-    from lth.parsing import parse_seeds
+    from lth.seeds import parse_seeds
 
     population = -(-len(parse_seeds(seeds)) // CORES) * conditions
     run_imp(["--config", str(ROOT / "configs" / config), "--seeds", seeds, "--imp.levels", str(levels),

@@ -25,10 +25,11 @@ from lth.chain_identity import (
     study_description,
 )
 from lth.cli import main
-from lth.parsing import ImpCLI, parse
+from lth.parsing import parse
 from lth.report import load_chains
 from lth.runner import imp_study
 from lth.settings import ImpSettings
+from lth.study_cli import ImpCLI
 from tests.conftest import CONFIGS, ROOT, local_store
 
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
