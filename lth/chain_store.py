@@ -3,23 +3,30 @@ holds a claim (tags with a heartbeat), its levels marked complete only once ever
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lth.claims import (
+    CLAIM_TIMEOUT,
+    HEARTBEAT,
+    HOST,
+    OWNER,
+    PID,
+    ChainBusyError,
+    Heartbeat,
+    claim_is_stale,
+    claim_tags,
+    heartbeat_age,
+    locked,
+    utc_now,
+)
 from lth.errors import ConfigError, StoreError
 from lth.tracking import (
     NOTE,
     check_tracking_uri,
-    creation_lock,
     experiment_id,
     metric_batch,
     missing_store,
@@ -60,32 +67,6 @@ class ChainShown:
     experiment_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. saved views (written when they differ)
 
 
-CLAIM_TIMEOUT = 600.0
-"""Seconds without a heartbeat after which another process may take over a chain's claim."""
-HEARTBEAT_INTERVAL = 60.0
-"""Seconds between the heartbeats of a chain's claim (a daemon thread, plus one at every level boundary)."""
-
-
-class ChainBusyError(ConfigError):
-    """Another live process holds the claim of the chain this one was asked to train (run ``parent_id``)."""
-
-    def __init__(self, message: str, tracking_uri: str = "", parent_id: str = "") -> None:
-        super().__init__(message)
-        self.tracking_uri, self.parent_id = tracking_uri, parent_id
-
-    def wait(self, poll_s: float) -> None:
-        """Block until nobody holds the chain's claim or its holder is stale (what :meth:`ChainStore.open` takes
-        over), reading only the chain run's tags every ``poll_s`` seconds."""
-        from mlflow import MlflowClient
-
-        client = MlflowClient(self.tracking_uri)
-        while True:
-            tags = client.get_run(self.parent_id).data.tags
-            if not tags.get(ChainStore.OWNER) or _claim_is_stale(tags):
-                return
-            time.sleep(poll_s)
-
-
 class ChainStore:
     """The MLflow records of one IMP chain: a parent run tagged with the chain, a nested child run per level.
 
@@ -114,7 +95,7 @@ class ChainStore:
 
     COMPLETE = "lth.level_complete"
     HASH = "lth.chain_hash"
-    OWNER, HOST, PID, HEARTBEAT = "lth.claim.owner", "lth.claim.host", "lth.claim.pid", "lth.claim.heartbeat"
+    OWNER, HOST, PID, HEARTBEAT = OWNER, HOST, PID, HEARTBEAT  # the claim's tags (lth.claims)
     PARENT_METRICS = ("ticket/best_return", "density")
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str) -> None:
@@ -128,7 +109,7 @@ class ChainStore:
         self.created = False  # whether open() created the parent run
         self.closest: tuple[str, list[tuple[str, str, str]]] | None = None  # (chain id, differences) when created
         self.took_over: str | None = None  # the stale claim taken over, described
-        self._beat: _Heartbeat | None = None
+        self._beat: Heartbeat | None = None
 
     @classmethod
     def of_run(cls, tracking_uri: str, parent_id: str) -> ChainStore:
@@ -170,7 +151,9 @@ class ChainStore:
             if store.created and description is not None:
                 store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
             store._show(shown)
-            store._beat = _Heartbeat(store)
+            beating = ChainStore(tracking_uri, store.experiment_id, store.parent_id)  # its own client, for its thread
+            beating.owner = store.owner
+            store._beat = Heartbeat(f"lth-claim-{store.parent_id[:8]}", beating.heartbeat)
             store._beat.start()
         except BaseException:
             store.release()
@@ -209,7 +192,7 @@ class ChainStore:
         store = cls(tracking_uri, exp_id, "")
         store.owner = uuid.uuid4().hex
         name = chain_run_name(tags["condition"], tags["seed"])
-        run = client.create_run(exp_id, run_name=name, tags={**chain_tags, "lth.role": "chain", **store._claim_tags()})
+        run = client.create_run(exp_id, run_name=name, tags={**chain_tags, "lth.role": "chain", **claim_tags(store.owner)})
         store.parent_id, store.created, store.closest = run.info.run_id, True, closest
         params = [Param(k[:250], v if len(v) <= 6000 else v[:5990] + "...") for k, v in flat.items()]
         for start in range(0, len(params), 100):
@@ -229,32 +212,16 @@ class ChainStore:
                  if cls.HASH in run.data.tags and run.data.params]
         return min(found, key=lambda f: len(f[1]), default=None)
 
-    @staticmethod
-    @contextmanager
-    def _locked(tracking_uri: str) -> Iterator[None]:
-        """The critical section of claims: the store's file lock for sqlite; for a server (``http(s)://``), the
-        Ray cluster's lock actor (:mod:`lth.claims`) when Ray is initialised in this process (the workers of
-        ``--executor ray``), else nothing, so two launches without Ray can still race (issue 14)."""
-        from lth.claims import ray_active, ray_lock
-
-        if tracking_uri.startswith(("http://", "https://")) and ray_active():
-            with ray_lock(tracking_uri):
-                yield
-            return
-        with creation_lock(tracking_uri):
-            yield
-
-    def _claim_tags(self) -> dict[str, str]:
-        return {self.OWNER: self.owner or "", self.HOST: socket.gethostname(), self.PID: str(os.getpid()),
-                self.HEARTBEAT: _utc_now()}
+    #: The critical section of claims (:func:`lth.claims.locked`).
+    _locked = staticmethod(locked)
 
     def _take_claim(self, tags: Mapping[str, str]) -> None:
         """Claim the chain (under the lock), refusing if a live process holds it, taking over a stale claim."""
         holder = tags.get(self.OWNER)
         if holder:
-            age = _heartbeat_age(tags)
+            age = heartbeat_age(tags)
             who = f"pid {tags.get(self.PID, '?')} on host {tags.get(self.HOST, '?')}"
-            if not _claim_is_stale(tags):
+            if not claim_is_stale(tags):
                 raise ChainBusyError(
                     f"chain {self.parent_id} is being trained by another process ({who}, last heartbeat "
                     f"{age:.0f} s ago); run again when it has finished (a claim without a heartbeat for "
@@ -262,7 +229,7 @@ class ChainStore:
                     self.tracking_uri, self.parent_id)
             self.took_over = f"{who}, last heartbeat {age:.0f} s ago"
         self.owner = uuid.uuid4().hex
-        for key, value in self._claim_tags().items():
+        for key, value in claim_tags(self.owner).items():
             self.client.set_tag(self.parent_id, key, value)
 
     def holds_claim(self) -> bool:
@@ -279,7 +246,7 @@ class ChainStore:
         """Refresh the claim's heartbeat; :class:`ChainBusyError` if the claim was lost."""
         with self._locked(self.tracking_uri):
             self._require_claim()
-            self.client.set_tag(self.parent_id, self.HEARTBEAT, _utc_now())
+            self.client.set_tag(self.parent_id, self.HEARTBEAT, utc_now())
 
     def release(self) -> None:
         """Stop the heartbeat and remove the claim, if this store still holds it (idempotent)."""
@@ -405,65 +372,3 @@ def _stored_number_types() -> list[type]:
             if isinstance(kind, type) and issubclass(kind, (int, float)) and kind not in (int, float, bool)]
 
 
-class _Heartbeat(threading.Thread):
-    """Refreshes a store's claim every :data:`HEARTBEAT_INTERVAL` seconds until stopped or the claim is lost.
-
-    A thread rather than a Lightning callback: the heartbeat says "this process is alive", which must hold
-    through long evaluations, env resets and artifact uploads as much as through training steps.
-    """
-
-    def __init__(self, store: ChainStore) -> None:
-        super().__init__(name=f"lth-claim-{store.parent_id[:8]}", daemon=True)
-        self.store = ChainStore(store.tracking_uri, store.experiment_id, store.parent_id)
-        self.store.owner = store.owner
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(HEARTBEAT_INTERVAL):
-            try:
-                self.store.heartbeat()
-            except ChainBusyError:
-                return  # lost: the main thread's next write finds out and stops
-            except Exception:  # a busy database now and then: the next beat retries
-                logging.getLogger(__name__).debug("claim heartbeat failed", exc_info=True)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self is not threading.current_thread():
-            self.join(timeout=30)
-
-
-def _utc_now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _parse_utc(text: str) -> float:
-    """Seconds since the epoch of an ISO 8601 time (0 if it does not parse: then the claim is stale)."""
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def _heartbeat_age(tags: Mapping[str, str]) -> float:
-    """Seconds since the claim's last heartbeat (a claim without a readable one is as old as the epoch)."""
-    return time.time() - _parse_utc(tags.get(ChainStore.HEARTBEAT, ""))
-
-
-def _claim_is_stale(tags: Mapping[str, str]) -> bool:
-    """No heartbeat for :data:`CLAIM_TIMEOUT` seconds, or the claiming process is gone from this host."""
-    if _heartbeat_age(tags) > CLAIM_TIMEOUT:
-        return True
-    if tags.get(ChainStore.HOST) != socket.gethostname():
-        return False
-    try:
-        os.kill(int(tags.get(ChainStore.PID, "")), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError, OverflowError):
-        return False
-    return False

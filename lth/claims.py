@@ -1,4 +1,10 @@
-"""A lock shared by a Ray cluster, for :meth:`lth.chain_store.ChainStore._locked` on an MLflow server store (issue 14).
+"""Claims: one process trains a chain (:class:`lth.chain_store.ChainStore`), and proves it is alive.
+
+A claim is four tags of the chain's parent run (:data:`OWNER`, :data:`HOST`, :data:`PID`, :data:`HEARTBEAT`),
+refreshed by a :class:`Heartbeat` thread; a claim is stale after :data:`CLAIM_TIMEOUT` seconds without a beat,
+or at once when its process is gone from this host. Claims are taken and dropped inside :func:`locked`.
+
+The lock shared by a Ray cluster, for an MLflow server store (issue 14):
 
 An http(s) MLflow store has no lock of its own, so two processes could both read a chain as unclaimed (or absent)
 and both claim (or create) it. When Ray is initialised in the process (the workers of ``lth imp --executor ray``),
@@ -9,14 +15,21 @@ others only until its lease ends. This module imports nothing heavy; Ray loads i
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from lth.errors import ConfigError
+from lth.tracking import creation_lock
+
+OWNER, HOST, PID, HEARTBEAT = "lth.claim.owner", "lth.claim.host", "lth.claim.pid", "lth.claim.heartbeat"
 
 ACTOR_NAME = "lth-store-locks"
 NAMESPACE = "lth"
@@ -84,3 +97,110 @@ def ray_lock(key: str, lease_s: float = LEASE_S, timeout_s: float = TIMEOUT_S) -
         yield
     finally:
         ray.get(actor.release.remote(key, holder))
+
+
+CLAIM_TIMEOUT = 600.0
+"""Seconds without a heartbeat after which another process may take over a chain's claim."""
+HEARTBEAT_INTERVAL = 60.0
+"""Seconds between the heartbeats of a chain's claim (a daemon thread, plus one at every level boundary)."""
+
+
+class ChainBusyError(ConfigError):
+    """Another live process holds the claim of the chain this one was asked to train (run ``parent_id``)."""
+
+    def __init__(self, message: str, tracking_uri: str = "", parent_id: str = "") -> None:
+        super().__init__(message)
+        self.tracking_uri, self.parent_id = tracking_uri, parent_id
+
+    def wait(self, poll_s: float) -> None:
+        """Block until nobody holds the chain's claim or its holder is stale (what :meth:`lth.chain_store.ChainStore.open`
+        takes over), reading only the chain run's tags every ``poll_s`` seconds."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        while True:
+            tags = client.get_run(self.parent_id).data.tags
+            if not tags.get(OWNER) or claim_is_stale(tags):
+                return
+            time.sleep(poll_s)
+
+
+class Heartbeat(threading.Thread):
+    """Calls ``beat`` (refresh a claim) every :data:`HEARTBEAT_INTERVAL` seconds until stopped or the claim is lost
+    (``beat`` raises :class:`ChainBusyError`).
+
+    A thread rather than a Lightning callback: the heartbeat says "this process is alive", which must hold
+    through long evaluations, env resets and artifact uploads as much as through training steps.
+    """
+
+    def __init__(self, name: str, beat: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.beat = beat
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_INTERVAL):
+            try:
+                self.beat()
+            except ChainBusyError:
+                return  # lost: the main thread's next write finds out and stops
+            except Exception:  # a busy database now and then: the next beat retries
+                logging.getLogger(__name__).debug("claim heartbeat failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self is not threading.current_thread():
+            self.join(timeout=30)
+
+
+def utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _parse_utc(text: str) -> float:
+    """Seconds since the epoch of an ISO 8601 time (0 if it does not parse: then the claim is stale)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def heartbeat_age(tags: Mapping[str, str]) -> float:
+    """Seconds since the claim's last heartbeat (a claim without a readable one is as old as the epoch)."""
+    return time.time() - _parse_utc(tags.get(HEARTBEAT, ""))
+
+
+def claim_is_stale(tags: Mapping[str, str]) -> bool:
+    """No heartbeat for :data:`CLAIM_TIMEOUT` seconds, or the claiming process is gone from this host."""
+    if heartbeat_age(tags) > CLAIM_TIMEOUT:
+        return True
+    if tags.get(HOST) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(tags.get(PID, "")), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError, OverflowError):
+        return False
+    return False
+
+def claim_tags(owner: str) -> dict[str, str]:
+    """The tags of a claim by ``owner`` (an id per opening) from this process, beating now."""
+    return {OWNER: owner, HOST: socket.gethostname(), PID: str(os.getpid()), HEARTBEAT: utc_now()}
+
+
+@contextmanager
+def locked(tracking_uri: str) -> Iterator[None]:
+    """The critical section of claims: the store's file lock for sqlite; for a server (``http(s)://``), the Ray
+    cluster's lock actor (:func:`ray_lock`) when Ray is initialised in this process (the workers of ``--executor
+    ray``), else nothing, so two launches without Ray can still race (issue 14)."""
+    if tracking_uri.startswith(("http://", "https://")) and ray_active():
+        with ray_lock(tracking_uri):
+            yield
+        return
+    with creation_lock(tracking_uri):
+        yield

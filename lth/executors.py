@@ -166,7 +166,7 @@ def run_unit(fn: Callable[[U], R], unit: U) -> R | Refused:
     A chain claimed by another live process (the same study launched twice, or Ray retrying a unit whose old worker
     still runs) is not an error here: the unit waits until the claim is released (the other process finished the
     chain: the retry finds it done) or goes stale (that process died: the retry takes it over), then runs again."""
-    from lth.chain_store import ChainBusyError
+    from lth.claims import ChainBusyError
 
     waited = False
     while True:

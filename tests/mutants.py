@@ -116,6 +116,9 @@ MUTANTS = (
     Mutant("chain store: a chain is found, created and claimed without the store's file lock", "lth/chain_store.py",
            "        with cls._locked(tracking_uri):\n", "        if True:\n",
            ("tests/test_chain_claims.py::test_racing_opens_of_one_chain_make_one_chain",)),
+    Mutant("claims: a claim whose process is gone from this host is not stale", "lth/claims.py",
+           "    except ProcessLookupError:\n        return True\n", "    except ProcessLookupError:\n        return False\n",
+           ("tests/test_chain_claims.py",)),
 )
 
 

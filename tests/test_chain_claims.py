@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 import lth.imp
-from lth.chain_store import ChainBusyError, ChainStore
+from lth.chain_store import ChainStore
+from lth.claims import ChainBusyError
 from lth.cli import main
 from lth.runner import run_imp
 from tests.conftest import CONFIGS, local_store
@@ -221,7 +222,7 @@ def test_a_kill_around_the_parents_metrics_leaves_one_point_per_level(in_tmp: Pa
 
 
 def test_the_claim_heartbeat_runs_in_the_background(in_tmp: Path, monkeypatch) -> None:
-    monkeypatch.setattr("lth.chain_store.HEARTBEAT_INTERVAL", 0.2)
+    monkeypatch.setattr("lth.claims.HEARTBEAT_INTERVAL", 0.2)
     run_imp([*TINY, "--imp.levels", "1"])
     client = MlflowClient(local_store())
     (parent,) = _parents(client)
