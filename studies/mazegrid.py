@@ -3,7 +3,7 @@ and which cells of each object map the ticket's Q-network still sees.
 
 The study is a :class:`studies.tickets.TicketStudy` whose export adds, for every ticket (mask/weights) level, three
 numbers per object map read from its ``ticket.pt`` (:func:`cell_columns`): the share of the map's input weights kept,
-and the shares of its *support* cells (:func:`lth.envs.mazegrid.channel_support`: where the map can ever be 1) and of
+and the shares of its *support* cells (:func:`lth.envs.maze_board.channel_support`: where the map can ever be 1) and of
 its other cells that still have a weight. The input-mask claims, per seed, by the share rule:
 
 - *enemy maps keep their patrol corridor* (Figure 5): at some level the enemy's map sees no cell off its patrol
@@ -18,7 +18,7 @@ from typing import Any
 
 from lth.analysis.per_seed import PerSeed
 from lth.analysis.verdicts import share_text, share_verdict
-from lth.envs.mazegrid import CHANNELS
+from lth.envs.maze_board import CHANNELS
 from studies.markdown import Section, says, table
 from studies.tickets import TicketStudy, study_section
 
@@ -39,7 +39,7 @@ def cell_columns(uri: str, chain: Any) -> dict[int, dict[str, float]]:
 
     from lth.analysis import alive_inputs, input_layers
     from lth.chain_store import ChainStore
-    from lth.envs.mazegrid import channel_support
+    from lth.envs.maze_board import channel_support
 
     if chain.condition != TICKET:
         return {}
@@ -97,7 +97,7 @@ def cells_part(data: PerSeed) -> list[str]:
                        for e in ENEMIES), *(f"{levels[k][f'cells/{c}/kept']:.3f}" for c in CHANNELS)])
     return ["### Which cells each object map keeps (Figure 5)", "",
             "A cell of a map is *seen* while its column in the Q-network's first layer keeps a weight; the cells a "
-            "map can ever light (`lth.envs.mazegrid.channel_support`: the walkable cells for agent and empty, the "
+            "map can ever light (`lth.envs.maze_board.channel_support`: the walkable cells for agent and empty, the "
             "patrol for each enemy, the start cells of coins and poisons) are its *support*.", "",
             *table(["seed", *(f"{e}: patrol kept from level" for e in ENEMIES),
                     *(f"{e} at the last level: cells seen on / off patrol" for e in ENEMIES),

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from lth.analysis import alive_inputs, dead_inputs, input_mass, input_names, input_report, last_alive_level
 from lth.analysis.per_seed import PerSeed
 from lth.cli import main
-from lth.envs.mazegrid import CHANNELS
+from lth.envs.maze_board import CHANNELS
 from lth.report import load_chains
 from studies.store import export
 from tests.conftest import CONFIGS, local_store

@@ -12,19 +12,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from lth.envs import maze_board as mb
 from lth.envs import mazegrid as mg
-from lth.envs.mazegrid import (
-    BOARD,
-    CHANNELS,
-    ENV_ID,
-    HEIGHT,
-    LAYOUT,
-    OBS_TYPES,
-    PALETTE,
-    WIDTH,
-    MazeGridEnv,
-    MazeGridVectorEnv,
-)
+from lth.envs.maze_board import BOARD, CHANNELS, HEIGHT, LAYOUT, PALETTE, WIDTH
+from lth.envs.mazegrid import ENV_ID, OBS_TYPES, MazeGridEnv, MazeGridVectorEnv
 from lth.registration import register_envs
 
 UP, DOWN, LEFT, RIGHT = range(4)
@@ -61,7 +52,7 @@ Goal = Callable[[int, int, int], bool]  # (before, after, t) of one step -> reac
 def plan(start: int, t: int, goal: Goal, avoid: frozenset[int] = frozenset()) -> list[int]:
     """Shortest action list from ``start`` at step ``t`` whose last step satisfies ``goal``, never meeting an
     enemy before it and avoiding the ``avoid`` cells (breadth-first over cell and enemy phase)."""
-    moves = mg.move_table(BOARD.walls)
+    moves = mb.move_table(BOARD.walls)
     parents: dict[tuple[int, int], tuple[tuple[int, int], int] | None] = {(start, t % PERIOD): None}
     queue = deque([(start, t)])
     while queue:
@@ -123,9 +114,9 @@ def test_layout_has_the_papers_counts() -> None:
     ],
 )
 def test_parse_layout_rejects_broken_boards(edit: Callable[[str], str], message: str) -> None:
-    mg.parse_layout(LAYOUT)
+    mb.parse_layout(LAYOUT)
     with pytest.raises(ValueError, match=message):
-        mg.parse_layout(edit(LAYOUT))
+        mb.parse_layout(edit(LAYOUT))
 
 
 def test_coins_poisons_walls_and_border() -> None:
@@ -298,7 +289,7 @@ def test_enemies_only_visit_their_patrol_segments() -> None:
 def test_channel_support_holds_every_pixel_random_play_lights() -> None:
     """Random play over many episodes lights object maps only inside ``channel_support``; enemies and the fixed
     objects light all of theirs, the agent and empty maps most of theirs."""
-    support = mg.channel_support()
+    support = mb.channel_support()
     env = MazeGridVectorEnv(num_envs=32)
     obs, _ = env.reset(seed=0)
     lit = obs.any(axis=0)

@@ -24,7 +24,7 @@ VECTOR_INPUT_NAMES: dict[str, tuple[str, ...]] = {
 def channel_names(env_id: str, channels: int) -> tuple[str, ...]:
     """Names of an image observation's channels (MazeGrid's object maps, MinAtar's game objects)."""
     if env_id.startswith("lth/MazeGrid"):
-        from lth.envs.mazegrid import CHANNELS
+        from lth.envs.maze_board import CHANNELS
 
         if channels == len(CHANNELS):
             return CHANNELS
