@@ -20,22 +20,18 @@ carry a leading member dimension K): every member is its own IMP chain, see :cla
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from .chain_state import ChainState, MaskSource, snapshot, write
 from .conditions import get_condition
-from .masks import density, full_masks, global_magnitude_masks
-from .seeding import pruning_seed
+from .masks import density
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-MaskSource = Callable[[int], Mapping[str, Tensor] | None]
-FreshDraw = Callable[[torch.Generator, Mapping[str, Tensor]], dict[str, Tensor]]
 
 
 class PruningCallback(Callback):
@@ -63,26 +59,17 @@ class PruningCallback(Callback):
         members: optional population size K, for loading member states (:meth:`load_member_state_dict`)
             before the first fit when neither ``condition`` nor ``seed`` lists K values.
 
-    Populations. A ``LightningModule`` with an int attribute ``members`` > 1 is a population of K = ``members``
-    independent networks: every parameter has a leading member dimension K (batched Linear/Conv layers subclass
-    ``nn.Linear`` / ``nn.Conv*``, weight ``[K, out, in, ...]``), and member k's network is
-    ``{name: p[k] for name, p in module.named_parameters()}`` with the solo network's parameter names. No such
-    attribute, or ``members == 1``, is an ordinary (solo) model. For a population:
-
-    * ``condition`` and ``seed`` give one value for all members or exactly K values (checked at fit start);
-    * each member is its own IMP chain with exactly the solo semantics (own condition, generator, level,
-      masks, rewind and start state, best score and weights, NaN/inf handling): its masks and next weights are
-      those a solo callback computes from that member's weights. Optimizer steps (late rewinding) are counted
-      once for all members;
-    * member k's score is ``trainer.callback_metrics[f"{monitor}/{k}"]`` (the module logs one per member);
-    * fresh-init conditions call the module's ``reset_parameters()`` under a seed from member k's generator
-      and take member k's slices of that fresh draw;
-    * one gradient hook per prunable parameter and the step post-hook apply the stacked member masks
-      ``[K, ...]``, so pruned weights stay exactly 0 in every member;
-    * read-outs per member: :meth:`member_masks`, :meth:`member_rewind_state`, :meth:`member_trained_weights`,
-      :meth:`member_state_dict` / :meth:`load_member_state_dict` (exactly the solo layout, so a member's state
-      loads into a solo callback and back); ``masks``, ``rewind_state`` and ``trained_weights`` give the
-      members' tensors stacked ``[K, ...]``; ``state_dict()`` is ``{"members": [member states]}``.
+    Populations. A ``LightningModule`` with an int attribute ``members`` = K > 1 is K independent networks whose
+    parameters all lead with the member dimension (member k's network is ``{name: p[k]}``, the solo names); no
+    such attribute, or K = 1, is an ordinary model. Then ``condition`` and ``seed`` give one value or exactly K
+    (checked at fit start); each member is its own IMP chain with exactly the solo semantics (own condition,
+    generator, level, masks, rewind and start state, best score and weights), scored by
+    ``callback_metrics[f"{monitor}/{k}"]``; fresh-init conditions take member k's slices of a
+    ``reset_parameters()`` draw seeded from member k's generator; the hooks apply the stacked masks. Read member
+    k through :meth:`member_masks`, :meth:`member_rewind_state`, :meth:`member_trained_weights` and
+    :meth:`member_state_dict` / :meth:`load_member_state_dict` (a solo callback's layout); ``masks``,
+    ``rewind_state`` and ``trained_weights`` stack the members ``[K, ...]``; ``state_dict()`` is ``{"members":
+    [member states]}``. Optimizer steps (late rewinding) are counted once for all members.
     """
 
     def __init__(
@@ -138,7 +125,7 @@ class PruningCallback(Callback):
         self.seed = seed
         self.mask_source = mask_source
         self._conditions, self._seeds = conditions, seeds
-        self._chains: list[_Chain] = self._new_chains(self._size or 1)
+        self._chains: list[ChainState] = self._new_chains(self._size or 1)
         self._steps = 0
         self._handles: list[Any] = []
         self._prunable: dict[str, nn.Parameter] = {}
@@ -167,7 +154,7 @@ class PruningCallback(Callback):
     @property
     def masks(self) -> dict[str, Tensor]:
         """The masks of the prunable weights; for a population the members' masks stacked ``[K, ...]``."""
-        return self._chains[0].masks if not self.population else self._stacked(lambda c: c.masks)
+        return self._combined(lambda c: c.masks)
 
     @property
     def density(self) -> float:
@@ -178,15 +165,13 @@ class PruningCallback(Callback):
     @property
     def rewind_state(self) -> dict[str, Tensor]:
         """The rewind-point values of every tracked parameter (empty until captured); stacked for a population."""
-        return dict(self._chains[0].rewind_state) if not self.population else self._stacked(lambda c: c.rewind_state)
+        return self._combined(lambda c: c.rewind_state)
 
     @property
     def trained_weights(self) -> dict[str, Tensor]:
         """Every tracked parameter as the last pruning took it (the best snapshot with ``prune_from="best"``,
         else the last weights): what its masks were computed from. Stacked ``[K, ...]`` for a population."""
-        if not self.population:
-            return dict(self._chains[0].trained_weights)
-        return self._stacked(lambda c: c.trained_weights)
+        return self._combined(lambda c: c.trained_weights)
 
     def member_masks(self, k: int) -> dict[str, Tensor]:
         """Member ``k``'s masks (solo shapes)."""
@@ -203,7 +188,7 @@ class PruningCallback(Callback):
     def member_weights(self, k: int) -> dict[str, Tensor]:
         """A copy of member ``k``'s tracked parameters as they are now (solo shapes); after a fit's training, before
         :meth:`on_fit_end` prunes, the weights the fit ended with."""
-        return _snapshot(self._member(k).tracked)
+        return snapshot(self._member(k).tracked)
 
     def member_state_dict(self, k: int) -> dict[str, Any]:
         """Member ``k``'s chain state, exactly a solo callback's ``state_dict()`` layout."""
@@ -226,7 +211,7 @@ class PruningCallback(Callback):
         for k, (state, weights) in fitted.items():
             chain = self._member(k)
             self._steps = chain.load_state_dict({**state, "condition": chain.condition})
-            _write(chain.tracked, weights)
+            write(chain.tracked, weights)
         self._prune(pl_module, list(fitted))
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -278,27 +263,18 @@ class PruningCallback(Callback):
             self._ensure_chains(1)
             self._steps = self._chains[0].load_state_dict(state_dict)
 
-    # ------------------------------------------------------------------ solo internals kept for introspection
-    @property
-    def _best_score(self) -> float | None:
-        return self._chains[0].best_score
-
-    @property
-    def _best_weights(self) -> dict[str, Tensor]:
-        return self._chains[0].best_weights
-
     # ------------------------------------------------------------------ internals
-    def _new_chains(self, k: int) -> list[_Chain]:
+    def _new_chains(self, k: int) -> list[ChainState]:
         def pick(values: list, i: int) -> Any:
             return values[i] if len(values) > 1 else values[0]
 
-        return [_Chain(pick(self._conditions, i), pick(self._seeds, i)) for i in range(k)]
+        return [ChainState(pick(self._conditions, i), pick(self._seeds, i)) for i in range(k)]
 
     def _monitor_key(self, k: int) -> str:
         """The metric holding member ``k``'s score: ``monitor`` itself for a solo model."""
         return self.monitor if len(self._chains) == 1 else f"{self.monitor}/{k}"
 
-    def _member(self, k: int) -> _Chain:
+    def _member(self, k: int) -> ChainState:
         if not 0 <= k < len(self._chains):
             raise IndexError(f"member {k} out of range: the callback has {len(self._chains)} member(s)")
         return self._chains[k]
@@ -358,16 +334,18 @@ class PruningCallback(Callback):
             for pattern in self.modules
         )
 
-    def _stacked(self, part: Callable[[_Chain], Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    def _combined(self, part: Callable[[ChainState], Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """``part`` of the chains laid out as the model's parameters: a plain model's chain's own tensors, or the
+        members' stacked ``[K, ...]``."""
+        if not self.population:
+            return dict(part(self._chains[0]))
         first = part(self._chains[0])
         return {name: torch.stack([part(c)[name] for c in self._chains]) for name in first}
 
     def _hook_masks(self) -> dict[str, Tensor]:
-        """The masks the hooks apply, per prunable parameter: a solo chain's own, or the members' stacked."""
-        if not self.population:
-            return {name: self._chains[0].masks[name] for name in self._prunable}
-        return {name: torch.stack([c.masks[name] for c in self._chains]).to(param.device)
-                for name, param in self._prunable.items()}
+        """The masks the hooks apply, per prunable parameter, on its device."""
+        masks = self._combined(lambda c: c.masks)
+        return {name: masks[name].to(param.device) for name, param in self._prunable.items()}
 
     @torch.no_grad()
     def _apply_masks(self) -> None:
@@ -380,7 +358,7 @@ class PruningCallback(Callback):
         if self.rewind != "init" and self._steps >= self.rewind:
             for chain in self._chains:
                 if not chain.rewind_state:
-                    chain.rewind_state = _snapshot(chain.tracked)
+                    chain.rewind_state = snapshot(chain.tracked)
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -392,7 +370,7 @@ class PruningCallback(Callback):
         """A fresh draw of ``tensors`` (every tracked parameter, or a member's slices of them), from the module's
         ``reset_parameters()`` if it has one (so its own init scheme is used), else from each layer's; the model
         itself is left unchanged."""
-        saved = _snapshot(self._tracked)
+        saved = snapshot(self._tracked)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             reset = getattr(pl_module, "reset_parameters", None)
@@ -402,8 +380,8 @@ class PruningCallback(Callback):
                 for module in pl_module.modules():
                     if hasattr(module, "reset_parameters") and module is not pl_module:
                         module.reset_parameters()
-            fresh = _snapshot(tensors)
-        _write(self._tracked, saved)
+            fresh = snapshot(tensors)
+        write(self._tracked, saved)
         return fresh
 
     def _prune(self, pl_module: nn.Module, members: Sequence[int] | None = None) -> None:
@@ -413,126 +391,6 @@ class PruningCallback(Callback):
         for k in range(len(self._chains)) if members is None else members:
             chain = self._chains[k]
             chain.prune(self.amount, self.prune_from, self._monitor_key(k), fresh, self.mask_source)
-
-
-class _Chain:
-    """One IMP chain over named tensors: a solo model's parameters, or one population member's slices of them
-    (views: writes land in the batched parameters). Holds the chain's whole state between fits."""
-
-    def __init__(self, condition: str, seed: int) -> None:
-        self.condition, self.seed = condition, seed
-        self.level = 0
-        self.masks: dict[str, Tensor] = {}
-        self.rewind_state: dict[str, Tensor] = {}
-        self.start_state: dict[str, Tensor] = {}
-        self.best_score: float | None = None
-        self.best_weights: dict[str, Tensor] = {}
-        self.trained_weights: dict[str, Tensor] = {}
-        self.prunable: dict[str, Tensor] = {}
-        self.tracked: dict[str, Tensor] = {}
-
-    def untouched(self) -> bool:
-        return not (self.level or self.masks or self.rewind_state or self.start_state or self.best_weights)
-
-    def bind(self, prunable: dict[str, Tensor], tracked: dict[str, Tensor]) -> None:
-        if self.masks and set(self.masks) != set(prunable):
-            raise ValueError("the model's prunable layers differ from the ones the stored masks were made for")
-        self.prunable, self.tracked = prunable, tracked
-
-    def start(self, rewind_init: bool) -> None:
-        if not self.masks:
-            self.masks = full_masks(self.prunable)
-        if self.start_state:
-            _write(self.tracked, self.start_state)  # a chain restored from stored state starts from its weights
-            self.start_state = {}
-        if not self.rewind_state and rewind_init:
-            self.rewind_state = _snapshot(self.tracked)
-
-    def observe(self, score: float, mode: str) -> None:
-        if math.isnan(score):
-            return
-        better = self.best_score is None or (score > self.best_score if mode == "max" else score < self.best_score)
-        if better and all(bool(torch.isfinite(p).all()) for p in self.prunable.values()):
-            # weights with NaN/inf values never become the best: pruning from them would be pruning from noise
-            self.best_score = score
-            self.best_weights = _snapshot(self.tracked)
-
-    def forget_best(self) -> None:
-        self.best_score, self.best_weights = None, {}
-
-    def generator(self, level: int) -> torch.Generator:
-        return torch.Generator().manual_seed(pruning_seed(self.seed, level))
-
-    def prune(self, amount: float, prune_from: str, monitor: str, fresh_draw: FreshDraw,
-              mask_source: MaskSource | None) -> None:
-        if prune_from == "best" and not self.best_weights:
-            rank_zero_warn(
-                f"prune_from='best' but {monitor!r} was never logged in validation: pruning from the last weights"
-            )
-        source = self.best_weights if prune_from == "best" and self.best_weights else _snapshot(self.tracked)
-        self.trained_weights = source
-        level = self.level + 1
-        generator = self.generator(level)
-        if mask_source is not None:
-            stored = mask_source(level)
-            if stored is None:
-                return
-            imp_masks = {name: m.to(torch.bool) for name, m in stored.items()}
-        else:
-            bad = sum(int((~torch.isfinite(source[n]) & self.masks[n].to(source[n].device)).sum()) for n in self.masks)
-            if bad:
-                rank_zero_warn(f"{bad} surviving weights to prune from are NaN or infinite (a diverged fit?): "
-                               "they rank as the smallest magnitudes and are pruned first")
-            imp_masks = global_magnitude_masks(source, self.masks, amount)
-        condition = get_condition(self.condition)
-        base = fresh_draw(generator, self.tracked) if condition.fresh_init else self.rewind_state
-        masks, weights = condition.make(
-            imp_masks,
-            {n: self.rewind_state[n] for n in self.prunable},
-            {n: base[n] for n in self.prunable} if condition.fresh_init else {},
-            generator,
-        )
-        _write(self.tracked, {**base, **weights})
-        self.start_state = _snapshot(self.tracked)  # makes state_dict() enough to start the next level
-        self.masks = masks
-        self.level = level
-        self.forget_best()
-
-    def state_dict(self, amount: float, steps: int) -> dict[str, Any]:
-        return {
-            "level": self.level,
-            "condition": self.condition,
-            "seed": self.seed,
-            "amount": amount,
-            "masks": self.masks,
-            "rewind_state": self.rewind_state,
-            "start_state": self.start_state,
-            "steps": steps,
-            "best_score": self.best_score,
-            "best_weights": self.best_weights,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> int:
-        """Restore the chain; returns the stored optimizer step count."""
-        if state_dict["condition"] != self.condition:
-            raise ValueError(f"state is for condition {state_dict['condition']!r}, not {self.condition!r}")
-        self.level = state_dict["level"]
-        self.masks = dict(state_dict["masks"])
-        self.rewind_state = dict(state_dict["rewind_state"])
-        self.start_state = dict(state_dict["start_state"])
-        self.best_score = state_dict["best_score"]
-        self.best_weights = dict(state_dict["best_weights"])
-        return state_dict["steps"]
-
-
-def _snapshot(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {name: p.detach().clone() for name, p in tensors.items()}
-
-
-@torch.no_grad()
-def _write(tensors: Mapping[str, Tensor], values: Mapping[str, Tensor]) -> None:
-    for name, value in values.items():
-        tensors[name].copy_(value)
 
 
 def _mask_grad(mask: Tensor) -> Callable[[Tensor], Tensor]:

@@ -205,13 +205,14 @@ def test_pruning_callback_never_keeps_weights_with_nan_as_its_best() -> None:
     pruning._discover(model)
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"eval/return": torch.tensor(10.0)})
     pruning.on_validation_end(trainer, model)
-    kept = {n: w.clone() for n, w in pruning._best_weights.items()}
+    kept = {n: w.clone() for n, w in pruning.member_state_dict(0)["best_weights"].items()}
     with torch.no_grad():
         model[0].weight[0, 0] = NAN
     trainer.callback_metrics["eval/return"] = torch.tensor(20.0)  # a better score, but from broken weights
     pruning.on_validation_end(trainer, model)
-    assert pruning._best_score == 10.0
-    assert all(torch.equal(kept[n], pruning._best_weights[n]) for n in kept)
+    state = pruning.member_state_dict(0)
+    assert state["best_score"] == 10.0 and kept
+    assert all(torch.equal(kept[n], state["best_weights"][n]) for n in kept)
 
 
 @pytest.mark.parametrize(("algo", "lr", "why"), [
