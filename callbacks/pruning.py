@@ -19,7 +19,6 @@ carry a leading member dimension K): every member is its own IMP chain, see :cla
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,9 +28,8 @@ from torch import Tensor, nn
 
 from .chain_state import ChainState, MaskSource, snapshot, write
 from .conditions import get_condition
+from .layers import find_weights, fresh_draw
 from .masks import density
-
-PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class PruningCallback(Callback):
@@ -87,32 +85,8 @@ class PruningCallback(Callback):
     ) -> None:
         conditions = [condition] if isinstance(condition, str) else list(condition)
         seeds = [seed] if isinstance(seed, int) else list(seed)
-        if not conditions or not seeds:
-            raise ValueError("condition and seed need at least one value each")
-        for name in conditions:
-            get_condition(name)  # a ValueError naming the valid ones
-        if not all(isinstance(s, int) for s in seeds):
-            raise ValueError(f"seeds must be ints, got {seeds}")
-        if not 0.0 <= amount < 1.0:
-            raise ValueError(f"amount must be in [0, 1), got {amount}")
-        if prune_from not in ("best", "last"):
-            raise ValueError(f"prune_from must be 'best' or 'last', got {prune_from!r}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        if rewind != "init" and not (isinstance(rewind, int) and rewind >= 0):
-            raise ValueError(f"rewind must be 'init' or a number of optimizer steps >= 0, got {rewind!r}")
-        if members is not None and not (isinstance(members, int) and members >= 1):
-            raise ValueError(f"members must be an int >= 1, got {members!r}")
-        sizes = {
-            f"{len(conditions)} conditions": len(conditions) if len(conditions) > 1 else None,
-            f"{len(seeds)} seeds": len(seeds) if len(seeds) > 1 else None,
-            f"members={members}": members,
-        }
-        sizes = {what: n for what, n in sizes.items() if n is not None}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"inconsistent population sizes: {', '.join(sizes)}")
-        self._size: int | None = next(iter(sizes.values()), None)
-        self._size_from = next(iter(sizes), "")
+        self._size: int | None
+        self._size, self._size_from = _check_arguments(amount, conditions, seeds, rewind, prune_from, mode, members)
         if mask_source is not None and (self._size or 1) > 1:
             raise ValueError("mask_source is for solo models only, not for a population")
         self.amount = float(amount)  # plain: a float subclass (a CLI's OpenUnitInterval) would be pickled into states
@@ -300,20 +274,7 @@ class PruningCallback(Callback):
             raise ValueError(f"the model's members attribute must be an int >= 1, got {members!r}")
         members = members or 1
         self._ensure_chains(members)
-        prunable: dict[str, nn.Parameter] = {}
-        seen: set[int] = set()
-        for name, module in pl_module.named_modules():
-            if isinstance(module, PRUNABLE_TYPES) and self._selected(name) and id(module.weight) not in seen:
-                prunable[f"{name}.weight"] = module.weight
-                seen.add(id(module.weight))
-        if not prunable:
-            names = [n for n, m in pl_module.named_modules() if isinstance(m, PRUNABLE_TYPES)]
-            raise ValueError(f"modules={self.modules} selects no Linear/Conv layer; layers are: {names}")
-        tracked = dict(prunable)
-        for name, param in pl_module.named_parameters():
-            if id(param) not in seen:
-                tracked[name] = param
-                seen.add(id(param))
+        prunable, tracked = find_weights(pl_module, self.modules)
         if members == 1:
             self._chains[0].bind(prunable, tracked)
         else:
@@ -325,14 +286,6 @@ class PruningCallback(Callback):
                 chain.bind({n: p.detach()[k] for n, p in prunable.items()},
                            {n: p.detach()[k] for n, p in tracked.items()})
         self._prunable, self._tracked = prunable, tracked
-
-    def _selected(self, name: str) -> bool:
-        if self.modules is None:
-            return True
-        return any(
-            name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern)
-            for pattern in self.modules
-        )
 
     def _combined(self, part: Callable[[ChainState], Mapping[str, Tensor]]) -> dict[str, Tensor]:
         """``part`` of the chains laid out as the model's parameters: a plain model's chain's own tensors, or the
@@ -365,32 +318,45 @@ class PruningCallback(Callback):
             handle.remove()
         self._handles = []
 
-    def _fresh_draw(self, pl_module: nn.Module, generator: torch.Generator,
-                    tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """A fresh draw of ``tensors`` (every tracked parameter, or a member's slices of them), from the module's
-        ``reset_parameters()`` if it has one (so its own init scheme is used), else from each layer's; the model
-        itself is left unchanged."""
-        saved = snapshot(self._tracked)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            reset = getattr(pl_module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-            else:
-                for module in pl_module.modules():
-                    if hasattr(module, "reset_parameters") and module is not pl_module:
-                        module.reset_parameters()
-            fresh = snapshot(tensors)
-        write(self._tracked, saved)
-        return fresh
-
     def _prune(self, pl_module: nn.Module, members: Sequence[int] | None = None) -> None:
         def fresh(generator: torch.Generator, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-            return self._fresh_draw(pl_module, generator, tensors)
+            return fresh_draw(pl_module, self._tracked, generator, tensors)
 
         for k in range(len(self._chains)) if members is None else members:
             chain = self._chains[k]
             chain.prune(self.amount, self.prune_from, self._monitor_key(k), fresh, self.mask_source)
+
+
+
+def _check_arguments(amount: float, conditions: list[str], seeds: list[int], rewind: str | int, prune_from: str,
+                     mode: str, members: int | None) -> tuple[int | None, str]:
+    """``ValueError`` naming a bad argument; else the population size the arguments fix (``None``: any) and
+    what fixed it."""
+    if not conditions or not seeds:
+        raise ValueError("condition and seed need at least one value each")
+    for name in conditions:
+        get_condition(name)  # a ValueError naming the valid ones
+    if not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be ints, got {seeds}")
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"amount must be in [0, 1), got {amount}")
+    if prune_from not in ("best", "last"):
+        raise ValueError(f"prune_from must be 'best' or 'last', got {prune_from!r}")
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if rewind != "init" and not (isinstance(rewind, int) and rewind >= 0):
+        raise ValueError(f"rewind must be 'init' or a number of optimizer steps >= 0, got {rewind!r}")
+    if members is not None and not (isinstance(members, int) and members >= 1):
+        raise ValueError(f"members must be an int >= 1, got {members!r}")
+    sizes = {
+        f"{len(conditions)} conditions": len(conditions) if len(conditions) > 1 else None,
+        f"{len(seeds)} seeds": len(seeds) if len(seeds) > 1 else None,
+        f"members={members}": members,
+    }
+    sizes = {what: n for what, n in sizes.items() if n is not None}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"inconsistent population sizes: {', '.join(sizes)}")
+    return next(iter(sizes.values()), None), next(iter(sizes), "")
 
 
 def _mask_grad(mask: Tensor) -> Callable[[Tensor], Tensor]:

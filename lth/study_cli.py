@@ -182,14 +182,12 @@ def check_imp_settings(cli: ImpCLI) -> None:
 
 def check_modules(model: Any, modules: Sequence[str]) -> None:
     """Each ``--imp.modules`` pattern must select a Linear/Conv layer of ``model`` (as the pruning callback does)."""
-    import fnmatch
-
-    from lth.callbacks.pruning import PRUNABLE_TYPES
+    from lth.callbacks.layers import PRUNABLE_TYPES, selects
 
     layers = [n for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     names = list(getattr(model, "network_names", ())) or sorted({n.split(".")[0] for n in layers})
     for pattern in modules:
-        if not any(n == pattern or n.startswith(pattern + ".") or fnmatch.fnmatchcase(n, pattern) for n in layers):
+        if not any(selects(n, [pattern]) for n in layers):
             raise ConfigError(f"imp.modules: {pattern!r} selects no prunable layer of {type(model).__name__}; "
                               f"valid: sub-modules {names} (or layer names / glob patterns)")
 
