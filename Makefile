@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/study_throughput.py  # the CartPole IMP study (5 seeds): populations vs one chain at a time vs SB3
 	$(PY) benchmarks/study_throughput.py --seeds 0-9 --arms population,sb3 --name study_throughput_10seeds
 	$(PY) benchmarks/study_throughput.py --arms '' --dqn --name study_throughput_dqn  # MazeGrid DQN, 8 members
-	$(PY) benchmarks/cluster_units.py  # units/min on lth.server: local executor vs Ray
+	$(PY) benchmarks/cluster_units.py  # units/min on lth.store.server: local executor vs Ray
 
 # docs/RESULTS.md and the README's results list. `make results-offline` regenerates both, and every figure, from the
 # committed docs/results/*/per_seed.csv in seconds (no store, no training); `make results` first runs or resumes the
@@ -56,7 +56,7 @@ ui: $(STAMP)
 HOST = 127.0.0.1
 PORT = 5000
 server: $(STAMP)
-	$(PY) -m lth.server --host $(HOST) --port $(PORT)
+	$(PY) -m lth.store.server --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

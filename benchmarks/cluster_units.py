@@ -1,6 +1,6 @@
 """Units per minute on a server store: the same CartPole study with ``--executor local`` and ``--executor ray``.
 
-Starts ``python -m lth.server`` (PostgreSQL + ``mlflow server`` on 127.0.0.1, no auth) in a temporary folder, then
+Starts ``python -m lth.store.server`` (PostgreSQL + ``mlflow server`` on 127.0.0.1, no auth) in a temporary folder, then
 runs ``lth imp`` on it twice, each in its own experiment: one unit per chain (``--population 1``), the local
 executor (one unit after another) against a local Ray on this machine's CPUs. Writes
 ``benchmarks/results/cluster_units.{json,md}``. Run on demand (``python benchmarks/cluster_units.py``), never in CI.
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lth.server import launch
+from lth.store.server import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,7 +59,7 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
     result = {"units": units, "levels": args.levels, "frames_per_level": args.frames, "cpus": os.cpu_count(),
-              "store": "lth.server (PostgreSQL + mlflow server, 127.0.0.1)",
+              "store": "lth.store.server (PostgreSQL + mlflow server, 127.0.0.1)",
               **{f"{executor}_s": round(s, 1) for executor, s in seconds.items()},
               **{f"{executor}_units_per_min": round(units / s * 60, 2) for executor, s in seconds.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -59,9 +59,9 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results"
 
 def _random_return() -> float:
     """Mean return of a uniformly random policy over the evaluation episodes (the bar to beat)."""
-    from lth.agents import EpsilonGreedyActing
     from lth.envs import env_shapes, make_env
-    from lth.evaluation import evaluate_episodes
+    from lth.rl.agents import EpsilonGreedyActing
+    from lth.rl.evaluation import evaluate_episodes
 
     _, spec = env_shapes(ENV_ID)
     env = make_env(ENV_ID, EVAL_EPISODES, seed=EVAL_SEED)
@@ -77,9 +77,9 @@ def run_lth(seed: int, frames: int) -> RunResult:
 
     from lth.datamodules import ReplayDataModule
     from lth.envs import make_env
-    from lth.evaluation import evaluate_episodes
     from lth.modules import DQN
-    from lth.networks import NetworkSpec
+    from lth.rl.evaluation import evaluate_episodes
+    from lth.rl.networks import NetworkSpec
 
     L.seed_everything(seed, verbose=False)
     datamodule = ReplayDataModule(
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     import lightning  # noqa: F401 - configures its loggers on import; quieten them afterwards
 
-    from lth.runner import configure_process
+    from lth.cli.runner import configure_process
 
     configure_process(args.threads)
     for name in ("lightning.pytorch", "lightning.fabric", "torchrl"):

@@ -9,11 +9,11 @@ What is timed:
 
 * lth: ``Trainer.fit`` (collector and env construction included) with Lightning's validation loop switched
   off (``limit_val_batches=0``), so lth's periodic in-training evaluation is *excluded* from its timing; the
-  final evaluation runs afterwards with :func:`lth.evaluation.evaluate_episodes`.
+  final evaluation runs afterwards with :func:`lth.rl.evaluation.evaluate_episodes`.
 * SB3: ``PPO.learn`` (it does no evaluation while learning); the final evaluation runs afterwards with
   :func:`stable_baselines3.common.evaluation.evaluate_policy`.
 
-``lth.runner.configure_process(--threads)`` (torch threads, no NVML probing per optimizer step) applies to both.
+``lth.cli.runner.configure_process(--threads)`` (torch threads, no NVML probing per optimizer step) applies to both.
 Results go to ``benchmarks/results/ppo_throughput.json`` and ``benchmarks/results/ppo_throughput.md``.
 
 Usage::
@@ -68,9 +68,9 @@ def run_lth(seed: int, frames: int) -> RunResult:
 
     from lth.datamodules import OnPolicyDataModule
     from lth.envs import make_env
-    from lth.evaluation import evaluate_episodes
     from lth.modules import PPO
-    from lth.networks import NetworkSpec
+    from lth.rl.evaluation import evaluate_episodes
+    from lth.rl.networks import NetworkSpec
 
     L.seed_everything(seed, verbose=False)
     datamodule = OnPolicyDataModule(
@@ -178,7 +178,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "norm 0.5 and uses orthogonal init; lth standardises advantages once per rollout (GAE "
         "`average_gae=True`), clips at norm 1.0 and uses PyTorch's default (kaiming-uniform) init. Both run in "
         "one process after `lightning` and `torchrl.modules` are imported, so process-wide side effects of those "
-        "imports (distribution argument validation off) and `lth.runner.configure_process` (torch threads, "
+        "imports (distribution argument validation off) and `lth.cli.runner.configure_process` (torch threads, "
         "`PYTORCH_NVML_BASED_CUDA_CHECK=0`) apply to both."
     )
     lines = [
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import lightning  # noqa: F401 - configures its loggers on import; quieten them afterwards
     import torchrl.modules  # noqa: F401
 
-    from lth.runner import configure_process
+    from lth.cli.runner import configure_process
 
     configure_process(args.threads)  # the `lth` command's process settings, for both libraries
     for name in ("lightning.pytorch", "lightning.fabric"):

@@ -59,7 +59,7 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 from common import cpu_model, versions  # noqa: E402
 
-from lth.seeds import parse_seeds  # noqa: E402
+from lth.cli.seeds import parse_seeds  # noqa: E402
 
 PPO_CONFIG = ROOT / "configs" / "cartpole" / "ppo.yaml"
 DQN_CONFIG = ROOT / "configs" / "mazegrid" / "dqn.yaml"

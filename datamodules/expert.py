@@ -10,15 +10,15 @@ from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-from lth.domains import check_domains
-from lth.experts import load_agent
-from lth.tracking import DEFAULT_TRACKING_URI
+from lth.rl.domains import check_domains
+from lth.store.experts import load_agent
+from lth.store.tracking import DEFAULT_TRACKING_URI
 
 from .envs import EnvDataModule
 from .onpolicy import RolloutStream
 
 #: Loads a frozen expert from its reference and a tracking URI: a module whose ``policy`` (a TensorDict policy
-#: writing its outputs next to the action) the datamodule rolls out. Default: :func:`lth.experts.load_agent`,
+#: writing its outputs next to the action) the datamodule rolls out. Default: :func:`lth.store.experts.load_agent`,
 #: which rebuilds any lth agent from its checkpoint's class path. (Typed ``Any``: with a class as its return
 #: type, ``lth fit --help`` would list every ``nn.Module`` subclass as a choice.)
 ExpertLoader = Callable[[str, str], Any]

@@ -10,7 +10,7 @@ from jsonargparse.typing import PositiveInt
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 
-from lth.domains import check_domains
+from lth.rl.domains import check_domains
 
 from .envs import EnvDataModule
 

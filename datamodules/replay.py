@@ -11,9 +11,9 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloa
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, ReplayBuffer, TensorDictPrioritizedReplayBuffer
 
-from lth.domains import check_domains
 from lth.errors import ConfigError
-from lth.schedules import linear_schedule
+from lth.rl.domains import check_domains
+from lth.rl.schedules import linear_schedule
 
 from .envs import EnvDataModule
 

@@ -70,9 +70,9 @@ class InputStudy:
 
     def run(self, uri: str) -> None:
         """Train (or resume) the chains and the transfer, and export both."""
-        from lth.report import load_chains
-        from lth.runner import run_transfer
-        from lth.seeds import parse_seeds
+        from lth.cli.runner import run_transfer
+        from lth.cli.seeds import parse_seeds
+        from lth.report.chains import load_chains
         from studies.store import QUIET, export, export_transfer, imp, paper_frames
 
         seeds = parse_seeds(self.seeds)

@@ -96,8 +96,8 @@ def main() -> None:
     parser.add_argument("--no-figures", dest="draw", action="store_false", help="text only (no figure is redrawn)")
     args = parser.parse_args()
     if not args.offline:
-        from lth.runner import configure_process
-        from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+        from lth.cli.runner import configure_process
+        from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
         configure_process()
         uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)

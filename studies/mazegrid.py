@@ -38,8 +38,8 @@ def cell_columns(uri: str, chain: Any) -> dict[int, dict[str, float]]:
     import torch
 
     from lth.analysis import alive_inputs, input_layers
-    from lth.chain_store import ChainStore
     from lth.envs.maze_board import channel_support
+    from lth.store.chain_store import ChainStore
 
     if chain.condition != TICKET:
         return {}

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from lth.analysis.per_seed import write_per_seed
 from lth.cli import main as lth
-from lth.report import Chain, load_chains
-from lth.runner import run_imp
+from lth.cli.runner import run_imp
+from lth.report.chains import Chain, load_chains
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -29,7 +29,7 @@ def imp(config: str, experiment: str, seeds: str, levels: int, conditions: int, 
     """Run (or resume: finished levels are found in MLflow) ``lth imp`` on ``configs/<config>``, one chain per seed
     and each of its ``conditions``, split into :data:`CORES` Ray populations that train side by side; a seed's
     chains stay in one population (they share one dense level 0)."""
-    from lth.seeds import parse_seeds
+    from lth.cli.seeds import parse_seeds
 
     population = -(-len(parse_seeds(seeds)) // CORES) * conditions
     run_imp(["--config", str(ROOT / "configs" / config), "--seeds", seeds, "--imp.levels", str(levels),
@@ -121,12 +121,12 @@ def export(uri: str, experiment: str, out: Path,
 
 def export_transfer(uri: str, transfer: Any, out: Path, **extra: Any) -> dict[str, Any]:
     """Write ``out/curves.csv`` (arm, seed, frames, return: every evaluation of every finished fit) and
-    ``out/transfer.json`` (experiment, wall-clock minutes, ``extra``) of a :class:`lth.runner.TransferRun`."""
+    ``out/transfer.json`` (experiment, wall-clock minutes, ``extra``) of a :class:`lth.cli.runner.TransferRun`."""
     import csv
 
-    from lth.tracking import tag_query
-    from lth.transfer import transfer_tags
-    from lth.transfer_report import load_curves
+    from lth.report.transfer import load_curves
+    from lth.store.tracking import tag_query
+    from lth.study.transfer import transfer_tags
 
     curves = sorted(load_curves(uri, transfer.experiment, transfer.settings), key=lambda c: (c.arm, c.seed))
     out.mkdir(parents=True, exist_ok=True)

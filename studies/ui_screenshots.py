@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lth.tracking import MODEL_TRAINING_QUERY, runs_url
-from lth.ui_views import CHAINS_VIEW
+from lth.store.tracking import MODEL_TRAINING_QUERY, runs_url
+from lth.store.ui_views import CHAINS_VIEW
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page

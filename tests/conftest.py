@@ -13,7 +13,7 @@ CONFIGS = ROOT / "configs"
 
 def local_store() -> str:
     """The default store of the current folder, as lth resolves it (absolute: MLflow caches stores per URI)."""
-    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
     return resolve_tracking_uri(DEFAULT_TRACKING_URI)
 

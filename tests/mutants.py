@@ -37,20 +37,20 @@ class Mutant:
 
 POPULATION = ("tests/test_population_imp.py", "tests/test_population.py")
 MUTANTS = (
-    # -- how a study wires seeds into its members and levels (lth/population.py, lth/imp.py, datamodules/envs.py)
-    Mutant("population: every member starts from seed 0's initial weights", "lth/population.py",
+    # -- how a study wires seeds into its members and levels (lth/study/population.py, lth/study/imp.py, datamodules/envs.py)
+    Mutant("population: every member starts from seed 0's initial weights", "lth/study/population.py",
            "agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]",
            "agents = [_initial_agent(type(model), hparams, seeds[0]) for seed in seeds]", POPULATION),
-    Mutant("population: every member gets member 0's env seeds", "lth/population.py",
+    Mutant("population: every member gets member 0's env seeds", "lth/study/population.py",
            '"seed": seeds if len(seeds) > 1 else seeds[0]',
            '"seed": [seeds[0]] * len(seeds) if len(seeds) > 1 else seeds[0]', POPULATION),
-    Mutant("imp: every member's generator is seeded from member 0's seed", "lth/imp.py",
+    Mutant("imp: every member's generator is seeded from member 0's seed", "lth/study/imp.py",
            "model.seed_members([training_seed(seed, level) for seed in seeds]",
            "model.seed_members([training_seed(seeds[0], level) for seed in seeds]", POPULATION),
-    Mutant("imp: every level of a chain trains with the same global seed", "lth/imp.py",
+    Mutant("imp: every level of a chain trains with the same global seed", "lth/study/imp.py",
            "L.seed_everything(training_seed(seeds[0], level), verbose=False)",
            "L.seed_everything(training_seed(seeds[0], 0), verbose=False)", POPULATION),
-    Mutant("imp: every chain trains its own level 0 (no shared dense fit per seed)", "lth/imp.py",
+    Mutant("imp: every chain trains its own level 0 (no shared dense fit per seed)", "lth/study/imp.py",
            "    if level == 0:\n", "    if False:\n",
            ("tests/test_population_imp.py::test_a_seeds_conditions_share_one_dense_level_0_trained_once",)),
     Mutant("pruning: a fit adopted from elsewhere keeps the model's own weights", "callbacks/pruning.py",
@@ -95,15 +95,15 @@ MUTANTS = (
            "scale = (max_norm / (member_norms(grads, 1) + 1e-6)).clamp(max=1.0)",
            ("tests/test_population.py", "tests/test_dqn_population.py", "tests/test_distill_population.py")),
     # -- a chain's identity
-    Mutant("chain identity: imp.rewind and imp.prune_from left out of the hash", "lth/chain_identity.py",
+    Mutant("chain identity: imp.rewind and imp.prune_from left out of the hash", "lth/store/chain_identity.py",
            'IMP_KEYS_IGNORED = ("levels", "condition", "conditions", "branch_from")',
            'IMP_KEYS_IGNORED = ("levels", "condition", "conditions", "branch_from", "rewind", "prune_from")',
            ("tests/test_chain_identity.py",)),
-    Mutant("chain identity: a member's description keeps the study's data seed", "lth/chain_identity.py",
+    Mutant("chain identity: a member's description keeps the study's data seed", "lth/store/chain_identity.py",
            'data["init_args"] = {**data["init_args"], "seed": seed}', 'data["init_args"] = {**data["init_args"]}',
            ("tests/test_chain_identity.py",)),
     # -- the store
-    Mutant("chain store: a level is marked complete before its metrics and artifacts are written", "lth/chain_store.py",
+    Mutant("chain store: a level is marked complete before its metrics and artifacts are written", "lth/store/chain_store.py",
            "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
            "        self.log_files(files, run_id)\n"
            "        self._require_claim()\n"
@@ -113,10 +113,10 @@ MUTANTS = (
            "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
            "        self.log_files(files, run_id)\n",
            ("tests/test_imp.py",)),
-    Mutant("chain store: a chain is found, created and claimed without the store's file lock", "lth/chain_store.py",
+    Mutant("chain store: a chain is found, created and claimed without the store's file lock", "lth/store/chain_store.py",
            "        with cls._locked(tracking_uri):\n", "        if True:\n",
            ("tests/test_chain_claims.py::test_racing_opens_of_one_chain_make_one_chain",)),
-    Mutant("claims: a claim whose process is gone from this host is not stale", "lth/claims.py",
+    Mutant("claims: a claim whose process is gone from this host is not stale", "lth/store/claims.py",
            "    except ProcessLookupError:\n        return True\n", "    except ProcessLookupError:\n        return False\n",
            ("tests/test_chain_claims.py",)),
 )

@@ -4,9 +4,9 @@ from tensordict import TensorDict
 from torchrl.data import Categorical as CategoricalSpec
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from lth.agents import make_actor, make_critic, resolve_distribution
 from lth.envs import make_env
 from lth.errors import ConfigError
+from lth.rl.agents import make_actor, make_critic, resolve_distribution
 
 
 def test_discrete_head_samples_valid_actions_and_greedy_is_argmax() -> None:
@@ -68,7 +68,7 @@ def _four_action_actor() -> torch.nn.Module:
 def test_categorical_policy_samples_its_softmax_and_reports_its_log_probability(path: str) -> None:
     """The ProbabilisticActor and the lean acting path both sample softmax(logits), report the log-probability
     torch.distributions.Categorical gives the sampled action, and act by argmax under deterministic exploration."""
-    from lth.agents import acting_policy
+    from lth.rl.agents import acting_policy
 
     actor = _four_action_actor()
     policy = actor if path == "actor" else acting_policy(actor)
@@ -90,7 +90,7 @@ def test_categorical_policy_samples_its_softmax_and_reports_its_log_probability(
 
 def test_epsilon_greedy_acting_explores_with_probability_eps() -> None:
     """eps = 0.4, 4 actions: the greedy action with probability 0.6 + 0.4/4 = 0.7, each other one 0.1."""
-    from lth.agents import EpsilonGreedyActing
+    from lth.rl.agents import EpsilonGreedyActing
 
     net = torch.nn.Linear(3, 4)
     with torch.no_grad():
@@ -113,7 +113,7 @@ def test_distribution_that_does_not_fit_the_env_is_refused() -> None:
 
 
 def test_lean_acting_path_matches_the_probabilistic_actor() -> None:
-    from lth.agents import CategoricalActing, acting_policy
+    from lth.rl.agents import CategoricalActing, acting_policy
 
     spec = make_env("CartPole-v1", 1).action_spec
     actor = make_actor(4, spec, [16], "categorical")
@@ -134,7 +134,7 @@ def test_a_continuous_population_member_explores_with_its_own_generator_only() -
     """Member 0's exploring actions are the same whoever its population mates are, the global generator is not
     drawn from, and the pre-tanh values are the actor's Gaussian: (atanh(action) - loc) / scale ~ N(0, 1); the
     reported log-probability is the actor's for that action."""
-    from lth.agents import acting_policy
+    from lth.rl.agents import acting_policy
 
     spec = make_env("HopperBulletEnv-v0", 1).action_spec
     seeds = [5, 6]

@@ -12,7 +12,7 @@ from lth.analysis import alive_inputs, dead_inputs, input_mass, input_names, inp
 from lth.analysis.per_seed import PerSeed
 from lth.cli import main
 from lth.envs.maze_board import CHANNELS
-from lth.report import load_chains
+from lth.report.chains import load_chains
 from studies.store import export
 from tests.conftest import CONFIGS, local_store
 
@@ -80,7 +80,7 @@ def test_report_writes_every_figure_and_a_summary_from_a_small_study(in_tmp: Pat
     reports = client.search_runs([client.get_experiment_by_name("lth reports").experiment_id])
     assert len(reports) == 1 and "return_vs_density.png" in {a.path for a in client.list_artifacts(
         reports[0].info.run_id)}
-    assert reports[0].data.tags["lth.report.experiments"] == "CartPole-v1/ppo/mlp64x64"
+    assert reports[0].data.tags["lth.report.chains.experiments"] == "CartPole-v1/ppo/mlp64x64"
 
     # The study's per-seed export (studies/, docs/RESULTS.md's data): one row per chain and level, the values
     # MLflow holds, and what the chains ran with read back from their params.
@@ -131,7 +131,7 @@ def test_a_report_reads_each_chain_with_its_own_env_options(in_tmp: Path, capsys
 
 def test_search_filter_literals_take_either_quote_and_refuse_both() -> None:
     from lth.errors import ConfigError
-    from lth.tracking import quoted, tag_query
+    from lth.store.tracking import quoted, tag_query
 
     assert quoted("mask/weights") == "'mask/weights'"
     assert quoted("Bob's study") == '"Bob\'s study"'

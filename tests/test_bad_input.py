@@ -14,12 +14,12 @@ import pytest
 from mlflow import MlflowClient
 
 from lth.cli import main
+from lth.cli.parsing import parse
+from lth.cli.study_cli import ImpCLI
 from lth.datamodules import ExpertDataModule, OnPolicyDataModule, ReplayDataModule
-from lth.domains import describe
 from lth.modules import DQN, PPO, Distill
-from lth.parsing import parse
-from lth.settings import ImpSettings
-from lth.study_cli import ImpCLI
+from lth.rl.domains import describe
+from lth.study.settings import ImpSettings
 from tests.conftest import CONFIGS, local_store
 
 PPO_CONFIG = str(CONFIGS / "cartpole" / "ppo.yaml")
@@ -302,8 +302,8 @@ def test_fuzz_every_malformed_value_of_a_declared_domain_is_one_line_before_any_
 ], ids=["ppo", "dqn"])
 def test_the_rewind_check_counts_the_optimizer_steps_a_fit_makes(in_tmp: Path, args: list[str]) -> None:
     """The late-rewind check predicts a fit's optimizer steps; a real fit makes exactly that many."""
-    from lth.parsing import LthCLI
-    from lth.study_cli import fit_optimizer_steps
+    from lth.cli.parsing import LthCLI
+    from lth.cli.study_cli import fit_optimizer_steps
 
     cli = parse([*args, *QUIET, "--data.init_args.eval_every", "100000", "--data.init_args.eval_episodes", "1",
                  "--trainer.logger", "false", "--trainer.callbacks", "null", "--trainer.enable_checkpointing",
@@ -318,7 +318,7 @@ def test_a_late_rewind_from_the_command_line_runs(in_tmp: Path) -> None:
     import torch
     from mlflow.artifacts import download_artifacts
 
-    from lth.runner import run_imp
+    from lth.cli.runner import run_imp
 
     args = ["--config", PPO_CONFIG, *TINY, "--model.init_args.actor_hidden", "[8]",
             "--model.init_args.critic_hidden", "[8]", "--seeds", "3"]

@@ -1,4 +1,4 @@
-"""Populations (lth.batched): K independent networks as one, each member equal to its solo network."""
+"""Populations (lth.rl.batched): K independent networks as one, each member equal to its solo network."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lth.batched import BatchedConv2d, BatchedLinear, member_tensors, stack_members, write_member
-from lth.networks import NetworkSpec, initialize, weight_layers
+from lth.rl.batched import BatchedConv2d, BatchedLinear, member_tensors, stack_members, write_member
+from lth.rl.networks import NetworkSpec, initialize, weight_layers
 
 K = 3
 CASES = [  # (arch, obs_shape, hidden, batch)

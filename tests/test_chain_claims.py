@@ -16,11 +16,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-import lth.imp
-from lth.chain_store import ChainStore
-from lth.claims import ChainBusyError
+import lth.study.imp
 from lth.cli import main
-from lth.runner import run_imp
+from lth.cli.runner import run_imp
+from lth.store.chain_store import ChainStore
+from lth.store.claims import ChainBusyError
 from tests.conftest import CONFIGS, local_store
 
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
@@ -92,7 +92,7 @@ def _error_lines(stderr: str) -> list[str]:
 def test_a_second_launch_refuses_a_chain_in_training_and_leaves_its_level_alone(in_tmp: Path, monkeypatch) -> None:
     go = multiprocessing.get_context("fork").Event()
     second = Launch(in_tmp, go, "--imp.levels", "2")
-    real_fit = lth.imp.L.Trainer.fit
+    real_fit = lth.study.imp.L.Trainer.fit
     done: list[tuple[int, str, str]] = []
 
     def fit_while_another_launch_tries(self, *args, **kwargs):
@@ -101,7 +101,7 @@ def test_a_second_launch_refuses_a_chain_in_training_and_leaves_its_level_alone(
             done.append(second.result())
         return real_fit(self, *args, **kwargs)
 
-    monkeypatch.setattr(lth.imp.L.Trainer, "fit", fit_while_another_launch_tries)
+    monkeypatch.setattr(lth.study.imp.L.Trainer, "fit", fit_while_another_launch_tries)
     try:
         run_imp([*TINY, "--imp.levels", "2"])
     finally:
@@ -222,7 +222,7 @@ def test_a_kill_around_the_parents_metrics_leaves_one_point_per_level(in_tmp: Pa
 
 
 def test_the_claim_heartbeat_runs_in_the_background(in_tmp: Path, monkeypatch) -> None:
-    monkeypatch.setattr("lth.claims.HEARTBEAT_INTERVAL", 0.2)
+    monkeypatch.setattr("lth.store.claims.HEARTBEAT_INTERVAL", 0.2)
     run_imp([*TINY, "--imp.levels", "1"])
     client = MlflowClient(local_store())
     (parent,) = _parents(client)

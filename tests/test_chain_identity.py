@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from lth.chain_identity import (
+from lth.cli import main
+from lth.cli.parsing import parse
+from lth.cli.runner import imp_study
+from lth.cli.study_cli import ImpCLI
+from lth.report.chains import load_chains
+from lth.store.chain_identity import (
     chain_description,
     chain_hash,
     describe_differences,
@@ -24,12 +29,7 @@ from lth.chain_identity import (
     plain,
     study_description,
 )
-from lth.cli import main
-from lth.parsing import parse
-from lth.report import load_chains
-from lth.runner import imp_study
-from lth.settings import ImpSettings
-from lth.study_cli import ImpCLI
+from lth.study.settings import ImpSettings
 from tests.conftest import CONFIGS, ROOT, local_store
 
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
@@ -114,7 +114,7 @@ def test_the_hash_is_canonical_and_the_same_in_another_process(tmp_path: Path) -
     reordered = {"imp": {"modules": None, "rewind": "init", "amount": 0.2}, "path": "/x", "seed": 3,
                  "model": {"class_path": "lth.modules.PPO", "init_args": {"hidden": (16, 16), "lr": 5e-4}}}
     assert chain_hash(description) == chain_hash(reordered)
-    code = (f"from lth.chain_identity import chain_hash; import json; "
+    code = (f"from lth.store.chain_identity import chain_hash; import json; "
             f"print(chain_hash(json.loads({json.dumps(json.dumps(reordered, default=str))})))")
     other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                            check=False, env={**os.environ, "PYTHONHASHSEED": "12345"})
@@ -154,7 +154,7 @@ def _other(value: object) -> object:
 #: --imp.* settings that must NOT change a chain's identity: more levels extend it, and the condition is the
 #: chain's own (the description's ``condition``, not these settings).
 IMP_NOT_IN_IDENTITY = {"levels", "condition", "conditions"}
-#: Trainer options that only show or store things (lth.chain_identity.TRAINER_KEYS_IGNORED), as a test fixes them.
+#: Trainer options that only show or store things (lth.store.chain_identity.TRAINER_KEYS_IGNORED), as a test fixes them.
 TRAINER_NOT_IN_IDENTITY = {"logger", "callbacks", "enable_checkpointing", "enable_progress_bar",
                            "enable_model_summary", "enable_autolog_hparams", "log_every_n_steps", "default_root_dir",
                            "profiler", "model_registry"}

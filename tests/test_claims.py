@@ -1,4 +1,4 @@
-"""The Ray-wide lock of a server store's claims (:mod:`lth.claims`), and the sqlite file lock left as it was."""
+"""The Ray-wide lock of a server store's claims (:mod:`lth.store.claims`), and the sqlite file lock left as it was."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from lth.chain_store import ChainStore  # noqa: E402
-from lth.claims import lock_actor, ray_lock  # noqa: E402
 from lth.errors import ConfigError  # noqa: E402
+from lth.store.chain_store import ChainStore  # noqa: E402
+from lth.store.claims import lock_actor, ray_lock  # noqa: E402
 
 SERVER = "http://example:5000"
 TASKS, THREADS = 2, 4  # 8 critical sections at once, in two Ray workers

@@ -8,10 +8,10 @@ import pytest
 from mlflow import MlflowClient
 
 from lth.cli import build_cli, main
+from lth.cli.parsing import parse
+from lth.cli.study_cli import ImpCLI
 from lth.errors import ConfigError
 from lth.modules import PPO
-from lth.parsing import parse
-from lth.study_cli import ImpCLI
 from tests.conftest import CONFIGS, local_store
 
 PPO_CONFIG = str(CONFIGS / "cartpole" / "ppo.yaml")
@@ -83,7 +83,7 @@ def test_processes_that_create_one_new_store_together_all_open_it(in_tmp: Path) 
     import subprocess
     import sys
 
-    code = ("from lth.tracking import check_tracking_uri, resolve_tracking_uri;"
+    code = ("from lth.store.tracking import check_tracking_uri, resolve_tracking_uri;"
             "check_tracking_uri(resolve_tracking_uri('sqlite:///mlruns/mlflow.db'))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
@@ -95,7 +95,7 @@ def test_ctrl_c_outside_a_fit_is_one_line_and_exit_130(monkeypatch, capsys) -> N
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lth.runner.run_imp", interrupted)
+    monkeypatch.setattr("lth.cli.runner.run_imp", interrupted)
     with pytest.raises(SystemExit) as exit_info:
         main(["imp", "--config", "whatever.yaml"])
     assert exit_info.value.code == 130
@@ -119,7 +119,7 @@ def test_ctrl_c_outside_a_fit_is_one_line_and_exit_130(monkeypatch, capsys) -> N
     ("1,1", [1]),
 ])
 def test_parse_seeds_reads_every_accepted_form_in_order(text: str | int, seeds: list[int]) -> None:
-    from lth.seeds import parse_seeds
+    from lth.cli.seeds import parse_seeds
 
     assert parse_seeds(text) == seeds
 
@@ -127,7 +127,7 @@ def test_parse_seeds_reads_every_accepted_form_in_order(text: str | int, seeds: 
 @pytest.mark.parametrize("text", ["", " ", "a", "-1", -1, "4-2", "1,,2", ",1", "1,", "1-", "-", "1.5", "0x3",
                                   "+3", "1 2", "1-2-3", "0..4", "[0, 1]", "٣", "0-1000000000000", True, 1.0, None, [0, 1]])
 def test_parse_seeds_refuses_anything_else_in_one_line_naming_the_forms(text: object) -> None:
-    from lth.seeds import parse_seeds
+    from lth.cli.seeds import parse_seeds
 
     with pytest.raises(ConfigError) as refused:
         parse_seeds(text)  # type: ignore[arg-type]
@@ -139,7 +139,7 @@ def test_parse_seeds_refuses_anything_else_in_one_line_naming_the_forms(text: ob
 def test_study_seeds_are_the_parsed_seeds_or_seed_everything() -> None:
     from jsonargparse import Namespace
 
-    from lth.seeds import study_seeds
+    from lth.cli.seeds import study_seeds
 
     assert study_seeds(Namespace(seeds="2-4,0", seed_everything=2)) == [2, 3, 4, 0]
     assert study_seeds(Namespace(seeds=None, seed_everything=7)) == [7]
@@ -150,7 +150,7 @@ def test_study_seeds_are_the_parsed_seeds_or_seed_everything() -> None:
 def test_imp_builds_the_first_seeds_model_and_data_and_keeps_all_seeds(in_tmp: Path) -> None:
     import torch
 
-    from lth.seeds import study_seeds
+    from lth.cli.seeds import study_seeds
 
     cli = parse(["--config", PPO_CONFIG, *TINY, "--seeds", "5-6, 2", "--population", "2"], ImpCLI)
     assert cli.config.seeds == "5-6, 2" and cli.config.population == 2  # the raw option, as given
@@ -203,8 +203,8 @@ def test_seed_is_no_longer_an_imp_option(in_tmp: Path, capsys) -> None:
 
 
 def test_only_imp_takes_seeds_and_population_and_transfer_keeps_seed() -> None:
-    from lth.parsing import _parser_of
-    from lth.study_cli import TransferCLI
+    from lth.cli.parsing import _parser_of
+    from lth.cli.study_cli import TransferCLI
 
     transfer = _parser_of(TransferCLI).parse_args(["--seed", "3", "--transfer.ticket", "x", "--transfer.level", "1"])
     assert transfer.seed == 3

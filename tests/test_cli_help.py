@@ -91,7 +91,7 @@ def test_unknown_subcommand_is_one_line_naming_them_all(capsys) -> None:
 
 def test_ui_serves_the_store_with_this_python_and_prints_its_address_first(in_tmp: Path, capsys, monkeypatch) -> None:
     calls: list[list[str]] = []
-    store = local_store()  # lth ui's default, resolved (and lth.tracking imported before subprocess.run is replaced)
+    store = local_store()  # lth ui's default, resolved (and lth.store.tracking imported before subprocess.run is replaced)
 
     real = subprocess.run
 

@@ -1,4 +1,4 @@
-"""A study on a cluster, for real on 127.0.0.1: ``python -m lth.server`` (PostgreSQL + ``mlflow server``, basic auth
+"""A study on a cluster, for real on 127.0.0.1: ``python -m lth.store.server`` (PostgreSQL + ``mlflow server``, basic auth
 on), a Ray head started by ``ray start --head`` (without MLflow credentials: the drivers forward theirs to the
 units), and ``lth imp --executor ray --ray.address`` drivers in child processes.
 
@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from lth.cli import main
-from lth.server import free_port
+from lth.store.server import free_port
 from tests.test_executors import EXPERIMENT, UNITS, assert_same_study, folder_store, store_records
 from tests.test_imp import TINY
 from tests.test_server import _start, _stop

@@ -14,7 +14,7 @@ from lth.callbacks import Condition, PruningCallback, condition_names, register_
 from lth.callbacks.conditions import get_condition, markdown_table
 from lth.callbacks.masks import count, full_masks, global_magnitude_masks
 from lth.errors import ConfigError
-from lth.settings import ImpSettings
+from lth.study.settings import ImpSettings
 from tests.conftest import ROOT
 from tests.test_pruning_callback import Regressor, _fit
 

@@ -13,9 +13,9 @@ from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from lth.datamodules import ExpertDataModule, OnPolicyDataModule
 from lth.errors import ConfigError
-from lth.experts import load_agent
 from lth.modules import PPO, Distill
 from lth.modules.distill import categorical_kl, gaussian_kl, q_huber
+from lth.store.experts import load_agent
 
 
 def _trainer(**kwargs) -> L.Trainer:

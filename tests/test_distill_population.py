@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.loggers import Logger
 from tensordict import TensorDict
 
-from lth.batched import member_tensors
 from lth.datamodules import ExpertDataModule
 from lth.modules import PPO, Distill
 from lth.modules.distill import categorical_kl, gaussian_kl, q_huber
+from lth.rl.batched import member_tensors
 from tests.test_population import population_of, solo_agents, train_on
 
 K, COPIES, STEPS = 3, 4, 16

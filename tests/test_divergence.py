@@ -180,7 +180,7 @@ def test_categorical_acting_with_non_finite_logits_acts_uniformly_and_reports_na
     from tensordict import TensorDict
     from torchrl.envs import ExplorationType, set_exploration_type
 
-    from lth.agents import CategoricalActing
+    from lth.rl.agents import CategoricalActing
 
     class Net(torch.nn.Module):  # logits of a diverged network for observations whose first input is not 0
         def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,11 @@ import yaml
 from tensordict import TensorDict
 
 import lth.modules.base as base
-from lth.agents import EpsilonGreedyActing
 from lth.callbacks import PruningCallback
 from lth.datamodules import ReplayDataModule
 from lth.modules import DQN
-from lth.schedules import linear_schedule
+from lth.rl.agents import EpsilonGreedyActing
+from lth.rl.schedules import linear_schedule
 from tests.conftest import CONFIGS
 
 
@@ -167,7 +167,7 @@ def test_minatar_cnn_q_network_is_pruned_like_an_mlp() -> None:
 
 def _random_walker_return(env_id: str, episodes: int, seed: int, **env_kwargs) -> float:
     from lth.envs import make_env
-    from lth.evaluation import evaluate_episodes
+    from lth.rl.evaluation import evaluate_episodes
 
     env = make_env(env_id, episodes, seed=seed, **env_kwargs)
     walker = EpsilonGreedyActing(torch.nn.Sequential(torch.nn.Flatten(-3, -1), torch.nn.LazyLinear(4)), 4, eps=1.0)

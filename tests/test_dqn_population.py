@@ -12,12 +12,12 @@ import torch
 import yaml
 from tensordict import TensorDict
 
-from lth.batched import member_tensors, write_member
 from lth.datamodules import ReplayDataModule
 from lth.datamodules.envs import member_copy_seeds
 from lth.datamodules.replay import ReplayStream
 from lth.envs import make_env
 from lth.modules import DQN
+from lth.rl.batched import member_tensors, write_member
 from tests.conftest import CONFIGS
 
 K, N = 3, 32  # members, transitions per member minibatch

@@ -5,9 +5,9 @@ from torchrl.data import Bounded, Categorical
 from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.envs.utils import check_env_specs
 
-from lth.agents import make_actor
 from lth.envs import make_env
 from lth.errors import ConfigError
+from lth.rl.agents import make_actor
 
 
 def test_cartpole_specs_match_data() -> None:

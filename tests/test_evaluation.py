@@ -5,7 +5,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from lth.envs import make_env
-from lth.evaluation import evaluate_episodes
+from lth.rl.evaluation import evaluate_episodes
 
 
 class AlwaysLeft(nn.Module):

@@ -22,11 +22,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from lth.chain_store import ChainStore
 from lth.cli import main
+from lth.cli.runner import run_imp
 from lth.errors import ConfigError
-from lth.executors import LocalExecutor, Refused, _check_one_machine, file_store, run_unit
-from lth.runner import run_imp
+from lth.store.chain_store import ChainStore
+from lth.study.executors import LocalExecutor, Refused, _check_one_machine, file_store, run_unit
 from tests.conftest import local_store
 from tests.test_population_imp import STUDY
 
@@ -164,7 +164,7 @@ def test_executors_run_units_in_order_and_refuse_what_they_cannot_run(tmp_path: 
 def test_a_ray_unit_waits_while_another_live_process_holds_a_chain_then_runs(
         tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("lth.executors.BUSY_POLL_S", 0.05)
+    monkeypatch.setattr("lth.study.executors.BUSY_POLL_S", 0.05)
     uri = local_store()
     store = ChainStore.open(uri, "waits", {"condition": "mask/weights", "seed": "0"}, resume=True)  # held here
     calls: list[float] = []

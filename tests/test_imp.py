@@ -8,13 +8,13 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-import lth.imp
-import lth.recording
+import lth.study.imp
+import lth.study.recording
 from lth.callbacks import condition_names
 from lth.callbacks.masks import global_magnitude_masks
-from lth.chain_store import ChainStore
 from lth.cli import main, study_url
-from lth.ui_views import condition_colour
+from lth.store.chain_store import ChainStore
+from lth.store.ui_views import condition_colour
 from tests.conftest import CONFIGS, local_store
 
 TINY = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "512",
@@ -94,7 +94,7 @@ def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: py
     args = [*TINY, "--imp.levels", "4", "--imp.condition", "mask/permuted", "--seeds", "1"]
     main(["imp", *args, "--trainer.logger.init_args.experiment_name", "straight"])
 
-    real_fit = lth.imp.L.Trainer.fit
+    real_fit = lth.study.imp.L.Trainer.fit
     calls = {"n": 0}
 
     def dies_at_level_2(self, *a, **k):
@@ -103,10 +103,10 @@ def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: py
             raise RuntimeError("killed")
         return real_fit(self, *a, **k)
 
-    monkeypatch.setattr(lth.imp.L.Trainer, "fit", dies_at_level_2)
+    monkeypatch.setattr(lth.study.imp.L.Trainer, "fit", dies_at_level_2)
     with pytest.raises(RuntimeError, match="killed"):
         main(["imp", *args, "--trainer.logger.init_args.experiment_name", "resumed"])
-    monkeypatch.setattr(lth.imp.L.Trainer, "fit", real_fit)
+    monkeypatch.setattr(lth.study.imp.L.Trainer, "fit", real_fit)
     main(["imp", *args, "--trainer.logger.init_args.experiment_name", "resumed", "--resume"])
 
     client = MlflowClient(local_store())
@@ -199,7 +199,7 @@ def test_member_logger_buffers_metrics_until_the_fit_ends(in_tmp: Path, status: 
     Path("mlruns").mkdir()
     client = MlflowClient(local_store())
     run = client.create_run(client.create_experiment("buffered"))
-    logger = lth.recording.MemberLogger(0, flush_seconds=3600, tracking_uri=local_store(), run_id=run.info.run_id)
+    logger = lth.study.recording.MemberLogger(0, flush_seconds=3600, tracking_uri=local_store(), run_id=run.info.run_id)
     for step in range(5):
         logger.log_metrics({"a": float(step), "b": -float(step)}, step=step * 512)
     assert client.get_metric_history(run.info.run_id, "a") == []  # nothing written before the flush
@@ -207,7 +207,7 @@ def test_member_logger_buffers_metrics_until_the_fit_ends(in_tmp: Path, status: 
     for key, sign in (("a", 1), ("b", -1)):
         history = client.get_metric_history(run.info.run_id, key)
         assert [(m.step, m.value) for m in history] == [(s * 512, sign * float(s)) for s in range(5)]
-    logger = lth.recording.MemberLogger(0, flush_seconds=0, tracking_uri=local_store(), run_id=run.info.run_id)
+    logger = lth.study.recording.MemberLogger(0, flush_seconds=0, tracking_uri=local_store(), run_id=run.info.run_id)
     logger.log_metrics({"c": 1.0}, step=7)  # past flush_seconds: written at once
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "c")] == [(7, 1.0)]
 

@@ -38,8 +38,8 @@ def test_parsing_and_drawing_leave_the_users_matplotlib_backend_alone(tmp_path: 
                         run=False)
         import torch
         from lth.analysis.inputs import InputReport
-        from lth.plots import save_inputs_png
-        from lth.transfer_report import Curve, plot_curves
+        from lth.report.plots import save_inputs_png
+        from lth.report.transfer import Curve, plot_curves
 
         save_inputs_png({{"actor": InputReport("actor.0.weight", torch.rand(4), tuple("abcd"))}}, "inputs.png", "t")
         plot_curves([Curve("all", 0, [1, 2], [1.0, 2.0], "all")], "curves.png", "t")
@@ -55,7 +55,7 @@ def test_lths_plotting_imports_no_pyplot(tmp_path: Path) -> None:
         import sys
         import torch
         from lth.analysis.inputs import InputReport
-        from lth.plots import save_inputs_png
+        from lth.report.plots import save_inputs_png
 
         mass = torch.rand(4, 10, 10)  # an image input layer: one heatmap per channel, with a colorbar
         save_inputs_png({"q_net": InputReport("q_net.0.weight", mass, tuple("abcd"))}, "inputs.png", "t")
@@ -150,10 +150,9 @@ def test_lths_imports_have_no_cycle() -> None:
             visit(name, [name])
 
 
-#: The store layer: MLflow plumbing, chains and their claims and identity, loadable policies, the server. It reads
-#: and writes records and knows nothing of Lightning (``lth.ui_views`` names the conditions through the callback
-#: package, which is a Lightning callback, so it sits above this layer).
-STORE_LAYER = ("lth.tracking", "lth.chain_store", "lth.claims", "lth.chain_identity", "lth.policy_model", "lth.server")
+#: The store layer (every module of ``lth.store``): MLflow plumbing, chains and their claims and identity, experts,
+#: loadable policies, UI views, the server. It reads and writes records and knows nothing of Lightning.
+STORE_LAYER = tuple(f"lth.store.{p.stem}" for p in sorted((ROOT / "lth" / "store").glob("*.py")) if p.stem != "__init__")
 
 
 def test_the_store_layer_imports_no_lightning() -> None:

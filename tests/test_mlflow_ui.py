@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from lth.tracking import runs_url
-from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, RUN_COLOR, condition_colour, study_views
+from lth.store.tracking import runs_url
+from lth.store.ui_views import CHAINS_VIEW, LEVELS_VIEW, RUN_COLOR, condition_colour, study_views
 from studies import ui_screenshots as ui  # the README's screenshot code, driven by this test
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The network spec (lth.networks.NetworkSpec) from Python, YAML and the command line, with per-algorithm defaults."""
+"""The network spec (lth.rl.networks.NetworkSpec) from Python, YAML and the command line, with per-algorithm defaults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from lth.cli import build_cli
 from lth.errors import ConfigError
 from lth.modules import DQN, PPO, Distill
-from lth.networks import NetworkSpec
+from lth.rl.networks import NetworkSpec
 from tests.conftest import CONFIGS
 
 

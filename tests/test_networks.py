@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lth.networks import initialize, mlp, weight_layers
+from lth.rl.networks import initialize, mlp, weight_layers
 
 
 def test_mlp_shapes_and_dropout() -> None:

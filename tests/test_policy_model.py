@@ -13,11 +13,11 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from lth import policy_model
-from lth.batched import member_tensors
-from lth.chain_store import ChainStore
 from lth.modules import DQN, PPO, AgentModule
-from lth.tracking import experiment_id
+from lth.rl.batched import member_tensors
+from lth.store import policy_model
+from lth.store.chain_store import ChainStore
+from lth.store.tracking import experiment_id
 
 
 @pytest.fixture(scope="module")

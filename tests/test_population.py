@@ -10,11 +10,11 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from lth.batched import member_tensors, write_member
 from lth.datamodules.envs import member_copy_seeds
 from lth.envs import make_env
-from lth.evaluation import evaluate_episodes
 from lth.modules import PPO, AgentModule
+from lth.rl.batched import member_tensors, write_member
+from lth.rl.evaluation import evaluate_episodes
 
 K, COPIES, STEPS = 3, 4, 16
 
@@ -190,7 +190,7 @@ def test_a_member_that_diverges_mid_fit_freezes_and_the_others_train_on() -> Non
 @pytest.mark.slow
 def test_a_population_of_five_cartpole_ppo_agents_solves_it_in_four_of_five_within_80k_frames() -> None:
     from lth.datamodules import OnPolicyDataModule
-    from lth.population import population_model
+    from lth.study.population import population_model
 
     seeds = [0, 1, 2, 3, 4]
     population = population_model(PPO(gae_lambda=0.8), seeds)  # configs/cartpole/ppo.yaml, paper Table 3

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
-from lth.chain_store import ChainStore
 from lth.cli import main
+from lth.store.chain_store import ChainStore
 from tests.conftest import local_store
 from tests.test_imp import TINY
 
@@ -87,17 +87,17 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
 def test_populations_are_as_large_as_asked_or_as_replay_buffers_fit_in_memory(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    import lth.population
+    import lth.study.population
     from lth.modules import PPO
-    from lth.population import population_size
-    from lth.settings import ImpSettings
-    from lth.study import Study
+    from lth.study.chains import Study
+    from lth.study.population import population_size
+    from lth.study.settings import ImpSettings
 
     def study(buffer_size: int, population: int | None = None) -> Study:
         data = SimpleNamespace(hparams={"buffer_size": buffer_size} if buffer_size else {})
         return Study(PPO(), data, {}, "sqlite:///x.db", "x", [0, 1, 2, 3, 4], {}, population=population)
 
-    monkeypatch.setattr(lth.population, "available_memory", lambda: 10 * 2**30)
+    monkeypatch.setattr(lth.study.population, "available_memory", lambda: 10 * 2**30)
     settings = ImpSettings(conditions="all")
     assert population_size(study(0), settings, 20) == 20  # on-policy data: every chain
     assert population_size(study(0, population=6), settings, 20) == 6
@@ -153,16 +153,16 @@ def test_a_seeds_conditions_share_one_dense_level_0_trained_once(in_tmp: Path, m
     """Level 0 is one dense fit per seed, recorded under every condition's chain: 2 seeds x 4 conditions fit a
     population of 2 at level 0 and of 8 at level 1; each seed's four level-0 records hold the same trained weights,
     score and learning curve, and each condition prunes that one fit its own way."""
-    import lth.imp
+    import lth.study.imp
 
     fitted: list[int] = []
-    real_fit = lth.imp.L.Trainer.fit
+    real_fit = lth.study.imp.L.Trainer.fit
 
     def counting_fit(trainer, model, *args, **kwargs):
         fitted.append(model.members)
         return real_fit(trainer, model, *args, **kwargs)
 
-    monkeypatch.setattr(lth.imp.L.Trainer, "fit", counting_fit)
+    monkeypatch.setattr(lth.study.imp.L.Trainer, "fit", counting_fit)
     main(["imp", *TINY, "--imp.levels", "2", "--imp.conditions", "all", "--seeds", "0,1",
           "--trainer.logger.init_args.experiment_name", "shared"])
     assert fitted == [2, 8]

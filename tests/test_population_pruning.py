@@ -3,7 +3,7 @@ every member is its own IMP chain whose masks, next weights and state equal thos
 solo network holding that member's weights; pruned weights stay exactly 0 in every member through real Adam
 steps; a member's state loads into a solo callback (and back) and continues identically; bad input is named.
 
-The batched layer is defined here (the project's own lives in ``lth.batched``): member k of a population's
+The batched layer is defined here (the project's own lives in ``lth.rl.batched``): member k of a population's
 ``reset_parameters()`` draws exactly what member k's solo network draws under the same RNG state, so the
 fresh-init conditions can be compared with solo runs bit for bit.
 """

@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 import lth.modules.base as base
 from lth.datamodules import OnPolicyDataModule
 from lth.envs import make_env
-from lth.evaluation import evaluate_episodes
 from lth.modules import PPO
+from lth.rl.evaluation import evaluate_episodes
 
 
 def _trainer(**kwargs) -> L.Trainer:

@@ -383,7 +383,7 @@ def test_ppo_manual_optimisation_and_torchrl_loss_params_stay_masked() -> None:
 
 def test_reinit_draws_fresh_weights_with_the_modules_own_init_scheme() -> None:
     from lth.modules import PPO
-    from lth.networks import NetworkSpec
+    from lth.rl.networks import NetworkSpec
 
     L.seed_everything(0)
     model = PPO("CartPole-v1", actor_hidden=[16, 16], critic_hidden=[16, 16], network=NetworkSpec(input_scale=0.1))

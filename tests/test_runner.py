@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lth.cli.runner import TransferFit, run_imp, run_transfer
 from lth.errors import ConfigError
-from lth.runner import TransferFit, run_imp, run_transfer
 from tests.conftest import CONFIGS, local_store
 
 PPO_CONFIG = str(CONFIGS / "cartpole" / "ppo.yaml")

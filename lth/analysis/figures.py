@@ -1,6 +1,6 @@
 """The one style of every results figure: the paper's log-density axis with readable ticks, 95% confidence bands of
 the mean clipped to the task's return range, a title naming the setting, and one fixed colour per condition (the
-MLflow UI's, :func:`lth.ui_views.condition_colour`).
+MLflow UI's, :func:`lth.store.ui_views.condition_colour`).
 
 Figures are drawn from per-seed data (:class:`lth.analysis.per_seed.PerSeed`): ``make results-offline`` redraws
 docs/RESULTS.md's from the committed files on a fresh clone, ``lth report`` its own from MLflow.
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lth import figures as plt
 from lth.analysis.per_seed import PerSeed
 from lth.analysis.verdicts import bootstrap_mean, paired
 from lth.callbacks import condition_names
-from lth.ui_views import condition_colour
+from lth.report import figures as plt
+from lth.store.ui_views import condition_colour
 
 #: Density ticks a reader can place: the paper's log axis, labelled at round fractions.
 DENSITY_TICKS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)

@@ -15,13 +15,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
-from lth.batched import log_member_metrics
-from lth.domains import check_domains
 from lth.envs import env_shapes
 from lth.errors import ConfigError
-from lth.evaluation import evaluate_episodes
 from lth.modules.divergence import DivergenceGuard, clip_member_gradients
-from lth.networks import NetworkSpec
+from lth.rl.batched import log_member_metrics
+from lth.rl.domains import check_domains
+from lth.rl.evaluation import evaluate_episodes
+from lth.rl.networks import NetworkSpec
 
 
 class AgentModule(LightningModule):
@@ -47,7 +47,7 @@ class AgentModule(LightningModule):
         members: int = 1,
     ) -> None:
         super().__init__()
-        #: Agents trained as one batched network; member k's network is ``{name: p[k]}`` (lth.batched).
+        #: Agents trained as one batched network; member k's network is ``{name: p[k]}`` (lth.rl.batched).
         self.members = members
         self.network_spec = NetworkSpec.of(network, default=self.default_network())
         # Lightning collects the arguments of the whole __init__ chain, so this saves the subclass's too; the spec
@@ -181,7 +181,7 @@ class AgentModule(LightningModule):
 
     def log_at_frames(self, metrics: Mapping[str, float | torch.Tensor], members: Sequence[int] | None = None) -> None:
         """Send ``metrics`` (``[members]`` tensors, or one float for all) to the loggers at step = env frames, per
-        member as :func:`lth.batched.log_member_metrics` routes them; ``members`` limits which members log."""
+        member as :func:`lth.rl.batched.log_member_metrics` routes them; ``members`` limits which members log."""
         log_member_metrics(self.loggers, metrics, self.members, self.frames, members)
 
     def count_frames(self, frames: int, batch_idx: int) -> None:
@@ -210,7 +210,7 @@ class AgentModule(LightningModule):
         self.log_at_frames({"eval/return": means, "eval/return_std": spread, "eval/best_return": self.best_returns})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the class path lets lth.experts.load_agent rebuild any agent from its checkpoint alone
+        # the class path lets lth.store.experts.load_agent rebuild any agent from its checkpoint alone
         class_path = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["agent"] = {"frames": self.frames, "best_returns": self.best_returns.tolist(),
                                "class_path": class_path, "diverged_at": list(self.member_diverged_at)}

@@ -11,11 +11,11 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch.distributions import Normal, kl_divergence
 
-from lth.agents import EpsilonGreedyActing, acting_policy, build_network, make_actor, resolve_distribution
 from lth.errors import ConfigError
 from lth.modules.base import AgentModule
 from lth.modules.minibatches import minibatch_steps, shuffled_minibatches
-from lth.networks import NetworkSpec
+from lth.rl.agents import EpsilonGreedyActing, acting_policy, build_network, make_actor, resolve_distribution
+from lth.rl.networks import NetworkSpec
 
 Imitated = Literal["policy", "q_values"]
 

@@ -14,7 +14,7 @@ import torch
 from tensordict.nn import ProbabilisticTensorDictSequential
 from torch import Tensor, nn
 
-from lth.networks import weight_layers
+from lth.rl.networks import weight_layers
 
 
 def _along(flags: Tensor, weight: Tensor) -> Tensor:

@@ -12,12 +12,12 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import DQNLoss, HardUpdate
 
-from lth.agents import EpsilonGreedyActing, build_network, make_q_actor
-from lth.domains import Discount
 from lth.errors import ConfigError
 from lth.modules.base import AgentModule
-from lth.networks import NetworkSpec
-from lth.schedules import linear_schedule
+from lth.rl.agents import EpsilonGreedyActing, build_network, make_q_actor
+from lth.rl.domains import Discount
+from lth.rl.networks import NetworkSpec
+from lth.rl.schedules import linear_schedule
 
 
 class DQN(AgentModule):

@@ -11,11 +11,11 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from lth.agents import acting_policy, make_actor, make_critic, resolve_distribution
-from lth.domains import Discount
 from lth.modules.base import AgentModule
 from lth.modules.minibatches import minibatch_steps, shuffled_minibatches
-from lth.networks import NetworkSpec
+from lth.rl.agents import acting_policy, make_actor, make_critic, resolve_distribution
+from lth.rl.domains import Discount
+from lth.rl.networks import NetworkSpec
 
 
 class PPO(AgentModule):

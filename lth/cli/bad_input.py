@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lth.domains import describe
 from lth.errors import ConfigError
+from lth.rl.domains import describe
 
 
 def _init_hint(class_path: str, key: str) -> Any:

@@ -4,8 +4,8 @@
 have a weight in an input layer of the ticket, and trains dense agents, seed by seed, once on those inputs
 (every other input zeroed, see :class:`lth.envs.GymVectorEnv`) and once on all inputs, in the experiment
 ``<config experiment>/transfer``. This module picks the inputs and turns a parsed fit config into one arm's
-fit (its env's inputs, its MLflow experiment, run name and tags); :func:`lth.runner.run_transfer` runs the
-fits and :mod:`lth.transfer_report` draws their learning curves.
+fit (its env's inputs, its MLflow experiment, run name and tags); :func:`lth.cli.runner.run_transfer` runs the
+fits and :mod:`lth.report.transfer` draws their learning curves.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from lth.analysis.inputs import input_layers, input_names
-from lth.chain_store import ChainStore
 from lth.envs import env_shapes
 from lth.errors import ConfigError
+from lth.store.chain_store import ChainStore
 
 if TYPE_CHECKING:
     from jsonargparse import Namespace

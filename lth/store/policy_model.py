@@ -33,9 +33,9 @@ from torch import nn
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from lth.agents import acting_policy, build_network, is_discrete, make_actor, resolve_distribution
-from lth.batched import member_tensors
-from lth.networks import NetworkSpec
+from lth.rl.agents import acting_policy, build_network, is_discrete, make_actor, resolve_distribution
+from lth.rl.batched import member_tensors
+from lth.rl.networks import NetworkSpec
 
 if TYPE_CHECKING:
     from lth.modules import AgentModule
@@ -51,7 +51,7 @@ PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 #: The model's code (MLflow's models from code: no pickled Python objects in the model).
 MODEL_CODE = """from mlflow.models import set_model
 
-from lth.policy_model import TicketPolicy
+from lth.store.policy_model import TicketPolicy
 
 set_model(TicketPolicy())
 """
@@ -96,7 +96,7 @@ def policy_spec(model: AgentModule, member: int = 0, weights: Mapping[str, torch
 
 def build_policy(spec: Mapping[str, Any]) -> nn.Module:
     """The acting module of a :func:`policy_spec` with its weights, in eval mode: a Q-network, or the policy that
-    evaluation acts with (:func:`lth.agents.acting_policy` over :func:`lth.agents.make_actor`)."""
+    evaluation acts with (:func:`lth.rl.agents.acting_policy` over :func:`lth.rl.agents.make_actor`)."""
     network = NetworkSpec(**spec["network"])
     obs_shape = tuple(spec["obs_shape"])
     if spec["distribution"] is None:
@@ -126,7 +126,7 @@ def greedy_actions(policy: nn.Module, spec: Mapping[str, Any], observations: np.
         obs = obs * visible.reshape(obs_shape)
     with torch.no_grad():
         if spec["distribution"] is None:
-            action = policy(obs).argmax(-1)  # lth.agents.EpsilonGreedyActing's greedy action
+            action = policy(obs).argmax(-1)  # lth.rl.agents.EpsilonGreedyActing's greedy action
         else:
             with set_exploration_type(ExplorationType.DETERMINISTIC):
                 action = policy(TensorDict({"observation": obs}, batch_size=obs.shape[:1])).get("action")
@@ -218,8 +218,8 @@ class Ticket(NamedTuple):
 def best_tickets(tracking_uri: str, experiment: str, condition: str | None = None) -> list[Ticket]:
     """Per condition and level, the finished level run with the best ``ticket/best_return`` among an experiment's
     chains (its seeds) that logged a policy; per condition, densest first."""
-    from lth.chain_store import ChainStore
-    from lth.tracking import quoted  # here: it imports Lightning, which loading a ticket does not need
+    from lth.store.chain_store import ChainStore
+    from lth.store.tracking import quoted  # here: it imports Lightning, which loading a ticket does not need
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)

@@ -1,6 +1,6 @@
 """Where a study's units run (``lth imp --executor``): one after another in this process, or as Ray tasks.
 
-A unit is one population of chains (:func:`lth.population.population_size`). It is idempotent: it opens its chains with
+A unit is one population of chains (:func:`lth.study.population.population_size`). It is idempotent: it opens its chains with
 resume and continues from what MLflow holds, so running it again after a crash (a worker killed, out of memory)
 finishes the same chains with the same masks and no duplicate runs. :class:`RayExecutor` relies on that: each unit
 is a Ray task, retried when its worker dies or it raises anything but a :class:`ConfigError`, and waiting while
@@ -74,7 +74,7 @@ class RayExecutor:
         import ray
         import ray._private.ray_logging as ray_logging
 
-        from lth.claims import lock_actor
+        from lth.store.claims import lock_actor
 
         # Ray folds lines that differ only in numbers (the chains' level lines) into "... [repeated 3x across
         # cluster]" unless $RAY_DEDUP_LOGS=0, read when Ray is imported: TorchRL imports it before lth gets here.
@@ -146,7 +146,7 @@ def _check_one_machine(ray: Any) -> None:
     elsewhere = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} - {here})
     if elsewhere:
         raise ConfigError(f"--executor ray with a sqlite store needs every Ray node on this machine ({here}); nodes "
-                          f"{elsewhere} are not: use an MLflow server store (lth.server) for a cluster")
+                          f"{elsewhere} are not: use an MLflow server store (lth.store.server) for a cluster")
 
 
 @dataclass
@@ -166,7 +166,7 @@ def run_unit(fn: Callable[[U], R], unit: U) -> R | Refused:
     A chain claimed by another live process (the same study launched twice, or Ray retrying a unit whose old worker
     still runs) is not an error here: the unit waits until the claim is released (the other process finished the
     chain: the retry finds it done) or goes stale (that process died: the retry takes it over), then runs again."""
-    from lth.claims import ChainBusyError
+    from lth.store.claims import ChainBusyError
 
     waited = False
     while True:

@@ -7,8 +7,8 @@ runs IMP chains; ``lth report --experiment NAME`` draws a study's figures from M
 MLflow UI on the store. Configuration problems end with one line naming the problem and the valid choices (exit
 code 2) instead of a traceback. ``lth --help`` lists the subcommands; ``--verbose`` shows Lightning's info lines.
 
-This module only maps arguments to library calls and prints: configs are parsed by :mod:`lth.parsing`,
-studies and transfers run in :mod:`lth.runner` (``run_imp``, ``run_transfer``), reports in :mod:`lth.report`.
+This module only maps arguments to library calls and prints: configs are parsed by :mod:`lth.cli.parsing`,
+studies and transfers run in :mod:`lth.cli.runner` (``run_imp``, ``run_transfer``), reports in :mod:`lth.report.chains`.
 It imports those (and so Lightning, TorchRL, MLflow and torch) only inside the subcommands, so that
 ``lth --help`` answers at once.
 """
@@ -28,7 +28,7 @@ from lth.errors import ConfigError, LthError, behind
 #: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
 DEFAULT_UI_PORT = 5000
 
-#: Lightning's subcommands, run by :class:`lth.parsing.LthCLI`.
+#: Lightning's subcommands, run by :class:`lth.cli.parsing.LthCLI`.
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 #: Every subcommand with its line in ``lth --help``.
@@ -68,11 +68,11 @@ def top_help() -> str:
 
 def study_url(tracking_uri: str, experiment: str, port: int = DEFAULT_UI_PORT) -> str:
     """The address, in the MLflow UI that ``lth ui --port PORT`` serves, of a study's saved chains view: its chain
-    runs grouped by condition, with the conditions' charts (:mod:`lth.ui_views`)."""
+    runs grouped by condition, with the conditions' charts (:mod:`lth.store.ui_views`)."""
     from mlflow import MlflowClient
 
-    from lth.tracking import runs_url
-    from lth.ui_views import CHAINS_VIEW
+    from lth.store.tracking import runs_url
+    from lth.store.ui_views import CHAINS_VIEW
 
     found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
     if found is None:
@@ -82,11 +82,11 @@ def study_url(tracking_uri: str, experiment: str, port: int = DEFAULT_UI_PORT) -
 
 def imp(args: list[str]) -> None:
     """``lth imp``: run or resume the IMP chains a config and ``--imp.*`` describe, then print a summary."""
-    from lth.parsing import parse
-    from lth.recording import summary_table
-    from lth.runner import run_imp
-    from lth.study_cli import ImpCLI, imp_help
-    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.cli.parsing import parse
+    from lth.cli.runner import run_imp
+    from lth.cli.study_cli import ImpCLI, imp_help
+    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.study.recording import summary_table
 
     if "-h" in args or "--help" in args:
         print(imp_help(), flush=True)  # lth's options first; Lightning's help follows and exits
@@ -102,7 +102,7 @@ def imp(args: list[str]) -> None:
 
 def transfer(args: list[str]) -> None:
     """``lth transfer --config CFG --ticket RUN --level K``: dense agents on all inputs and on the ticket's."""
-    from lth.runner import run_transfer
+    from lth.cli.runner import run_transfer
 
     parser = _Parser(
         prog="lth transfer", description=transfer.__doc__,
@@ -120,7 +120,7 @@ def transfer(args: list[str]) -> None:
 
 def report(args: list[str]) -> None:
     """``lth report --experiment NAME [--experiment NAME ...]``: figures and a summary from MLflow."""
-    from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
     parser = _Parser(prog="lth report", description=report.__doc__)
     parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
@@ -128,7 +128,7 @@ def report(args: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<experiment>)")
     parser.add_argument("--no_mlflow", action="store_true", help="do not log the report back to MLflow")
     ns = parser.parse_args(args)
-    from lth.report import run_report
+    from lth.report.chains import run_report
 
     out = ns.out or Path("reports") / ns.experiment[0].replace("/", "_")
     summary = run_report(ns.experiment, resolve_tracking_uri(ns.tracking_uri), out, log_to_mlflow=not ns.no_mlflow)
@@ -138,7 +138,7 @@ def report(args: list[str]) -> None:
 def ui(args: list[str]) -> None:
     """``lth ui [--tracking_uri URI] [--port 5000]``: the MLflow UI on the store, run by this Python (MLflow's
     ``mlflow`` command need not be on PATH), until Ctrl-C."""
-    from lth.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, resolve_tracking_uri
+    from lth.store.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, resolve_tracking_uri
 
     parser = _Parser(prog="lth ui", description=ui.__doc__)
     parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
@@ -168,8 +168,8 @@ def _run(command: str, args: list[str]) -> None:
         return
     if command not in SUBCOMMANDS and not command.startswith("-"):  # "-c CFG fit": Lightning's top-level options
         raise ConfigError(f"unknown subcommand {command!r}; valid: {', '.join(SUBCOMMANDS)} (see lth --help)")
-    from lth.parsing import ExpertCLI, LthCLI, parse
-    from lth.runner import configure_process
+    from lth.cli.parsing import ExpertCLI, LthCLI, parse
+    from lth.cli.runner import configure_process
 
     configure_process()  # $LTH_NUM_THREADS torch threads, default 1
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # main passes argv itself
@@ -205,12 +205,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(problem.exit_code) from None
 
 
-_PARSING_NAMES = {"ExpertCLI": "lth.parsing", "LthCLI": "lth.parsing", "build_cli": "lth.parsing",
-                  "ImpCLI": "lth.study_cli", "TransferCLI": "lth.study_cli"}
+_PARSING_NAMES = {"ExpertCLI": "lth.cli.parsing", "LthCLI": "lth.cli.parsing", "build_cli": "lth.cli.parsing",
+                  "ImpCLI": "lth.cli.study_cli", "TransferCLI": "lth.cli.study_cli"}
 
 
 def __getattr__(name: str) -> Any:
-    """The CLI classes and :func:`build_cli`, re-exported from :mod:`lth.parsing` and :mod:`lth.study_cli` when
+    """The CLI classes and :func:`build_cli`, re-exported from :mod:`lth.cli.parsing` and :mod:`lth.cli.study_cli` when
     first asked for (lazily: importing this module must not load Lightning)."""
     if name in _PARSING_NAMES:
         import importlib

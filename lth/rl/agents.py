@@ -16,7 +16,7 @@ from torchrl.envs import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor, QValueActor, TanhNormal, ValueOperator
 
 from lth.errors import ConfigError
-from lth.networks import NetworkSpec
+from lth.rl.networks import NetworkSpec
 
 ObsShape = int | Sequence[int]
 

@@ -1,7 +1,7 @@
 """From command-line arguments to objects: the LightningCLI base of every ``lth`` command (the study commands'
-are in :mod:`lth.study_cli`), ``lth expert``'s, and :func:`parse`.
+are in :mod:`lth.cli.study_cli`), ``lth expert``'s, and :func:`parse`.
 
-:mod:`lth.runner` parses through :func:`parse` and runs; :mod:`lth.cli` (the ``lth`` command) only maps
+:mod:`lth.cli.runner` parses through :func:`parse` and runs; :mod:`lth.cli` (the ``lth`` command) only maps
 arguments to those calls and prints. Configuration problems raise :class:`lth.errors.ConfigError`.
 
 Every value is checked before anything trains or any MLflow run exists. Domains are declared once, as the
@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from lth.bad_input import check_config_files, one_line
+from lth.cli.bad_input import check_config_files, one_line
 from lth.errors import ConfigError, behind
-from lth.experts import ExportExpert
 from lth.modules import AgentModule
-from lth.settings import ImpSettings
-from lth.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
+from lth.store.experts import EXPERT_ARTIFACT
+from lth.store.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
+from lth.study.settings import ImpSettings
 
 
 def mlflow_logger(config: Namespace, command: str) -> Namespace:
@@ -227,3 +230,24 @@ def _parser_of(cli_class: type[LthCLI]) -> Any:
     parser.add_class_arguments(ImpSettings, "imp")
     cli_class.add_own_arguments(parser)
     return parser
+
+
+class ExportExpert(Callback):
+    """After a fit, stores the best checkpoint as the run's ``expert.ckpt`` and its score as ``expert/return``.
+
+    ``lth expert`` adds it to ``lth fit``; a student config then names the expert by that MLflow run id.
+    """
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+            raise ConfigError("lth expert needs a ModelCheckpoint monitoring eval/return in trainer.callbacks")
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                with tempfile.TemporaryDirectory() as folder:
+                    target = Path(folder) / EXPERT_ARTIFACT
+                    target.write_bytes(Path(checkpoint.best_model_path).read_bytes())
+                    logger.experiment.log_artifact(logger.run_id, str(target))
+                logger.experiment.log_metric(logger.run_id, "expert/return", float(checkpoint.best_model_score))
+                logger.experiment.set_tag(logger.run_id, "lth.role", "expert")
+                print(f"expert stored: run id {logger.run_id} (best eval return {checkpoint.best_model_score:.1f})")

@@ -1,5 +1,5 @@
 """MLflow plumbing: the default store, a check that a tracking URI opens, experiments shown as model training,
-metric batches and tag queries. An IMP chain's runs are :mod:`lth.chain_store`'s."""
+metric batches and tag queries. An IMP chain's runs are :mod:`lth.store.chain_store`'s."""
 
 from __future__ import annotations
 

@@ -20,20 +20,20 @@ from lightning.pytorch.loggers.logger import DummyLogger
 
 from lth.callbacks import PruningCallback, get_condition
 from lth.callbacks.seeding import training_seed
-from lth.chain_identity import chain_description, describe_differences, member_description
-from lth.chain_store import ChainShown, ChainStore
 from lth.errors import ConfigError
 from lth.modules import AgentModule
-from lth.population import population_data, population_model, population_size
-from lth.recording import FitEnd, Member, MemberFit, MemberLogger, record_chain, record_level, stored_result
-from lth.settings import ImpSettings
-from lth.study import Chain, LevelResult, Progress, Study
-from lth.tracking import source_tags
-from lth.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
+from lth.store.chain_identity import chain_description, describe_differences, member_description
+from lth.store.chain_store import ChainShown, ChainStore
+from lth.store.tracking import source_tags
+from lth.store.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
+from lth.study.chains import Chain, LevelResult, Progress, Study
+from lth.study.population import population_data, population_model, population_size
+from lth.study.recording import FitEnd, Member, MemberFit, MemberLogger, record_chain, record_level, stored_result
+from lth.study.settings import ImpSettings
 
 
 class Executor(Protocol):
-    """What runs a study's units (:mod:`lth.executors` has them: in turn here, or as Ray tasks): a function of each
+    """What runs a study's units (:mod:`lth.study.executors` has them: in turn here, or as Ray tasks): a function of each
     unit, the results in the units' order."""
 
     def map_units(self, fn: Callable[[list[Chain]], list[LevelResult]], units: Sequence[list[Chain]],
@@ -45,8 +45,8 @@ def run_study(study: Study, settings: ImpSettings, executor: Executor, resume: b
     """Run (or resume) one chain per seed and condition, as populations of at most ``study.population`` chains
     (one batched network per population); returns every finished level's score.
 
-    ``executor`` runs the populations (:mod:`lth.executors`); ``unit`` trains one of them
-    where the executor runs it (:class:`lth.runner.ImpUnit`: another process rebuilds the study), always
+    ``executor`` runs the populations (:mod:`lth.study.executors`); ``unit`` trains one of them
+    where the executor runs it (:class:`lth.cli.runner.ImpUnit`: another process rebuilds the study), always
     resuming, since an executor may run a unit twice: ``resume=False`` then starts the new chains here first."""
     conditions = settings.chain_conditions()
     chains = [Chain(seed, condition) for seed in study.seeds for condition in conditions]

@@ -167,7 +167,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeout: float = 120.0) -> subprocess.Popen:
-    """``python -m lth.server`` started in ``folder`` (its ``mlruns/`` lands there), returned once ``/health`` answers.
+    """``python -m lth.store.server`` started in ``folder`` (its ``mlruns/`` lands there), returned once ``/health`` answers.
 
     Its output goes to a new ``server-*.log`` in ``folder`` (the open file is ``proc.log``); ``proc.port`` is its
     port (``port`` or a free one). Raises ``TimeoutError`` with that output if the server exits or stays silent.
@@ -177,7 +177,7 @@ def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeo
 
     port = port or free_port(host)
     log = open(folder / f"server-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "lth.server", "--host", host, "--port", str(port), "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "lth.store.server", "--host", host, "--port", str(port), "--workers", "1"],
                             cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log, proc.port = log, port
     deadline = time.monotonic() + timeout
@@ -191,7 +191,7 @@ def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeo
         proc.kill()
         proc.wait()
     log.flush()
-    raise TimeoutError(f"lth.server gave no /health within {timeout:.0f} s:\n{Path(log.name).read_text()}")
+    raise TimeoutError(f"lth.store.server gave no /health within {timeout:.0f} s:\n{Path(log.name).read_text()}")
 
 
 def worker_instructions(host: str, port: int, root: Path, secrets_: Secrets | None, new: bool) -> str:
@@ -209,8 +209,8 @@ def worker_instructions(host: str, port: int, root: Path, secrets_: Secrets | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lth.server``: PostgreSQL, then MLflow on it, until SIGINT/SIGTERM stops both (exit 0)."""
-    parser = argparse.ArgumentParser(prog="python -m lth.server", description=__doc__.splitlines()[0])
+    """``python -m lth.store.server``: PostgreSQL, then MLflow on it, until SIGINT/SIGTERM stops both (exit 0)."""
+    parser = argparse.ArgumentParser(prog="python -m lth.store.server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind; off loopback, basic auth is on")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--root", type=Path, default=Path("mlruns"), help="holds postgres/, artifacts/, secrets")

@@ -11,10 +11,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from lth.batched import write_member
 from lth.modules import AgentModule
-from lth.settings import ImpSettings
-from lth.study import Study
+from lth.rl.batched import write_member
+from lth.study.chains import Study
+from lth.study.settings import ImpSettings
 
 
 def population_size(study: Study, settings: ImpSettings, chains: int) -> int:

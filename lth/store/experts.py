@@ -1,4 +1,5 @@
-"""Experts for distillation: export a trained agent to MLflow, and load any agent back by path or run id.
+"""Experts for distillation: load any agent back by checkpoint path or MLflow run id (``lth expert`` stores them:
+:class:`lth.cli.parsing.ExportExpert`).
 
 :func:`load_agent` finds the agent's class through the checkpoint's class path, so this module does not import
 :mod:`lth.modules` (an :class:`lth.datamodules.ExpertDataModule` uses it as its default expert loader).
@@ -13,12 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 
 from lth.errors import ConfigError
-from lth.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from lth.modules import AgentModule
@@ -64,24 +62,3 @@ def _download_expert(run_id: str, tracking_uri: str) -> Path:
             f"expert {run_id!r} is neither a checkpoint file nor an MLflow run with an {EXPERT_ARTIFACT} artifact "
             f"in {tracking_uri}"
         ) from exc
-
-
-class ExportExpert(Callback):
-    """After a fit, stores the best checkpoint as the run's ``expert.ckpt`` and its score as ``expert/return``.
-
-    ``lth expert`` adds it to ``lth fit``; a student config then names the expert by that MLflow run id.
-    """
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
-            raise ConfigError("lth expert needs a ModelCheckpoint monitoring eval/return in trainer.callbacks")
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                with tempfile.TemporaryDirectory() as folder:
-                    target = Path(folder) / EXPERT_ARTIFACT
-                    target.write_bytes(Path(checkpoint.best_model_path).read_bytes())
-                    logger.experiment.log_artifact(logger.run_id, str(target))
-                logger.experiment.log_metric(logger.run_id, "expert/return", float(checkpoint.best_model_score))
-                logger.experiment.set_tag(logger.run_id, "lth.role", "expert")
-                print(f"expert stored: run id {logger.run_id} (best eval return {checkpoint.best_model_score:.1f})")

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lth.claims import (
+from lth.errors import ConfigError, StoreError
+from lth.store.claims import (
     CLAIM_TIMEOUT,
     HEARTBEAT,
     HOST,
@@ -23,8 +24,7 @@ from lth.claims import (
     locked,
     utc_now,
 )
-from lth.errors import ConfigError, StoreError
-from lth.tracking import (
+from lth.store.tracking import (
     NOTE,
     check_tracking_uri,
     experiment_id,
@@ -76,7 +76,7 @@ class ChainStore:
     kill left out (:meth:`fill_parent_metrics`): one point per level, whatever the moment of a kill.
 
     **Identity.** :meth:`open` finds a chain by its tags and ``lth.chain_hash``, the hash of its configuration
-    (:mod:`lth.chain_identity`); a new chain stores that configuration flattened as params and as
+    (:mod:`lth.store.chain_identity`); a new chain stores that configuration flattened as params and as
     ``chain.json``, so that the next different configuration can name what differs.
 
     **One writer.** A chain being trained carries a claim, the tags ``lth.claim.owner`` (an id per
@@ -88,14 +88,14 @@ class ChainStore:
     when its process is gone from this host (a rerun after ``kill -9`` needs no wait), and is then taken over.
     Every write of a level (start, discard, finish) first checks that the claim is still this store's.
     :meth:`release` (call it in a ``finally``) removes the claim. An http store is locked through the Ray
-    cluster's lock actor (:mod:`lth.claims`) when Ray runs in the process (``--executor ray``); launches on
+    cluster's lock actor (:mod:`lth.store.claims`) when Ray runs in the process (``--executor ray``); launches on
     different Ray clusters, or without Ray, can still race between reading and writing the claim: a server-side
     compare-and-set belongs in :meth:`_locked` / :meth:`_take_claim` (issue 14).
     """
 
     COMPLETE = "lth.level_complete"
     HASH = "lth.chain_hash"
-    OWNER, HOST, PID, HEARTBEAT = OWNER, HOST, PID, HEARTBEAT  # the claim's tags (lth.claims)
+    OWNER, HOST, PID, HEARTBEAT = OWNER, HOST, PID, HEARTBEAT  # the claim's tags (lth.store.claims)
     PARENT_METRICS = ("ticket/best_return", "density")
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str) -> None:
@@ -136,7 +136,7 @@ class ChainStore:
 
         Raises :class:`ChainBusyError` when a live process holds the chain's claim.
         """
-        from lth.chain_identity import canonical_json, chain_hash, flatten
+        from lth.store.chain_identity import canonical_json, chain_hash, flatten
 
         check_tracking_uri(tracking_uri)
         shown = shown or ChainShown()
@@ -203,7 +203,7 @@ class ChainStore:
     def _closest(cls, client: Any, exp_id: str, tags: dict[str, str],
                  flat: dict[str, str]) -> tuple[str, list[tuple[str, str, str]]] | None:
         """The chain of the same env, algo, condition and seed whose stored configuration differs least."""
-        from lth.chain_identity import differences
+        from lth.store.chain_identity import differences
 
         same = {k: v for k, v in tags.items() if k in ("env", "algo", "condition", "seed")}
         runs = client.search_runs([exp_id], f"{tag_query(same)} and tags.`lth.role` = 'chain'",
@@ -212,7 +212,7 @@ class ChainStore:
                  if cls.HASH in run.data.tags and run.data.params]
         return min(found, key=lambda f: len(f[1]), default=None)
 
-    #: The critical section of claims (:func:`lth.claims.locked`).
+    #: The critical section of claims (:func:`lth.store.claims.locked`).
     _locked = staticmethod(locked)
 
     def _take_claim(self, tags: Mapping[str, str]) -> None:

@@ -10,8 +10,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from lth.batched import BatchedConv2d, BatchedLinear
 from lth.errors import ConfigError
+from lth.rl.batched import BatchedConv2d, BatchedLinear
 
 InitScheme = Literal["kaiming", "xavier"]
 INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
@@ -45,7 +45,7 @@ def mlp(
 ) -> nn.Sequential:
     """A plain MLP ``in -> hidden... -> out``; dropout (SI Figure 14) follows every hidden activation.
 
-    ``members > 1`` builds a population (:class:`lth.batched.BatchedLinear` layers, same parameter names):
+    ``members > 1`` builds a population (:class:`lth.rl.batched.BatchedLinear` layers, same parameter names):
     input ``[members, *batch, in]``.
     """
     if activation not in ACTIVATIONS:
@@ -99,7 +99,7 @@ def conv_trunk(arch: str, obs_shape: Sequence[int], members: int = 1) -> tuple[I
 
     ``minatar_cnn`` is MinAtar's 16 3x3 filters (paper Table 10); ``nature_cnn`` is Mnih et al.'s 2015 Atari
     trunk (32x8x8/4, 64x4x4/2, 64x3x3/1). Both end in ReLU and a flatten of (channels, height, width).
-    ``members > 1`` builds a population (:class:`lth.batched.BatchedConv2d`, same parameter names).
+    ``members > 1`` builds a population (:class:`lth.rl.batched.BatchedConv2d`, same parameter names).
     """
     if len(obs_shape) != 3:
         raise ConfigError(f"{arch} needs image observations (channels, height, width), got shape {tuple(obs_shape)}")

@@ -20,11 +20,11 @@ from mlflow.entities import Param
 from lth.analysis.inputs import InputReport, input_report
 from lth.callbacks import PruningCallback
 from lth.callbacks.masks import density, layer_densities
-from lth.chain_store import ChainStore
 from lth.modules import AgentModule
-from lth.plots import save_chain_png, save_inputs_png
-from lth.study import Chain, LevelResult, Progress, Study
-from lth.tracking import metric_batch
+from lth.report.plots import save_chain_png, save_inputs_png
+from lth.store.chain_store import ChainStore
+from lth.store.tracking import metric_batch
+from lth.study.chains import Chain, LevelResult, Progress, Study
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -153,7 +153,7 @@ def record_level(study: Study, model: AgentModule, datamodule: L.LightningDataMo
                **_input_metrics(inputs)}
     if diverged_at is not None:
         store.client.set_tag(run_id, "diverged", "true")  # the module logged the metric diverged_at_frames
-    from lth.policy_model import log_policy  # imports MLflow's pyfunc: not at import time
+    from lth.store.policy_model import log_policy  # imports MLflow's pyfunc: not at import time
 
     # The loadable policy the ticket's score came from (the weights the next mask is computed from, masked): the
     # model itself already holds the next level's starting weights.

@@ -2,7 +2,7 @@
 
 ``run_imp(["--config", "configs/cartpole/ppo.yaml", "--imp.levels", "5", "--seed", "3"])`` and
 ``run_transfer(["--config", ...], ticket=RUN_ID, level=8)`` take the arguments the commands take (parsed by
-the same LightningCLI classes, :mod:`lth.parsing`), run, and return what they did. The ``lth`` command and
+the same LightningCLI classes, :mod:`lth.cli.parsing`), run, and return what they did. The ``lth`` command and
 ``make results`` (``docs/make_results.py``) call them; the benchmarks share :func:`configure_process` with the
 command. Configuration problems, bad arguments included, raise :class:`lth.errors.ConfigError` (the command
 prints it as one line with exit code 2). Every value is checked before anything trains or any MLflow run exists.
@@ -20,17 +20,17 @@ from pathlib import Path
 
 import torch
 
-from lth.chain_identity import study_description
+from lth.cli.parsing import LthCLI, mlflow_logger, parse
+from lth.cli.seeds import study_seeds
+from lth.cli.study_cli import ImpCLI, TransferCLI
 from lth.errors import ConfigError
-from lth.executors import make_executor
-from lth.imp import run_population, run_study
-from lth.parsing import LthCLI, mlflow_logger, parse
-from lth.seeds import study_seeds
-from lth.study import Chain, LevelResult, Study
-from lth.study_cli import ImpCLI, TransferCLI
-from lth.tracking import tag_query
-from lth.transfer import ARMS, TransferSettings
-from lth.transfer_report import transfer_report
+from lth.report.transfer import transfer_report
+from lth.store.chain_identity import study_description
+from lth.store.tracking import tag_query
+from lth.study.chains import Chain, LevelResult, Study
+from lth.study.executors import make_executor
+from lth.study.imp import run_population, run_study
+from lth.study.transfer import ARMS, TransferSettings
 
 
 def configure_process(threads: int | None = None) -> None:

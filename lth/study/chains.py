@@ -10,8 +10,8 @@ from typing import Any
 
 import lightning as L
 
-from lth.chain_store import chain_run_name
 from lth.modules import AgentModule
+from lth.store.chain_store import chain_run_name
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Study:
     experiment: str
     seeds: list[int]
     tags: dict[str, str]
-    description: dict[str, Any] | None = None  # JSON data: model, data, trainer budget, seed (lth.chain_identity)
+    description: dict[str, Any] | None = None  # JSON data: model, data, trainer budget, seed (lth.store.chain_identity)
     population: int | None = None  # at most this many chains per population; None: all of them
     config_yaml: str = ""  # the resolved command config, stored as each chain's config.yaml
 

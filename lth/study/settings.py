@@ -1,6 +1,6 @@
 """How every chain of an ``lth imp`` study prunes and rewinds: the ``--imp.*`` options, checked as they are parsed.
 
-Its own module (below :mod:`lth.parsing` and :mod:`lth.imp`, above nothing of lth's but the condition registry), so
+Its own module (below :mod:`lth.cli.parsing` and :mod:`lth.study.imp`, above nothing of lth's but the condition registry), so
 that parsing a config does not import the study engine.
 """
 

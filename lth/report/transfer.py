@@ -1,6 +1,6 @@
 """The report of an input-mask transfer: learning curves of both arms, mean and one standard deviation across seeds.
 
-The curves of every finished fit of one transfer (see :mod:`lth.transfer`) go to a PNG and a Markdown table,
+The curves of every finished fit of one transfer (see :mod:`lth.study.transfer`) go to a PNG and a Markdown table,
 on disk and, by default, in an MLflow run tagged ``lth.role=report``.
 """
 
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lth import figures as plt  # pyplot's subplots/close on bare Figures: drawing leaves the user's backend alone
 from lth.errors import ConfigError
-from lth.report import mean_sd
-from lth.tracking import log_folder, tag_query
-from lth.transfer import ARMS, TransferSettings, transfer_tags
+from lth.report import (
+    figures as plt,  # pyplot's subplots/close on bare Figures: drawing leaves the user's backend alone
+)
+from lth.report.chains import mean_sd
+from lth.store.tracking import log_folder, tag_query
+from lth.study.transfer import ARMS, TransferSettings, transfer_tags
 
 
 @dataclass

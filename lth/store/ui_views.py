@@ -25,7 +25,7 @@ import json
 from typing import Any
 
 from lth.callbacks import condition_names
-from lth.tracking import VIEW_STATE
+from lth.store.tracking import VIEW_STATE
 
 CHAINS_VIEW = "lth-chains"
 LEVELS_VIEW = "lth-levels"

@@ -21,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from lth import figures as plt  # pyplot's subplots/close on bare Figures: drawing leaves the user's backend alone
 from lth.analysis.inputs import VECTOR_INPUT_NAMES, channel_names, input_names
 from lth.callbacks import condition_names
-from lth.chain_store import ChainStore
 from lth.envs import env_shapes
 from lth.errors import ConfigError
-from lth.tracking import check_tracking_uri, log_folder, missing_store
-from lth.ui_views import condition_colour
+from lth.report import (
+    figures as plt,  # pyplot's subplots/close on bare Figures: drawing leaves the user's backend alone
+)
+from lth.store.chain_store import ChainStore
+from lth.store.tracking import check_tracking_uri, log_folder, missing_store
+from lth.store.ui_views import condition_colour
 
 REPORTS_EXPERIMENT = "lth reports"
 """The MLflow experiment of ``lth report``'s runs."""
@@ -77,7 +79,7 @@ def env_kwargs(params: Mapping[str, str]) -> dict[str, Any]:
 def load_chains(tracking_uri: str, experiments: list[str]) -> list[Chain]:
     """The chains (parent runs tagged ``lth.role=chain``) of ``experiments`` with their finished levels.
 
-    A changed configuration starts a new chain in the same experiment (see :mod:`lth.chain_identity`), so of
+    A changed configuration starts a new chain in the same experiment (see :mod:`lth.store.chain_identity`), so of
     several chains with the same condition, seed and branch source only the newest is read: a report shows one
     study, never a mix of configurations.
     """
@@ -286,6 +288,6 @@ def run_report(experiments: list[str], tracking_uri: str, out: Path, log_to_mlfl
     if log_to_mlflow:
         # in an experiment of their own: a report run among the chains would be one more top-level row there
         log_folder(tracking_uri, REPORTS_EXPERIMENT, out, f"report: {', '.join(experiments)}",
-                   {"lth.role": "report", "lth.report.experiments": ", ".join(experiments)})
+                   {"lth.role": "report", "lth.report.chains.experiments": ", ".join(experiments)})
     return summary
 

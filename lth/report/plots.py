@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from lth import figures as plt  # pyplot's subplots/close/get_cmap on bare Figures: no backend is touched
 from lth.analysis.inputs import InputReport, dead_inputs
+from lth.report import figures as plt  # pyplot's subplots/close/get_cmap on bare Figures: no backend is touched
 
 
 def save_inputs_png(reports: Mapping[str, InputReport], path: Path, title: str) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 from jsonargparse import ActionYesNo
 from jsonargparse.typing import PositiveInt
 
+from lth.cli.parsing import LthCLI, mlflow_logger
+from lth.cli.seeds import apply_seed, study_seeds
 from lth.console import VERBOSE_HELP
 from lth.errors import ConfigError
 from lth.modules import AgentModule
-from lth.parsing import LthCLI, mlflow_logger
-from lth.seeds import apply_seed, study_seeds
-from lth.settings import ImpSettings
-from lth.transfer import TransferSettings, configure_fit
+from lth.study.settings import ImpSettings
+from lth.study.transfer import TransferSettings, configure_fit
 
 
 def _add_seed_argument(parser: Any) -> None:
@@ -165,7 +165,7 @@ def check_imp_settings(cli: ImpCLI) -> None:
         check_modules(cli.model, settings.modules)
     logger = cli.config.trainer.logger
     if settings.branch_from and str(getattr(logger, "class_path", "")).endswith("MLFlowLogger"):
-        from lth.chain_store import ChainStore
+        from lth.store.chain_store import ChainStore
 
         try:
             ChainStore.of_run(logger.init_args.tracking_uri, settings.branch_from)

@@ -1,4 +1,4 @@
-"""Claims: one process trains a chain (:class:`lth.chain_store.ChainStore`), and proves it is alive.
+"""Claims: one process trains a chain (:class:`lth.store.chain_store.ChainStore`), and proves it is alive.
 
 A claim is four tags of the chain's parent run (:data:`OWNER`, :data:`HOST`, :data:`PID`, :data:`HEARTBEAT`),
 refreshed by a :class:`Heartbeat` thread; a claim is stale after :data:`CLAIM_TIMEOUT` seconds without a beat,
@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lth.errors import ConfigError
-from lth.tracking import creation_lock
+from lth.store.tracking import creation_lock
 
 OWNER, HOST, PID, HEARTBEAT = "lth.claim.owner", "lth.claim.host", "lth.claim.pid", "lth.claim.heartbeat"
 
@@ -113,7 +113,7 @@ class ChainBusyError(ConfigError):
         self.tracking_uri, self.parent_id = tracking_uri, parent_id
 
     def wait(self, poll_s: float) -> None:
-        """Block until nobody holds the chain's claim or its holder is stale (what :meth:`lth.chain_store.ChainStore.open`
+        """Block until nobody holds the chain's claim or its holder is stale (what :meth:`lth.store.chain_store.ChainStore.open`
         takes over), reading only the chain run's tags every ``poll_s`` seconds."""
         from mlflow import MlflowClient
 
