@@ -95,6 +95,10 @@ class DivergenceGuard:
             self._weights = [p.detach() for p in parameters if p.requires_grad]
             self._last_good = [w.clone() for w in self._weights]
             return
+        if not any(at is not None for at in self.diverged_at):  # the common case: a plain copy, no allocation
+            for good, weight in zip(self._last_good, self._weights, strict=True):
+                good.copy_(weight)
+            return
         frozen = self.frozen()
         for good, weight in zip(self._last_good, self._weights, strict=True):
             good.copy_(torch.where(_along(frozen, weight), good, weight))
