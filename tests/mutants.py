@@ -39,11 +39,9 @@ POPULATION = ("tests/test_population_imp.py", "tests/test_population.py")
 MUTANTS = (
     # -- how a study wires seeds into its members and levels (lth/study/population.py, lth/study/imp.py, datamodules/envs.py)
     Mutant("population: every member starts from seed 0's initial weights", "lth/study/population.py",
-           "agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]",
-           "agents = [_initial_agent(type(model), hparams, seeds[0]) for seed in seeds]", POPULATION),
+           "_initial_agent(type(model), hparams, seed)", "_initial_agent(type(model), hparams, seeds[0])", POPULATION),
     Mutant("population: every member gets member 0's env seeds", "lth/study/population.py",
-           '"seed": seeds if len(seeds) > 1 else seeds[0]',
-           '"seed": [seeds[0]] * len(seeds) if len(seeds) > 1 else seeds[0]', POPULATION),
+           '"seed": list(seeds)', '"seed": [seeds[0]] * len(seeds)', POPULATION),
     Mutant("imp: every member's generator is seeded from member 0's seed", "lth/study/imp.py",
            "model.seed_members([training_seed(seed, level) for seed in seeds]",
            "model.seed_members([training_seed(seeds[0], level) for seed in seeds]", POPULATION),
@@ -91,8 +89,8 @@ MUTANTS = (
            "lth/modules/divergence.py", "good.copy_(torch.where(_along(frozen, weight), good, weight))",
            "good.copy_(weight)", ("tests/test_population.py", "tests/test_dqn_population.py")),
     Mutant("modules: gradients are clipped over the whole population, not per member", "lth/modules/divergence.py",
-           "scale = (max_norm / (member_norms(grads, members) + 1e-6)).clamp(max=1.0)",
-           "scale = (max_norm / (member_norms(grads, 1) + 1e-6)).clamp(max=1.0)",
+           "scale = (max_norm / (member_norms(grads) + 1e-6)).clamp(max=1.0)",
+           "scale = (max_norm / (member_norms(grads).norm() + 1e-6)).clamp(max=1.0)",
            ("tests/test_population.py", "tests/test_dqn_population.py", "tests/test_distill_population.py")),
     # -- a chain's identity
     Mutant("chain identity: imp.rewind and imp.prune_from left out of the hash", "lth/store/chain_identity.py",

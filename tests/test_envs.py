@@ -7,7 +7,7 @@ from torchrl.envs.utils import check_env_specs
 
 from lth.envs import make_env
 from lth.errors import ConfigError
-from lth.rl.agents import make_actor
+from lth.rl.agents import acting_policy, make_actor
 
 
 def test_cartpole_specs_match_data() -> None:
@@ -66,16 +66,16 @@ def test_continuous_envs_have_bounded_actions_and_the_actor_acts_within_them(env
     with torch.no_grad():
         last.weight.zero_()
         last.bias.zero_()  # scale = biased softplus(0) = 1
-        last.bias[:act_dim] = loc
+        last.bias[0, :act_dim] = loc  # member 0 of a population of one
     with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
-        rollout = env.rollout(40, actor, break_when_any_done=False)
+        rollout = env.rollout(40, acting_policy(actor), break_when_any_done=False)
     actions = rollout["action"]
     assert rollout["next", "observation"].shape == (2, 40, obs_dim)
     assert torch.all(actions.abs() <= bound)
     assert torch.all(actions * loc > 0)  # loc +-5 with scale 1: on the other side of 0 with p = 3e-7
     assert actions.abs().max() > 0.95 * bound  # spans the whole range, up to the bounds
     with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-        greedy = actor(env.reset())["action"]
+        greedy = acting_policy(actor)(env.reset())["action"]
     torch.testing.assert_close(greedy, (bound * torch.tanh(loc)).expand(2, act_dim))
     env.close()
 

@@ -92,7 +92,7 @@ def test_the_expert_datamodule_rolls_out_whatever_its_loader_returns() -> None:
     assert "loader" not in dm.hparams  # not a hyperparameter: MLflow would log a function's repr
     rollout = next(iter(dm.train_dataloader()))
     with torch.no_grad():
-        logits = agent.actor.module[0].module(rollout["observation"])
+        logits = agent.actor.module[0].module(rollout["observation"][None])[0]  # a population of one
     torch.testing.assert_close(rollout["logits"], logits)  # the loaded agent acted
 
 

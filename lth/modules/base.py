@@ -146,7 +146,7 @@ class AgentModule(LightningModule):
             guard.restore(torch.ones(self.members, dtype=torch.bool))
             return
         self.manual_backward(loss.sum())
-        clip_member_gradients(self.parameters(), self.members, self.hparams.max_grad_norm)
+        clip_member_gradients(self.parameters(), self.hparams.max_grad_norm)
         guard.remember(self.parameters())
         opt.step()
         for k in guard.after_step():
@@ -218,7 +218,5 @@ class AgentModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("agent", {})
         self.frames = state.get("frames", 0)
-        best = state.get("best_returns", [state.get("best_return", -math.inf)])
-        self.best_returns = torch.tensor(best, dtype=torch.float32).expand(self.members).clone()
-        diverged = state.get("diverged_at", None)
-        self.guard.diverged_at = list(diverged) if isinstance(diverged, list) else [diverged] * self.members
+        self.best_returns = torch.tensor(state.get("best_returns", [-math.inf] * self.members), dtype=torch.float32)
+        self.guard.diverged_at = list(state.get("diverged_at", [None] * self.members))

@@ -247,9 +247,8 @@ def _fit(study: Study, model: AgentModule, datamodule: L.LightningDataModule, ca
     member ahead that retrains); returns what the fit left for each member before the callback pruned it."""
     seeds = [m.chain.seed for m in members]
     L.seed_everything(training_seed(seeds[0], level), verbose=False)  # a level's training depends only on (seed, level)
-    # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
-    # keeps the global generator: its results are those of the solo path).
-    model.seed_members([training_seed(seed, level) for seed in seeds] if len(seeds) > 1 else None)
+    # Each member acts and shuffles with its own generator, so a member trains alike in any population (of one too).
+    model.seed_members([training_seed(seed, level) for seed in seeds])
     loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
                             run_id=runs[k][0], copies=runs[k][1:]) if runs.get(k) else DummyLogger()
                for k in range(len(members))]
