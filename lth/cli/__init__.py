@@ -85,8 +85,8 @@ def imp(args: list[str]) -> None:
     from lth.cli.parsing import parse
     from lth.cli.runner import run_imp
     from lth.cli.study_cli import ImpCLI, imp_help
+    from lth.report.notes import summary_table
     from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
-    from lth.study.recording import summary_table
 
     if "-h" in args or "--help" in args:
         print(imp_help(), flush=True)  # lth's options first; Lightning's help follows and exits
