@@ -143,7 +143,7 @@ class AgentModule(LightningModule):
         for k, why in guard.nonfinite(loss, outputs).items():
             self._diverge(k, why)  # its last step is undone after this one: backward still needs its weights
         if guard.diverged:
-            guard.restore(torch.ones(self.members, dtype=torch.bool))
+            guard.restore(guard.frozen())  # every member
             return
         self.manual_backward(loss.sum())
         clip_member_gradients(self.parameters(), self.hparams.max_grad_norm)
@@ -162,9 +162,7 @@ class AgentModule(LightningModule):
         self.guard.diverged_at[member] = self.frames
         rank_zero_warn(f"member {member}: training diverged at {self.frames} env frames ({why}): this fit stops "
                        "here, back at the weights before its last step; its best evaluation return so far stands")
-        values = torch.full((self.members,), math.nan)
-        values[member] = float(self.frames)
-        self.log_at_frames({"diverged_at_frames": values}, members=[member])
+        self.log_at_frames({"diverged_at_frames": float(self.frames)}, members=[member])
         if self.diverged:
             self.trainer.should_stop = True
 
