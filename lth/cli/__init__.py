@@ -28,15 +28,10 @@ from lth.errors import ConfigError, LthError, behind
 #: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
 DEFAULT_UI_PORT = 5000
 
-#: Lightning's subcommands, run by :class:`lth.cli.parsing.LthCLI`.
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
 #: Every subcommand with its line in ``lth --help``.
 SUBCOMMANDS = {
     "fit": "train one agent (Lightning's fit), logged to MLflow",
     "validate": "evaluate one agent with greedy episodes (Lightning's validate)",
-    "test": "Lightning's test loop",
-    "predict": "Lightning's predict loop",
     "imp": "run or resume IMP chains (lottery tickets), one per condition and seed, and print their best returns",
     "report": "draw a study's figures and summary from its MLflow records",
     "transfer": "train dense agents on all inputs and on the inputs a ticket kept",

@@ -92,6 +92,12 @@ class SaveConfigToMLflow(SaveConfigCallback):
 class LthCLI(LightningCLI):
     """LightningCLI with the env id and kwargs shared by data and model and evaluation scheduled in env frames."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's ``fit`` and ``validate``: lth's agents have no test or predict step (evaluation is validation:
+        greedy episodes), so ``lth test`` and ``lth predict`` do not exist rather than crash."""
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in ("fit", "validate")}
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.init_args.env_id", "model.init_args.env_id")
         parser.link_arguments("data.init_args.env_kwargs", "model.init_args.env_kwargs")
