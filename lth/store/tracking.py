@@ -3,14 +3,13 @@ metric batches and tag queries. An IMP chain's runs are :mod:`lth.store.chain_st
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lth.errors import ConfigError, StoreError
 
@@ -170,8 +169,21 @@ def creation_lock(uri: str) -> Iterator[None]:
         return
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.parent / f"{db.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_exclusive(lock)
         yield
+
+
+def _lock_exclusive(file: IO[str]) -> None:
+    """An exclusive lock on an open ``file``, released when it is closed: ``fcntl.flock``, or on Windows (which has
+    no ``fcntl``, so it is imported here, not with the module) ``msvcrt.locking`` of its first byte."""
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(file.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises OSError
+    else:
+        import fcntl
+
+        fcntl.flock(file, fcntl.LOCK_EX)
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
