@@ -109,3 +109,30 @@ def test_atari_frames_are_stacked_84x84_grey_pixels_with_same_step_resets() -> N
     obs = td["observation"]
     assert obs.min() >= 0 and obs.max() <= 255 and obs.max() > 0
     assert not torch.equal(obs[:, 0], obs[:, -1])  # the stack holds four different frames
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "lth/MazeGrid-v0"])
+def test_torchrls_gym_wrapper_steps_lths_own_vector_envs_as_gymnasiums_sync_ones(env_id: str) -> None:
+    """lth's native vector envs carry ``autoreset_mode`` as gymnasium's do, so TorchRL's ``GymWrapper`` wraps them;
+    under it they give the rollout gymnasium's ``SyncVectorEnv`` of the single env gives, autoresets included."""
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+    from torchrl.envs import GymWrapper
+
+    from lth.envs import gym_vector_env
+
+    native = gym_vector_env(env_id, 3)
+    assert native.autoreset_mode is AutoresetMode.SAME_STEP
+    sync = gym.make_vec(env_id, 3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    rollouts = []
+    for vec in (native, sync):
+        wrapped = GymWrapper(vec)
+        wrapped.set_seed(5)
+        torch.manual_seed(0)  # the random actions
+        rollouts.append(wrapped.rollout(300, break_when_any_done=False))
+    ours, theirs = rollouts
+    assert ours.batch_size == (3, 300)
+    for key in ("observation", ("next", "observation"), ("next", "reward"), ("next", "done")):
+        torch.testing.assert_close(ours[key].float(), theirs[key].float(), msg=str(key))
+    if env_id == "CartPole-v1":
+        assert ours["next", "done"].sum() > 10  # random play ends episodes: the autoresets were compared too
