@@ -26,6 +26,12 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _no_tracking_uri_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lth follows ``$MLFLOW_TRACKING_URI`` when no argument names a store: the tests' stores are their own."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
 

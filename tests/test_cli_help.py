@@ -115,9 +115,13 @@ def test_ui_serves_the_store_with_this_python_and_prints_its_address_first(in_tm
     monkeypatch.setattr(subprocess, "run", run)
     main(["ui", "--port", "5123"])
     main(["ui", "--tracking_uri", "sqlite:///elsewhere/m.db"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///fromenv/e.db")  # MLflow's rule: the variable, else local
+    main(["ui"])
     assert calls == [
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--port", "5123"],
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{Path('elsewhere/m.db').resolve()}",
+         "--port", "5000"],
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{Path('fromenv/e.db').resolve()}",
          "--port", "5000"],
     ]
     lines = capsys.readouterr().out.splitlines()

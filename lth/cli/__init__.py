@@ -25,6 +25,9 @@ from typing import Any
 from lth.console import VERBOSE_HELP, quiet
 from lth.errors import ConfigError, LthError, behind
 
+#: What ``--tracking_uri`` of ``lth ui`` and ``lth report`` defaults to (:func:`lth.store.tracking.default_tracking_uri`).
+STORE_HELP = "the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db; now %(default)s)"
+
 #: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
 DEFAULT_UI_PORT = 5000
 
@@ -36,7 +39,7 @@ SUBCOMMANDS = {
     "report": "draw a study's figures and summary from its MLflow records",
     "transfer": "train dense agents on all inputs and on the inputs a ticket kept",
     "expert": "train one agent and store its best checkpoint as a distillation expert",
-    "ui": "start the MLflow UI on the store (default: mlruns/mlflow.db in this folder)",
+    "ui": "start the MLflow UI on the store (default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db in this folder)",
 }
 
 
@@ -81,7 +84,7 @@ def imp(args: list[str]) -> None:
     from lth.cli.runner import run_imp
     from lth.cli.study_cli import ImpCLI, imp_help
     from lth.report.notes import summary_table
-    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.store.tracking import default_tracking_uri, resolve_tracking_uri
 
     if "-h" in args or "--help" in args:
         print(imp_help(), flush=True)  # lth's options first; Lightning's help follows and exits
@@ -89,7 +92,7 @@ def imp(args: list[str]) -> None:
     run = run_imp(args)
     print("\nBest evaluation return per level and condition:\n")
     print(summary_table(run.results))
-    ui_command = "lth ui" if run.tracking_uri == resolve_tracking_uri(DEFAULT_TRACKING_URI) else \
+    ui_command = "lth ui" if run.tracking_uri == resolve_tracking_uri(default_tracking_uri()) else \
         f"lth ui --tracking_uri {run.tracking_uri}"
     print(f"\nCompare the chains in the MLflow UI (start it with: {ui_command}):")
     print(f"  {study_url(run.tracking_uri, run.experiment)}")
@@ -115,11 +118,11 @@ def transfer(args: list[str]) -> None:
 
 def report(args: list[str]) -> None:
     """``lth report --experiment NAME [--experiment NAME ...]``: figures and a summary from MLflow."""
-    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.store.tracking import default_tracking_uri, resolve_tracking_uri
 
     parser = _Parser(prog="lth report", description=report.__doc__)
     parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
-    parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--tracking_uri", default=default_tracking_uri(), help=STORE_HELP)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<experiment>)")
     parser.add_argument("--no_mlflow", action="store_true", help="do not log the report back to MLflow")
     ns = parser.parse_args(args)
@@ -133,10 +136,10 @@ def report(args: list[str]) -> None:
 def ui(args: list[str]) -> None:
     """``lth ui [--tracking_uri URI] [--port 5000]``: the MLflow UI on the store, run by this Python (MLflow's
     ``mlflow`` command need not be on PATH), until Ctrl-C."""
-    from lth.store.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, resolve_tracking_uri
+    from lth.store.tracking import check_tracking_uri, default_tracking_uri, resolve_tracking_uri
 
     parser = _Parser(prog="lth ui", description=ui.__doc__)
-    parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
+    parser.add_argument("--tracking_uri", default=default_tracking_uri(), help=STORE_HELP)
     parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="the port to serve on (default: %(default)s)")
     ns = parser.parse_args(args)
     uri = resolve_tracking_uri(ns.tracking_uri)

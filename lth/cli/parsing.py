@@ -32,7 +32,7 @@ from lth.cli.bad_input import check_config_files, one_line
 from lth.errors import ConfigError, behind
 from lth.modules import AgentModule
 from lth.store.experts import EXPERT_ARTIFACT
-from lth.store.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
+from lth.store.tracking import check_tracking_uri, default_tracking_uri, mark_model_training, resolve_tracking_uri
 from lth.study.settings import ImpSettings
 
 
@@ -43,7 +43,7 @@ def mlflow_logger(config: Namespace, command: str) -> Namespace:
         raise ConfigError(
             f"lth {command} records its runs in MLflow: set trainer.logger to lightning.pytorch.loggers.MLFlowLogger"
         )
-    logger.init_args.tracking_uri = resolve_tracking_uri(logger.init_args.tracking_uri or DEFAULT_TRACKING_URI)
+    logger.init_args.tracking_uri = resolve_tracking_uri(logger.init_args.tracking_uri or default_tracking_uri())
     return logger
 
 
@@ -114,16 +114,18 @@ class LthCLI(LightningCLI):
     stores: list[str]  # the tracking URIs the command writes to
 
     def before_instantiate_classes(self) -> None:
-        """Resolve and check the loggers' tracking URIs (a missing local store only for whether it can be made)."""
+        """Resolve and check the MLflow loggers' tracking URIs (a missing local store only for whether it can be made):
+        the one a config or argument names, else MLflow's rule (:func:`lth.store.tracking.default_tracking_uri`)."""
         config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
         logger = config.get("trainer", {}).get("logger")
         self.stores = []
         for spec in logger if isinstance(logger, list) else [logger]:
-            uri = getattr(spec, "init_args", {}).get("tracking_uri") if spec is not None else None
-            if uri:
-                spec.init_args.tracking_uri = resolve_tracking_uri(uri)
-                check_tracking_uri(spec.init_args.tracking_uri, create=False)
-                self.stores.append(spec.init_args.tracking_uri)
+            if spec is None or not str(getattr(spec, "class_path", "")).endswith("MLFlowLogger"):
+                continue
+            spec.init_args.tracking_uri = resolve_tracking_uri(spec.init_args.get("tracking_uri")
+                                                               or default_tracking_uri())
+            check_tracking_uri(spec.init_args.tracking_uri, create=False)
+            self.stores.append(spec.init_args.tracking_uri)
 
     def instantiate_classes(self) -> None:
         self.build_components()

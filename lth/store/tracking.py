@@ -13,7 +13,14 @@ from typing import IO, Any
 
 from lth.errors import ConfigError, StoreError
 
+#: The local store every command uses when neither its arguments nor ``$MLFLOW_TRACKING_URI`` name one.
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    """MLflow's own rule for a store no argument names: ``$MLFLOW_TRACKING_URI``, else lth's local
+    :data:`DEFAULT_TRACKING_URI` (MLflow's own local default, ``./mlruns`` as files, is a store MLflow 3 refuses)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def resolve_tracking_uri(uri: str) -> str:
