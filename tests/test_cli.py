@@ -238,3 +238,9 @@ def test_imp_refuses_a_population_that_is_not_a_positive_integer(in_tmp: Path, c
     line = _one_error_line(capsys, ["imp", "--config", PPO_CONFIG, *TINY, "--imp.levels", "2", "--population", bad])
     assert "population" in line and "an integer > 0" in line
     assert not (in_tmp / "mlruns").exists()
+
+
+@pytest.mark.parametrize("conditions", ["[mask/weights, random/reinit]", "mask/weights,random/reinit"])
+def test_imp_conditions_are_a_list_as_imp_modules_is_or_a_comma_string(in_tmp: Path, conditions: str) -> None:
+    cli = parse(["--config", PPO_CONFIG, "--imp.conditions", conditions], ImpCLI)
+    assert cli.settings.chain_conditions() == ["mask/weights", "random/reinit"]

@@ -101,6 +101,7 @@ def imp(args: list[str]) -> None:
 def transfer(args: list[str]) -> None:
     """``lth transfer --config CFG --ticket RUN --level K``: dense agents on all inputs and on the ticket's."""
     from lth.cli.runner import run_transfer
+    from lth.cli.seeds import SEEDS_FORMS, parse_seeds
 
     parser = _Parser(
         prog="lth transfer", description=transfer.__doc__,
@@ -108,11 +109,16 @@ def transfer(args: list[str]) -> None:
     )
     parser.add_argument("--ticket", required=True, help="parent run id of the IMP chain whose input mask to use")
     parser.add_argument("--level", type=int, required=True, help="the chain level whose masks to transfer")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one fit per arm and seed")
-    parser.add_argument("--modules", nargs="+", default=None, help="input layers of these sub-modules only")
+    parser.add_argument("--seeds", nargs="+", default=["0-2"],
+                        help=f"one fit per arm and seed: {SEEDS_FORMS}, as lth imp takes them (default: 0-2)")
+    parser.add_argument("--modules", nargs="+", default=None,
+                        help="input layers of these sub-modules only: [actor,critic] as --imp.modules takes them, "
+                             "or names")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: reports/transfer_...)")
     ns, rest = parser.parse_known_args(args)
-    run = run_transfer(rest, ns.ticket, ns.level, ns.seeds, ns.modules, ns.out)
+    seeds = parse_seeds(",".join(ns.seeds))  # "0-4", "0,1,7" (and "0 1 7") alike
+    modules = [m.strip(" []'\"") for part in ns.modules for m in part.split(",")] if ns.modules else None
+    run = run_transfer(rest, ns.ticket, ns.level, seeds, [m for m in modules if m] if modules else None, ns.out)
     print(f"wrote {run.summary} and its figure; runs in MLflow experiment {run.experiment!r}")
 
 

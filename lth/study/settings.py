@@ -22,7 +22,8 @@ class ImpSettings:
     Args:
         levels: fits per chain; level k trains the network of density (1 - amount)^k
         condition: the chain's ticket condition when --imp.conditions is not given (lth imp --help lists them)
-        conditions: one chain per condition: a comma-separated list, or all (the paper's four)
+        conditions: one chain per condition: a list ([a,b], as --imp.modules takes), a comma-separated string, or
+            all (the paper's four)
         amount: the fraction of the remaining weights each level prunes
         modules: sub-modules to prune, e.g. [actor] (the paper's AP); default: every prunable layer
         rewind: where the surviving weights restart each level: init (their initial values) or N (their values
@@ -33,7 +34,7 @@ class ImpSettings:
 
     levels: PositiveInt = 20
     condition: str = "mask/weights"
-    conditions: str | None = None
+    conditions: list[str] | str | None = None
     amount: OpenUnitInterval = 0.2
     modules: list[str] | None = None
     rewind: NonNegativeInt | Literal["init"] = "init"
@@ -44,10 +45,11 @@ class ImpSettings:
         """The conditions to run, one chain each, validated."""
         if self.conditions is None:
             chosen = [self.condition]
-        elif self.conditions == "all":
+        elif self.conditions in ("all", ["all"]):
             chosen = list(condition_names(paper=True))
         else:
-            chosen = [c.strip() for c in self.conditions.split(",") if c.strip()]
+            parts = self.conditions if isinstance(self.conditions, list) else self.conditions.split(",")
+            chosen = [c.strip() for c in parts if c.strip()]
         unknown = [c for c in chosen if c not in condition_names()]
         if unknown:
             option = "imp.conditions" if self.conditions is not None else "imp.condition"
