@@ -18,6 +18,7 @@ demo: $(STAMP)
 		--trainer.enable_progress_bar false --trainer.enable_model_summary false
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check lth callbacks datamodules studies benchmarks tests
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

@@ -174,9 +174,9 @@ def test_collecting_every_coin_terminates_within_the_time_limit() -> None:
     while not done:
         coins = set(np.flatnonzero(obs[CHANNELS.index("coin")].ravel()).tolist())
         try:
-            actions = plan(here, t, lambda b, a, now: a in coins and not meets(b, a, now), poisons)
+            actions = plan(here, t, lambda b, a, now, coins=coins: a in coins and not meets(b, a, now), poisons)
         except AssertionError:  # a coin walled in by poison: accept the -1
-            actions = plan(here, t, lambda b, a, now: a in coins and not meets(b, a, now))
+            actions = plan(here, t, lambda b, a, now, coins=coins: a in coins and not meets(b, a, now))
         for action in actions:
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(reward)

@@ -3,6 +3,7 @@ holds a claim (tags with a heartbeat), its levels marked complete only once ever
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -260,10 +261,8 @@ class ChainStore:
         with self._locked(self.tracking_uri):
             if self.holds_claim():
                 for key in (self.OWNER, self.HOST, self.PID, self.HEARTBEAT):
-                    try:
+                    with contextlib.suppress(MlflowException):  # a tag already gone
                         self.client.delete_tag(self.parent_id, key)
-                    except MlflowException:
-                        pass
         self.owner = None
 
     def abandon(self) -> None:

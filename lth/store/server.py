@@ -176,7 +176,7 @@ def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeo
     import urllib.request
 
     port = port or free_port(host)
-    log = open(folder / f"server-{time.monotonic_ns()}.log", "w+")
+    log = open(folder / f"server-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 - kept open for the caller: proc.log
     proc = subprocess.Popen([sys.executable, "-m", "lth.store.server", "--host", host, "--port", str(port), "--workers", "1"],
                             cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log, proc.port = log, port
