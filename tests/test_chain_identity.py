@@ -47,7 +47,7 @@ def _chains(client: MlflowClient) -> list:
 def _description(args: list[str]) -> dict:
     cli = parse(args, ImpCLI)
     settings = cli.settings
-    return chain_description(imp_study(cli).description, vars(settings), settings.condition)
+    return chain_description(imp_study(cli).description, vars(settings), settings.chain_conditions()[0])
 
 
 def test_a_changed_configuration_starts_a_new_chain_and_the_same_command_resumes_it(in_tmp: Path, capsys) -> None:
@@ -100,7 +100,7 @@ def test_the_identity_ignores_where_and_how_a_chain_is_shown_and_levels(in_tmp: 
     for option, value, key in [("--imp.amount", "0.3", "imp.amount"), ("--seeds", "1", "seed"),
                                ("--data.init_args.total_frames", "1024", "data.init_args.total_frames"),
                                ("--trainer.max_steps", "3", "trainer.max_steps"),
-                               ("--imp.condition", "mask/permuted", "condition"),
+                               ("--imp.conditions", "mask/permuted", "condition"),
                                ("--imp.modules", "[actor, critic]", "imp.modules")]:
         other = _description([*TINY, option, value])
         assert chain_hash(other) != chain_hash(base), option

@@ -244,3 +244,14 @@ def test_imp_refuses_a_population_that_is_not_a_positive_integer(in_tmp: Path, c
 def test_imp_conditions_are_a_list_as_imp_modules_is_or_a_comma_string(in_tmp: Path, conditions: str) -> None:
     cli = parse(["--config", PPO_CONFIG, "--imp.conditions", conditions], ImpCLI)
     assert cli.settings.chain_conditions() == ["mask/weights", "random/reinit"]
+
+
+def test_imp_condition_is_a_deprecated_alias_of_imp_conditions(in_tmp: Path, capsys) -> None:
+    cli = parse(["--config", PPO_CONFIG, "--imp.condition", "mask/permuted"], ImpCLI)
+    assert cli.settings.chain_conditions() == ["mask/permuted"]
+    err = capsys.readouterr().err.strip()
+    assert err == "lth: warning: --imp.condition is deprecated: --imp.conditions NAME says the same"
+    assert parse(["--config", PPO_CONFIG], ImpCLI).settings.chain_conditions() == ["mask/weights"]
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match="give imp.conditions only"):
+        parse(["--config", PPO_CONFIG, "--imp.condition", "mask/permuted", "--imp.conditions", "all"], ImpCLI)
