@@ -57,7 +57,7 @@ ui: $(STAMP)
 HOST = 127.0.0.1
 PORT = 5000
 server: $(STAMP)
-	$(PY) -m lth.store.server --host $(HOST) --port $(PORT)
+	$(VENV)/bin/lth server --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

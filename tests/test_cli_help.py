@@ -16,7 +16,7 @@ from lth.cli import main, study_url
 from lth.errors import ConfigError
 from tests.conftest import CONFIGS, local_store
 
-SUBCOMMANDS = ("fit", "validate", "imp", "report", "transfer", "expert", "ui")
+SUBCOMMANDS = ("fit", "validate", "imp", "report", "transfer", "expert", "server", "ui")
 HEAVY = ("lightning", "torchrl", "mlflow", "torch")
 LIGHTNING_CHATTER = ("Tip", "GPU available", "`Trainer.fit` stopped")
 TINY_STUDY = ["imp", "--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--imp.levels", "2", "--seeds", "0",

@@ -39,6 +39,7 @@ SUBCOMMANDS = {
     "report": "draw a study's figures and summary from its MLflow records",
     "transfer": "train dense agents on all inputs and on the inputs a ticket kept",
     "expert": "train one agent and store its best checkpoint as a distillation expert",
+    "server": "serve an MLflow tracking store for a cluster: PostgreSQL (or --backend-store-uri), proxied artifacts",
     "ui": "start the MLflow UI on the store (default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db in this folder)",
 }
 
@@ -169,6 +170,13 @@ def _run(command: str, args: list[str]) -> None:
         return
     if command == "report":
         report(args)
+        return
+    if command == "server":
+        from lth.store.server import main as serve
+
+        code = serve(args, prog="lth server", parser_class=_Parser)
+        if code:
+            raise SystemExit(code)
         return
     if command not in SUBCOMMANDS and not command.startswith("-"):  # "-c CFG fit": Lightning's top-level options
         raise ConfigError(f"unknown subcommand {command!r}; valid: {', '.join(SUBCOMMANDS)} (see lth --help)")
