@@ -182,9 +182,10 @@ class ExpertCLI(LthCLI):
         return trainer
 
 
-def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[LthCLI] = LthCLI,
+def build_cli(args: list[str] | Namespace | None = None, run: bool = True, cli_class: type[LthCLI] = LthCLI,
               exit_on_error: bool = True) -> LthCLI:
-    """The configured CLI (``run=False`` parses and instantiates without running a subcommand).
+    """The configured CLI (``run=False`` parses and instantiates without running a subcommand); ``args`` command-line
+    style, or an already parsed config (a jsonargparse ``Namespace``, checked again as data).
 
     A bad argument prints the usage and exits with code 2, or, with ``exit_on_error=False``, raises
     :class:`argparse.ArgumentError`.
@@ -203,23 +204,26 @@ def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[L
     )
 
 
-def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bool = False,
+def parse(config_args: Sequence[str] | Namespace, cli_class: type[LthCLI], exit_on_error: bool = False,
           run: bool = False) -> LthCLI:
-    """Parse ``config_args`` with ``cli_class`` and instantiate model, data and trainer (``run``: and run its
-    subcommand).
+    """Parse ``config_args`` (or take a parsed config, e.g. one arm of a transfer, as data) with ``cli_class`` and
+    instantiate model, data and trainer (``run``: and run its subcommand).
 
     Every bad value, its type and domain included (the constructors' annotations, ``--imp.*``), raises one
     :class:`ConfigError` whose message is one line naming the option and its valid values, before anything
     runs. ``exit_on_error=True`` lets jsonargparse print its usage and exit instead.
     """
-    check_config_files(config_args)
+    parsed = isinstance(config_args, Namespace)
+    if not parsed:
+        check_config_files(config_args)
     _LIGHTNING_INFO.quiet()
     try:
         with warnings.catch_warnings():  # the arguments are ours, not the process's command line
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            return build_cli(list(config_args), run=run, cli_class=cli_class, exit_on_error=exit_on_error)
+            args = config_args if parsed else list(config_args)
+            return build_cli(args, run=run, cli_class=cli_class, exit_on_error=exit_on_error)
     except argparse.ArgumentError as exc:
-        raise ConfigError(one_line(str(exc), _parser_of(cli_class), config_args)) from exc
+        raise ConfigError(one_line(str(exc), _parser_of(cli_class), [] if parsed else config_args)) from exc
     except Exception as exc:
         problem = behind(exc, ConfigError)
         if problem is None or problem is exc:

@@ -137,13 +137,18 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
     if not seeds:
         raise ConfigError("lth transfer needs at least one seed")
     modules = list(modules) if modules else None
-    common = [*config_args, "--transfer.ticket", ticket, "--transfer.level", str(level)]
+    common = [*config_args, "--transfer.ticket", ticket, "--transfer.level", str(level), "--seed", str(seeds[0])]
     if modules:
         common += ["--transfer.modules", json.dumps(modules)]
+    # The arguments are parsed once (checking the ticket, level and modules, so nothing trains on bad ones); every
+    # fit is that spec with its arm and seed set, as data.
+    spec = parse([*common, "--transfer.arm", ARMS[0]], TransferCLI, exit_on_error).spec
     fits: list[TransferFit] = []
     for seed in seeds:
-        for arm in ARMS:  # parsing either arm checks the ticket, level and modules, so nothing trains on bad ones
-            cli = parse([*common, "--transfer.arm", arm, "--seed", str(seed)], TransferCLI, exit_on_error)
+        for arm in ARMS:
+            fit = spec.clone()
+            fit.transfer.arm, fit.seed = arm, seed
+            cli = parse(fit, TransferCLI, exit_on_error)
             logger = cli.config.trainer.logger.init_args
             uri, experiment = logger.tracking_uri, logger.experiment_name
             kept = logger.tags.get("kept_inputs", "all")
