@@ -1,3 +1,5 @@
+import textwrap
+
 import gymnasium as gym
 import pytest
 import torch
@@ -136,3 +138,33 @@ def test_torchrls_gym_wrapper_steps_lths_own_vector_envs_as_gymnasiums_sync_ones
         torch.testing.assert_close(ours[key].float(), theirs[key].float(), msg=str(key))
     if env_id == "CartPole-v1":
         assert ours["next", "done"].sum() > 10  # random play ends episodes: the autoresets were compared too
+
+
+def test_a_missing_simulator_is_one_line_naming_its_extra() -> None:
+    """pybullet, MinAtar and ALE are extras (``lth[pybullet]``, ``lth[minatar]``, ``lth[atari]``), loaded when an env
+    of theirs is made: without one, making its env says which extra to install, and other ids still work."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import sys
+        for name in ("pybullet", "pybullet_envs_gymnasium", "minatar", "ale_py"):
+            sys.modules[name] = None  # not installed
+        from lth.envs import make_env
+        from lth.errors import ConfigError
+        for env_id in ("HopperBulletEnv-v0", "MinAtar/Breakout-v1", "ALE/Pong-v5"):
+            try:
+                make_env(env_id, 1)
+            except ConfigError as exc:
+                print(exc)
+        make_env("CartPole-v1", 1)
+        try:
+            make_env("CartPol-v1", 1)
+        except ConfigError as exc:
+            print("unknown:", "CartPole-v1" in str(exc))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split(" needs ")[1].split(" (")[0] for line in out[:3]] == [
+        "the pybullet extra", "the minatar extra", "the atari extra"]
+    assert out[0].endswith("pip install 'lth[pybullet]'") and out[2].endswith("pip install 'lth[atari]'")
+    assert out[3] == "unknown: True"
