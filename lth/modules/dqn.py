@@ -30,7 +30,7 @@ class DQN(AgentModule):
     Exploration is epsilon-greedy, annealed from ``eps_start`` to ``eps_end`` over ``eps_frames`` env frames;
     evaluation acts with ``eps_eval``. The Q-network is the sub-module ``q_net`` (what pruning selects).
 
-    With ``members`` K > 1 it trains a population: K independent agents as one batched Q-network (and target) on
+    With ``members`` K it trains a population: K independent agents as one batched Q-network (and target) on
     K x ``num_envs`` env copies (member-major) with one prioritized buffer per member (a
     :class:`lth.datamodules.ReplayDataModule` with K seeds). Each update stacks every member's own minibatch
     (``[K, batch_size]``); each member's loss is the mean over its own transitions (their sum is minimised,

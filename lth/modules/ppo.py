@@ -25,7 +25,7 @@ class PPO(AgentModule):
     ``minibatches`` shuffled minibatches are optimised manually (one Lightning step = one rollout).
     Sub-modules ``actor`` and ``critic`` are the names pruning selects by.
 
-    With ``members`` K > 1 it trains a population: K independent agents as one batched network on a rollout of
+    With ``members`` K it trains a population: K independent agents as one batched network on a rollout of
     K x ``num_envs`` env copies (member-major), each member with its own advantage normalisation, minibatch
     shuffles, loss (their sum is minimised) and gradient clipping, so each gets the update it would get alone.
 
