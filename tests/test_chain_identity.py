@@ -198,3 +198,34 @@ def test_a_chains_identity_does_not_depend_on_the_population_it_trains_in() -> N
     assert seed_1("1") != chain_hash(chain_description(
         member_description(imp_study(parse([*TINY, "--seeds", "0"], ImpCLI)).description, 0),
         vars(ImpSettings()), "mask/weights"))
+
+
+def test_options_at_their_defaults_are_not_part_of_a_chain_so_a_later_lth_with_a_new_option_resumes_it() -> None:
+    """A chain is identified with every model, data, trainer and ``--imp.*`` option at its default left out: an lth
+    version that adds an option (with a default) finds the chains stored before it; a non-default value is part of
+    the chain, and the chain's seed always is."""
+    from lth.store.chain_identity import identity
+
+    cli = parse(TINY, ImpCLI)
+    study = imp_study(cli)
+    defaults = {**study.defaults, "imp": dataclasses.asdict(ImpSettings())}
+    settings = vars(cli.settings)
+
+    def chain_id(description: dict, settings: dict, defaults: dict) -> str:
+        return chain_hash(identity(chain_description(member_description(description, 0), settings, "mask/weights"),
+                                   defaults))
+
+    base = chain_id(study.description, settings, defaults)
+    shown = identity(chain_description(member_description(study.description, 0), settings, "mask/weights"), defaults)
+    assert "gamma" not in shown["model"]["init_args"] and "amount" not in shown["imp"]  # at their defaults
+    assert shown["data"]["init_args"]["seed"] == 0 and shown["data"]["init_args"]["total_frames"] == 512
+    later = copy.deepcopy(study.description)
+    later["model"]["init_args"]["new_option"] = 7
+    later["trainer"]["new_trainer_option"] = "x"
+    later_defaults = {**defaults, "model": {**defaults["model"], "new_option": 7},
+                      "trainer": {**defaults["trainer"], "new_trainer_option": "x"},
+                      "imp": {**defaults["imp"], "new_imp_option": True}}
+    newer = {**settings, "new_imp_option": True}
+    assert chain_id(later, newer, later_defaults) == base
+    later["model"]["init_args"]["new_option"] = 8
+    assert chain_id(later, newer, later_defaults) != base

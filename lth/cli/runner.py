@@ -10,6 +10,7 @@ prints it as one line with exit code 2). Every value is checked before anything 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -17,8 +18,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch import Trainer
 
 from lth.cli.parsing import LthCLI, mlflow_logger, parse
 from lth.cli.seeds import study_seeds
@@ -50,6 +53,11 @@ def configure_process(threads: int | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.14, not ours to fix
 
 
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The default of each of ``cls``'s constructor arguments that has one (what a chain's identity leaves out)."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+
+
 def imp_study(cli: LthCLI) -> Study:
     """The :class:`Study` of a parsed ``lth imp`` config: model, data, trainer options, MLflow store, seed, tags,
     and the plain description of the config that, with the ``--imp.*`` settings, identifies a chain."""
@@ -69,6 +77,8 @@ def imp_study(cli: LthCLI) -> Study:
         description=study_description(config),
         population=config.population,
         config_yaml=cli.parser.dump(config, skip_none=False),
+        defaults={"model": constructor_defaults(type(cli.model)), "data": constructor_defaults(type(cli.datamodule)),
+                  "trainer": constructor_defaults(Trainer)},
     )
 
 

@@ -130,10 +130,13 @@ class ChainStore:
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, tags: dict[str, str], resume: bool,
-             description: Mapping[str, Any] | None = None, shown: ChainShown | None = None) -> ChainStore:
+             description: Mapping[str, Any] | None = None, shown: ChainShown | None = None,
+             identity: Mapping[str, Any] | None = None) -> ChainStore:
         """The chain's parent run, claimed by this process: when resuming, the newest with the same tags and
-        (given a ``description``) the same configuration hash, else a new one. ``shown`` (what a reader of the
-        run sees: its description, informative tags, text artifacts) is written at every open.
+        (given a ``description``) the same configuration hash, else a new one. The hash and the stored
+        ``chain.json`` are of ``identity`` (default: the description), the run's params of the whole description.
+        ``shown`` (what a reader of the run sees: its description, informative tags, text artifacts) is written at
+        every open.
 
         Raises :class:`ChainBusyError` when a live process holds the chain's claim.
         """
@@ -143,14 +146,15 @@ class ChainStore:
         shown = shown or ChainShown()
         chain_tags = dict(tags)
         flat: dict[str, str] = {}
+        identity = description if identity is None else identity
         if description is not None:
-            chain_tags[cls.HASH] = chain_hash(description)
+            chain_tags[cls.HASH] = chain_hash(identity)
             flat = flatten(description)
         with cls._locked(tracking_uri):
             store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume, shown)
         try:
             if store.created and description is not None:
-                store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
+                store.client.log_text(store.parent_id, canonical_json(identity), "chain.json")
             store._show(shown)
             beating = ChainStore(tracking_uri, store.experiment_id, store.parent_id)  # its own client, for its thread
             beating.owner = store.owner

@@ -23,7 +23,7 @@ from lth.callbacks.seeding import training_seed
 from lth.errors import ConfigError
 from lth.modules import AgentModule
 from lth.report.notes import chain_note, experiment_note
-from lth.store.chain_identity import chain_description, describe_differences, member_description
+from lth.store.chain_identity import chain_description, describe_differences, identity, member_description
 from lth.store.chain_store import ChainShown, ChainStore
 from lth.store.tracking import source_tags
 from lth.store.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
@@ -98,12 +98,13 @@ def _chain_tags(study: Study, settings: ImpSettings, chain: Chain) -> dict[str, 
 
 
 def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool) -> ChainStore:
-    description = None
+    description = chain_id = None
     if study.description is not None:
         description = chain_description(member_description(study.description, chain.seed),
                                         dataclasses.asdict(settings), chain.condition)
+        chain_id = identity(description, {**study.defaults, "imp": dataclasses.asdict(ImpSettings())})
     store = ChainStore.open(study.tracking_uri, study.experiment, _chain_tags(study, settings, chain), resume,
-                            description, _chain_shown(study, settings, chain))
+                            description, _chain_shown(study, settings, chain), chain_id)
     if store.took_over:
         print(f"{chain.prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
     if store.closest is not None:
