@@ -102,6 +102,11 @@ MUTANTS = (
     Mutant("chain identity: a member's description keeps the study's data seed", "lth/store/chain_identity.py",
            'data["init_args"] = {**data["init_args"], "seed": seed}', 'data["init_args"] = {**data["init_args"]}',
            ("tests/test_chain_identity.py",)),
+    Mutant("chain identity: options at their defaults stay in it (a new option starts new chains)",
+           "lth/store/chain_identity.py", "if k in keep or k not in defaults or plain(v) != plain(defaults[k])}",
+           "if True}", ("tests/test_chain_identity.py",)),
+    Mutant("chain identity: the chain's seed is left out at its default", "lth/store/chain_identity.py",
+           'keep = ("seed",) if section == "data" else ()', "keep = ()", ("tests/test_chain_identity.py",)),
     # -- the store
     Mutant("chain store: a level is marked complete before its metrics and artifacts are written", "lth/store/chain_store.py",
            "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"
