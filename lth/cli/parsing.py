@@ -112,10 +112,15 @@ class LthCLI(LightningCLI):
         from these (:func:`_parser_of`)."""
 
     stores: list[str]  # the tracking URIs the command writes to
+    #: The parsed config as given (before a subcommand makes it one fit), without its config file paths: data from
+    #: which another process or fit rebuilds the command (:func:`parse` takes it), no file or argument needed.
+    spec: Namespace
 
     def before_instantiate_classes(self) -> None:
-        """Resolve and check the MLflow loggers' tracking URIs (a missing local store only for whether it can be made):
+        """Keep the :attr:`spec`; resolve and check the MLflow loggers' tracking URIs (a missing local store only for whether it can be made):
         the one a config or argument names, else MLflow's rule (:func:`lth.store.tracking.default_tracking_uri`)."""
+        self.spec = self.config.clone()
+        self.spec.pop("config", None)
         config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
         logger = config.get("trainer", {}).get("logger")
         self.stores = []

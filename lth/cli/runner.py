@@ -97,7 +97,7 @@ def run_imp(config_args: Sequence[str], exit_on_error: bool = False) -> ImpRun:
     cli = parse(config_args, ImpCLI, exit_on_error)
     study = imp_study(cli)
     executor = make_executor(cli.config, study.tracking_uri)
-    unit = ImpUnit(study.config_yaml, os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
+    unit = ImpUnit(cli.spec, os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
     results = run_study(study, cli.settings, resume=cli.config.resume,
                         executor=executor, unit=unit)
     return ImpRun(results, study.tracking_uri, study.experiment)
@@ -178,12 +178,11 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
 
 @dataclass(frozen=True)
 class ImpUnit:
-    """Trains one unit of an ``lth imp`` study in another process: rebuilds the study from its resolved config (the
-    ``config.yaml`` every chain run shows in MLflow, whose description is the chains' identity: data, not the
-    command's arguments) in the command's folder when this machine has it (relative store and expert paths), and
-    resumes the unit's chains."""
+    """Trains one unit of an ``lth imp`` study in another process: rebuilds the study from its parsed config
+    (``LthCLI.spec``: data, not the command's arguments or config files) in the command's folder when this machine
+    has it (relative store and expert paths), and resumes the unit's chains."""
 
-    config: str  # the study's resolved config as YAML (Study.config_yaml)
+    spec: Any  # the command's parsed config (a jsonargparse Namespace, picklable)
     cwd: str
 
     def __call__(self, chains: list[Chain]) -> list[LevelResult]:
@@ -193,5 +192,5 @@ class ImpUnit:
             os.chdir(self.cwd)
         quiet()
         configure_process()
-        cli = parse(["--config", self.config], ImpCLI)
+        cli = parse(self.spec, ImpCLI)
         return run_population(imp_study(cli), cli.settings, chains, resume=True)

@@ -231,12 +231,9 @@ class TransferCLI(LthCLI):
         parser.add_class_arguments(TransferSettings, "transfer")
         _add_seed_argument(parser)
 
-    #: The parsed config before it was made one arm's fit of one seed: the transfer's spec, from which its other fits
-    #: are made as data (``lth.cli.runner.run_transfer``), not from argument strings.
-    spec: Any
-
     def before_instantiate_classes(self) -> None:
-        self.spec = self.config.clone()
+        # the spec (LthCLI's) is the config before it is made one arm's fit of one seed: run_transfer makes the
+        # transfer's other fits from it as data
         super().before_instantiate_classes()
         apply_seed(self.config)
         configure_fit(self.config, mlflow_logger(self.config, "transfer").init_args)
