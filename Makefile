@@ -26,7 +26,7 @@ demo: $(BASE_STAMP)
 		--trainer.enable_progress_bar false --trainer.enable_model_summary false
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check lth callbacks datamodules studies benchmarks tests
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

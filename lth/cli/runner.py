@@ -39,14 +39,17 @@ from lth.study.transfer import ARMS, TransferSettings
 def configure_process(threads: int | None = None) -> None:
     """Process-wide torch settings for small RL networks on CPU (the ``lth`` command and the benchmarks).
 
-    Torch runs ``threads`` threads (default: ``$LTH_NUM_THREADS``, else 1): the paper's small networks gain
-    nothing from intra-op threads, which on two cores fight the environments for CPU (up to 10x slower).
+    Torch runs ``threads`` threads (default: ``$LTH_NUM_THREADS``, else ``$OMP_NUM_THREADS``, the convention torch
+    and OpenMP follow, else 1): the paper's small networks gain nothing from intra-op threads, which on two cores
+    fight the environments for CPU (up to 10x slower).
     Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (fork-safe CUDA probing), after which torch
     queries NVML on every optimizer step, ~75 us each without a GPU; lth never forks after touching CUDA, so it
     probes directly. TorchRL's INFO messages, Lightning's LeafSpec deprecation warnings and MLflow's progress bar
     for every small artifact a resume reads are silenced.
     """
-    torch.set_num_threads(int(os.environ.get("LTH_NUM_THREADS", "1")) if threads is None else threads)
+    if threads is None:
+        threads = int(os.environ.get("LTH_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or 1)
+    torch.set_num_threads(threads)
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # e.g. one INFO line per replay-buffer allocation

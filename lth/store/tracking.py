@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from filelock import FileLock
 
 from lth.errors import ConfigError, StoreError
 
@@ -175,22 +177,9 @@ def creation_lock(uri: str) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.parent / f"{db.name}.lock", "w") as lock:
-        _lock_exclusive(lock)
+    # filelock (installed with torch): fcntl's flock on POSIX, msvcrt's locking on Windows
+    with FileLock(db.parent / f"{db.name}.lock"):
         yield
-
-
-def _lock_exclusive(file: IO[str]) -> None:
-    """An exclusive lock on an open ``file``, released when it is closed: ``fcntl.flock``, or on Windows (which has
-    no ``fcntl``, so it is imported here, not with the module) ``msvcrt.locking`` of its first byte."""
-    if os.name == "nt":
-        import msvcrt
-
-        msvcrt.locking(file.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises OSError
-    else:
-        import fcntl
-
-        fcntl.flock(file, fcntl.LOCK_EX)
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
