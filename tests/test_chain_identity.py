@@ -229,3 +229,25 @@ def test_options_at_their_defaults_are_not_part_of_a_chain_so_a_later_lth_with_a
     assert chain_id(later, newer, later_defaults) == base
     later["model"]["init_args"]["new_option"] = 8
     assert chain_id(later, newer, later_defaults) != base
+
+
+def test_a_chain_stored_before_a_new_option_resumes_and_says_which_options_are_new(in_tmp: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    import lth.study.imp as imp
+
+    main(["imp", *TINY, "--imp.levels", "1"])
+    (stored,) = _chains(MlflowClient(local_store()))
+    capsys.readouterr()
+    describe, identify = imp.chain_description, imp.identity  # a later lth: a new --imp option, at its default
+
+    def described(*args, **kwargs):
+        description = describe(*args, **kwargs)
+        return {**description, "imp": {**description["imp"], "new_option": 1}}
+
+    monkeypatch.setattr(imp, "chain_description", described)
+    monkeypatch.setattr(imp, "identity", lambda d, defaults: identify(d, {**defaults, "imp": {**defaults["imp"],
+                                                                                             "new_option": 1}}))
+    main(["imp", *TINY, "--imp.levels", "1"])
+    out = capsys.readouterr().out
+    assert "resumed; options new since it was stored, at their defaults: imp.new_option" in out
+    assert f"chain run id {stored.info.run_id}" in out and "new chain" not in out

@@ -110,6 +110,9 @@ class ChainStore:
         self.created = False  # whether open() created the parent run
         self.closest: tuple[str, list[tuple[str, str, str]]] | None = None  # (chain id, differences) when created
         self.took_over: str | None = None  # the stale claim taken over, described
+        #: Options the resumed chain's stored params lack (new since it was stored; at their defaults, as the
+        #: identity matched).
+        self.added: list[str] = []
         self._beat: Heartbeat | None = None
 
     @classmethod
@@ -191,6 +194,8 @@ class ChainStore:
             if runs:
                 store = cls(tracking_uri, exp_id, runs[0].info.run_id)
                 store._take_claim(runs[0].data.tags)
+                if flat and runs[0].data.params:
+                    store.added = sorted(set(flat) - set(runs[0].data.params))
                 return store
             if flat:
                 closest = cls._closest(client, exp_id, tags, flat)

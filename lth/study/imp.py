@@ -107,6 +107,9 @@ def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool)
                             description, _chain_shown(study, settings, chain), chain_id)
     if store.took_over:
         print(f"{chain.prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
+    if store.added:
+        shown = ", ".join(store.added[:8]) + (f" and {len(store.added) - 8} more" if len(store.added) > 8 else "")
+        print(f"{chain.prefix} resumed; options new since it was stored, at their defaults: {shown}", flush=True)
     if store.closest is not None:
         old, diffs = store.closest
         print(f"{chain.prefix} new chain: the configuration differs from chain {old} in "
