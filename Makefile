@@ -1,23 +1,32 @@
-# `make demo` and `make test` each create .venv and install the project on first use.
+# `make demo` and `make test` each create .venv and install the project on first use: the demo the package alone,
+# the tests every extra (simulators, cluster, test tools).
 VENV := .venv
 PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.base-stamp
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-slow mutants bench results results-offline ui server clean
 
 # pip unpacks torch's CUDA wheels (~5 GB installed) in TMPDIR: keep them on the project's disk, not a small /tmp.
-$(STAMP): pyproject.toml
+$(BASE_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	mkdir -p $(VENV)/pip-tmp
-	TMPDIR=$(CURDIR)/$(VENV)/pip-tmp $(PY) -m pip install --quiet --no-cache-dir -e '.[test,cluster]'
+	TMPDIR=$(CURDIR)/$(VENV)/pip-tmp $(PY) -m pip install --quiet --no-cache-dir -e .
+	rm -rf $(VENV)/pip-tmp
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP)
+	mkdir -p $(VENV)/pip-tmp
+	TMPDIR=$(CURDIR)/$(VENV)/pip-tmp $(PY) -m pip install --quiet --no-cache-dir -e '.[all]'
 	rm -rf $(VENV)/pip-tmp
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(VENV)/bin/lth imp --config configs/demo/cartpole_ppo.yaml --imp.conditions all --imp.levels 11 \
 		--trainer.enable_progress_bar false --trainer.enable_model_summary false
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
@@ -56,7 +65,7 @@ ui: $(STAMP)
 HOST = 127.0.0.1
 PORT = 5000
 server: $(STAMP)
-	$(PY) -m lth.store.server --host $(HOST) --port $(PORT)
+	$(VENV)/bin/lth server --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

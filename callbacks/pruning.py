@@ -57,17 +57,18 @@ class PruningCallback(Callback):
         members: optional population size K, for loading member states (:meth:`load_member_state_dict`)
             before the first fit when neither ``condition`` nor ``seed`` lists K values.
 
-    Populations. A ``LightningModule`` with an int attribute ``members`` = K > 1 is K independent networks whose
-    parameters all lead with the member dimension (member k's network is ``{name: p[k]}``, the solo names); no
-    such attribute, or K = 1, is an ordinary model. Then ``condition`` and ``seed`` give one value or exactly K
+    Populations. A ``LightningModule`` with an int attribute ``members`` = K >= 1 is K independent networks whose
+    parameters all lead with the member dimension (member k's network is ``{name: p[k]}``, the solo names); a
+    model without it is an ordinary model, one chain. Then ``condition`` and ``seed`` give one value or exactly K
     (checked at fit start); each member is its own IMP chain with exactly the solo semantics (own condition,
     generator, level, masks, rewind and start state, best score and weights), scored by
     ``callback_metrics[f"{monitor}/{k}"]``; fresh-init conditions take member k's slices of a
     ``reset_parameters()`` draw seeded from member k's generator; the hooks apply the stacked masks. Read member
     k through :meth:`member_masks`, :meth:`member_rewind_state`, :meth:`member_trained_weights` and
     :meth:`member_state_dict` / :meth:`load_member_state_dict` (a solo callback's layout); ``masks``,
-    ``rewind_state`` and ``trained_weights`` stack the members ``[K, ...]``; ``state_dict()`` is ``{"members":
-    [member states]}``. Optimizer steps (late rewinding) are counted once for all members.
+    ``rewind_state`` and ``trained_weights`` are laid out as the model's parameters (the members stacked
+    ``[K, ...]``); with K > 1 ``state_dict()`` is ``{"members": [member states]}``. Optimizer steps (late
+    rewinding) are counted once for all members.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class PruningCallback(Callback):
         self._prunable: dict[str, nn.Parameter] = {}
         self._tracked: dict[str, nn.Parameter] = {}
         self._masks_now: dict[str, Tensor] = {}  # what the hooks multiply by: the masks, stacked for a population
+        self._member_dim = (self._size or 1) > 1  # whether the model's parameters lead with a member dim
 
     # ------------------------------------------------------------------ public read-outs
     @property
@@ -127,7 +129,7 @@ class PruningCallback(Callback):
 
     @property
     def masks(self) -> dict[str, Tensor]:
-        """The masks of the prunable weights; for a population the members' masks stacked ``[K, ...]``."""
+        """The masks of the prunable weights, laid out as the model's parameters (a population's stacked ``[K, ...]``)."""
         return self._combined(lambda c: c.masks)
 
     @property
@@ -138,13 +140,13 @@ class PruningCallback(Callback):
 
     @property
     def rewind_state(self) -> dict[str, Tensor]:
-        """The rewind-point values of every tracked parameter (empty until captured); stacked for a population."""
+        """The rewind-point values of every tracked parameter (empty until captured), laid out as the parameters."""
         return self._combined(lambda c: c.rewind_state)
 
     @property
     def trained_weights(self) -> dict[str, Tensor]:
         """Every tracked parameter as the last pruning took it (the best snapshot with ``prune_from="best"``,
-        else the last weights): what its masks were computed from. Stacked ``[K, ...]`` for a population."""
+        else the last weights): what its masks were computed from. Laid out as the parameters."""
         return self._combined(lambda c: c.trained_weights)
 
     def member_masks(self, k: int) -> dict[str, Tensor]:
@@ -231,6 +233,7 @@ class PruningCallback(Callback):
         if "members" in state_dict:
             states = list(state_dict["members"])
             self._ensure_chains(len(states))
+            self._member_dim = True
             for chain, state in zip(self._chains, states):
                 self._steps = chain.load_state_dict(state)
         else:
@@ -269,28 +272,29 @@ class PruningCallback(Callback):
     def _discover(self, pl_module: nn.Module) -> None:
         """Find the prunable weights (selected Linear/Conv layers) and every parameter to rewind, and give each
         member's chain its tensors (the parameters themselves, or a population member's slices of them)."""
-        members = getattr(pl_module, "members", None)
-        if members is not None and (not isinstance(members, int) or isinstance(members, bool) or members < 1):
+        self._member_dim = hasattr(pl_module, "members")  # else an ordinary model: one chain over its parameters
+        members = getattr(pl_module, "members", 1)
+        if not isinstance(members, int) or isinstance(members, bool) or members < 1:
             raise ValueError(f"the model's members attribute must be an int >= 1, got {members!r}")
-        members = members or 1
         self._ensure_chains(members)
         prunable, tracked = find_weights(pl_module, self.modules)
-        if members == 1:
-            self._chains[0].bind(prunable, tracked)
-        else:
+        if self._member_dim:
             wrong = {n: tuple(p.shape) for n, p in tracked.items() if p.dim() == 0 or p.shape[0] != members}
             if wrong:
                 raise ValueError(f"a population of members={members} needs a leading member dimension of "
                                  f"{members} on every parameter; these have none: {wrong}")
-            for k, chain in enumerate(self._chains):  # views: writes through them land in the batched parameters
-                chain.bind({n: p.detach()[k] for n, p in prunable.items()},
-                           {n: p.detach()[k] for n, p in tracked.items()})
+
+        def layout(p: Tensor) -> Tensor:  # the parameter as [members, ...] views
+            return p.detach() if self._member_dim else p.detach().unsqueeze(0)
+
+        for k, chain in enumerate(self._chains):  # views: writes through them land in the parameters
+            chain.bind({n: layout(p)[k] for n, p in prunable.items()}, {n: layout(p)[k] for n, p in tracked.items()})
         self._prunable, self._tracked = prunable, tracked
 
     def _combined(self, part: Callable[[ChainState], Mapping[str, Tensor]]) -> dict[str, Tensor]:
         """``part`` of the chains laid out as the model's parameters: a plain model's chain's own tensors, or the
         members' stacked ``[K, ...]``."""
-        if not self.population:
+        if not self._member_dim:
             return dict(part(self._chains[0]))
         first = part(self._chains[0])
         return {name: torch.stack([part(c)[name] for c in self._chains]) for name in first}
@@ -318,11 +322,12 @@ class PruningCallback(Callback):
             handle.remove()
         self._handles = []
 
-    def _prune(self, pl_module: nn.Module, members: Sequence[int] | None = None) -> None:
+    def _prune(self, pl_module: nn.Module, which: Sequence[int] | None = None) -> None:
+        """Prune the chains ``which`` (all)."""
         def fresh(generator: torch.Generator, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
             return fresh_draw(pl_module, self._tracked, generator, tensors)
 
-        for k in range(len(self._chains)) if members is None else members:
+        for k in range(len(self._chains)) if which is None else which:
             chain = self._chains[k]
             chain.prune(self.amount, self.prune_from, self._monitor_key(k), fresh, self.mask_source)
 

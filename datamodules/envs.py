@@ -21,18 +21,15 @@ class EvalEnvLoader:
     scores of different checkpoints are comparable, and a stored best checkpoint reproduces its score.
     """
 
-    def __init__(self, env: EnvBase, seed: int | Sequence[int]) -> None:
+    def __init__(self, env: EnvBase, seeds: Sequence[int]) -> None:
         self.env = env
-        self.seed = seed
+        self.seeds = seeds
 
     def __len__(self) -> int:
         return 1
 
     def __iter__(self) -> Iterator[EnvBase]:
-        if isinstance(self.seed, Sequence):
-            self.env.seed_copies(self.seed)
-        else:
-            self.env.set_seed(self.seed)
+        self.env.seed_copies(self.seeds)
         yield self.env
 
 
@@ -65,11 +62,8 @@ class EnvDataModule(LightningDataModule):
         (e.g. an expert's data stream that every member of a population learns from)."""
         self._close_collector()
         hp = self.hparams
-        if self.members > 1 and not shared:
-            env = make_env(hp.env_id, hp.num_envs * self.members, member_copy_seeds(self.seeds, hp.num_envs),
-                           **self.env_kwargs)
-        else:
-            env = make_env(hp.env_id, hp.num_envs, self.seeds[0], **self.env_kwargs)
+        seeds = self.seeds[:1] if shared else self.seeds
+        env = make_env(hp.env_id, hp.num_envs * len(seeds), member_copy_seeds(seeds, hp.num_envs), **self.env_kwargs)
         self._collector = Collector(
             env,
             policy if policy is not None else self.trainer.lightning_module.policy,
@@ -93,21 +87,15 @@ class EnvDataModule(LightningDataModule):
 
     @property
     def members(self) -> int:
-        """How many agents the data are for: a population's members, or 1 (``seed`` given as one int)."""
-        return len(self.seeds) if isinstance(self.hparams.seed, Sequence) else 1
+        """How many agents the data are for: one per seed (one int: an ordinary agent's)."""
+        return len(self.seeds)
 
     def val_dataloader(self) -> EvalEnvLoader:
         episodes = self.hparams.eval_episodes
+        seeds = member_copy_seeds([evaluation_seed(s) for s in self.seeds], episodes)
         if self._eval_env is None:
-            self._eval_env = make_env(self.hparams.env_id, episodes * self.members, **self.env_kwargs)
-        if self.members > 1:
-            return EvalEnvLoader(self._eval_env, member_copy_seeds([evaluation_seed(s) for s in self.seeds], episodes))
-        return EvalEnvLoader(self._eval_env, self.eval_seed)
-
-    @property
-    def eval_seed(self) -> int:
-        """The seed every evaluation starts from (distinct from the training envs' seed)."""
-        return evaluation_seed(self.seeds[0])
+            self._eval_env = make_env(self.hparams.env_id, len(seeds), **self.env_kwargs)
+        return EvalEnvLoader(self._eval_env, seeds)
 
     def _close_collector(self) -> None:
         if self._collector is not None:

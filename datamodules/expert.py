@@ -12,7 +12,7 @@ from torch import nn
 
 from lth.rl.domains import check_domains
 from lth.store.experts import load_agent
-from lth.store.tracking import DEFAULT_TRACKING_URI
+from lth.store.tracking import default_tracking_uri
 
 from .envs import EnvDataModule
 from .onpolicy import RolloutStream
@@ -27,7 +27,8 @@ ExpertLoader = Callable[[str, str], Any]
 class ExpertDataModule(EnvDataModule):
     """Rollouts of ``num_envs`` envs x ``rollout_steps`` steps of the expert's policy until ``total_frames``.
 
-    The expert (a checkpoint path or the MLflow run id of an ``lth expert`` run) acts with its own stochastic
+    The expert (a checkpoint path, or the MLflow run id of an ``lth expert`` run in ``tracking_uri``: by default
+    ``$MLFLOW_TRACKING_URI``, else the local store) acts with its own stochastic
     policy, as in the paper; a value-based (DQN) expert acts epsilon-greedily with ``expert_eps``. Each frame
     keeps what the expert computed while acting (``logits``, ``loc``/``scale`` or ``action_value``), so the
     data distribution is the expert's and never shifts with the student. Evaluation envs are the student's.
@@ -51,7 +52,7 @@ class ExpertDataModule(EnvDataModule):
         eval_episodes: PositiveInt = 10,
         seed: int | list[int] = 0,
         env_kwargs: dict[str, Any] | None = None,
-        tracking_uri: str = DEFAULT_TRACKING_URI,
+        tracking_uri: str | None = None,
         loader: ExpertLoader = load_agent,
     ) -> None:
         super().__init__()
@@ -66,7 +67,7 @@ class ExpertDataModule(EnvDataModule):
     def expert(self) -> nn.Module:
         """The frozen expert agent (loaded on first use)."""
         if self._expert is None:
-            self._expert = self._loader(self.hparams.expert, self.hparams.tracking_uri)
+            self._expert = self._loader(self.hparams.expert, self.hparams.tracking_uri or default_tracking_uri())
         return self._expert
 
     @property

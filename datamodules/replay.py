@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import LazyTensorStorage, ReplayBuffer, TensorDictPrioritizedReplayBuffer
+from torchrl.data import LazyTensorStorage, TensorDictPrioritizedReplayBuffer
 
 from lth.errors import ConfigError
 from lth.rl.domains import check_domains
@@ -43,40 +43,30 @@ def updates_due(frames: int, warmup_frames: int, replay_ratio: float, batch_size
 class ReplayStream:
     """Collects chunks into the buffer and yields the updates they pay for, each a TensorDict with batch size [].
 
-    Each item holds ``sample`` (a prioritized minibatch with the transitions' buffer ``index`` and importance
-    weights ``priority_weight``) and ``new_frames`` (env frames collected since the previous item). The stream
-    knows nothing of the learner's loss: the learner reaches the buffer as the training dataloader's
-    :attr:`buffer` (``trainer.train_dataloader.buffer``) and writes new priorities with
-    ``buffer.update_priority(sample["index"], priorities)``, as TorchRL's own training loops do.
+    Each item holds ``sample`` (each member's prioritized minibatch, stacked ``[members, batch_size]``, with the
+    transitions' buffer ``index`` and importance weights ``priority_weight``) and ``new_frames`` (env frames of all
+    members collected since the previous item). The stream knows nothing of the learner's loss: the learner reaches
+    the buffers as the training dataloader's :attr:`buffers` and writes member k's new priorities with
+    ``buffers[k].update_priority(sample["index"][k], priorities[k])``, as TorchRL's own training loops do.
     Lightning fetches the next item only after the step because the stream has a length (no prefetching), so
     each minibatch is drawn after the previous update's priorities are written.
 
-    A population's stream (``buffers`` one per member) keeps each member's transitions, priorities and
-    importance weights to itself: the collector's member-major chunk ``[members * num_envs, steps]`` goes to the
-    buffers member by member, each update samples ``batch_size`` transitions from every member's buffer, and
-    ``sample`` is their stack ``[members, batch_size]`` (``sample["index"][k]`` indexes :attr:`buffers` ``[k]``,
-    where the learner writes member k's priorities). The update schedule and beta follow each member's frames
-    (what it would see alone); ``new_frames`` counts the frames of all members.
+    Each member (one for an ordinary agent) keeps its transitions, priorities and importance weights to itself:
+    the collector's member-major chunk ``[members * num_envs, steps]`` goes to the buffers member by member. The
+    update schedule and beta follow each member's frames (what it would see alone).
     """
 
     def __init__(
         self, collector: Iterable[TensorDictBase],
-        buffers: TensorDictPrioritizedReplayBuffer | Sequence[TensorDictPrioritizedReplayBuffer],
+        buffers: Sequence[TensorDictPrioritizedReplayBuffer],
         dm: ReplayDataModule,
     ) -> None:
         self.collector = collector
-        #: One prioritized buffer per member (one for an ordinary agent).
-        self.buffers = [buffers] if isinstance(buffers, ReplayBuffer) else list(buffers)
+        #: One prioritized buffer per member.
+        self.buffers = list(buffers)
         if not self.buffers:
             raise ValueError("a replay stream needs at least one buffer")
         self.dm = dm
-
-    @property
-    def buffer(self) -> TensorDictPrioritizedReplayBuffer:
-        """The buffer of an ordinary agent's stream (a population's has :attr:`buffers`, one per member)."""
-        if len(self.buffers) != 1:
-            raise AttributeError(f"a population's stream has one buffer per member ({len(self.buffers)}): buffers")
-        return self.buffers[0]
 
     def __len__(self) -> int:
         return self.dm.total_updates
@@ -89,21 +79,16 @@ class ReplayStream:
             if chunk.numel() % members:
                 raise ValueError(f"a chunk of {chunk.numel()} frames does not split over {members} members")
             transitions = chunk.select(*TRANSITION_KEYS)
-            if members == 1:
-                self.buffers[0].extend(transitions.reshape(-1))
-            else:  # member-major env copies: member k's are rows k * num_envs ... (k + 1) * num_envs - 1
-                for buffer, own in zip(self.buffers, transitions.reshape(members, -1).unbind(0), strict=True):
-                    buffer.extend(own)
+            # member-major env copies: member k's are rows k * num_envs ... (k + 1) * num_envs - 1
+            for buffer, own in zip(self.buffers, transitions.reshape(members, -1).unbind(0), strict=True):
+                buffer.extend(own)
             collected += chunk.numel() // members
             pending += chunk.numel()
             beta = linear_schedule(hp.beta_start, hp.beta_end, self.dm.total_frames, collected)
             for buffer in self.buffers:
                 buffer.sampler.beta = beta
             while updates < updates_due(collected, hp.warmup_frames, hp.replay_ratio, hp.batch_size):
-                if members == 1:
-                    sample = self.buffers[0].sample()
-                else:
-                    sample = torch.stack([buffer.sample() for buffer in self.buffers])
+                sample = torch.stack([buffer.sample() for buffer in self.buffers])
                 yield TensorDict({"sample": sample, "new_frames": torch.tensor(pending)}, batch_size=[])
                 pending = 0
                 updates += 1

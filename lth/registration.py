@@ -19,5 +19,7 @@ def register_envs() -> None:
         id=MAZEGRID_ID,
         entry_point="lth.envs.mazegrid:MazeGridEnv",
         vector_entry_point="lth.envs.mazegrid:MazeGridVectorEnv",
-        max_episode_steps=None,  # the env truncates itself after MAX_EPISODE_STEPS; no TimeLimit on top
+        # the spec states the horizon (lth.envs.maze_board.MAX_EPISODE_STEPS, a test keeps them equal): the env
+        # truncates itself there, and gym.make's TimeLimit ends the same step
+        max_episode_steps=200,
     )

@@ -97,10 +97,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.offline:
         from lth.cli.runner import configure_process
-        from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+        from lth.store.tracking import default_tracking_uri, resolve_tracking_uri
 
         configure_process()
-        uri = resolve_tracking_uri(DEFAULT_TRACKING_URI)
+        uri = resolve_tracking_uri(default_tracking_uri())
         chosen = [study for item in args.items for study in ITEMS[item][0]]
         if args.studies:
             known = {study.name: study for _, (studies, _) in ITEMS.items() for study in studies}

@@ -46,10 +46,10 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"mlflow server exited with code {proc.returncode} before {url}/health answered")
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError), \
+                urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.25)
     raise TimeoutError(f"mlflow server at {url} did not answer /health within {timeout:.0f} s")
 

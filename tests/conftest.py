@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,18 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test from an empty folder so ``sqlite:///mlruns/mlflow.db`` lands there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for an lth child process: this one's without ``MLFLOW_TRACKING_*`` (MLflow's client sets
+    ``MLFLOW_TRACKING_URI`` in the process that logged, which would send a child in another folder to that store)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}, **extra}
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lth follows ``$MLFLOW_TRACKING_URI`` when no argument names a store: the tests' stores are their own."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 @pytest.fixture(autouse=True)

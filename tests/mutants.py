@@ -39,17 +39,17 @@ POPULATION = ("tests/test_population_imp.py", "tests/test_population.py")
 MUTANTS = (
     # -- how a study wires seeds into its members and levels (lth/study/population.py, lth/study/imp.py, datamodules/envs.py)
     Mutant("population: every member starts from seed 0's initial weights", "lth/study/population.py",
-           "agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]",
-           "agents = [_initial_agent(type(model), hparams, seeds[0]) for seed in seeds]", POPULATION),
+           "_initial_agent(type(model), hparams, seed)", "_initial_agent(type(model), hparams, seeds[0])", POPULATION),
     Mutant("population: every member gets member 0's env seeds", "lth/study/population.py",
-           '"seed": seeds if len(seeds) > 1 else seeds[0]',
-           '"seed": [seeds[0]] * len(seeds) if len(seeds) > 1 else seeds[0]', POPULATION),
+           '"seed": list(seeds)', '"seed": [seeds[0]] * len(seeds)', POPULATION),
     Mutant("imp: every member's generator is seeded from member 0's seed", "lth/study/imp.py",
            "model.seed_members([training_seed(seed, level) for seed in seeds]",
            "model.seed_members([training_seed(seeds[0], level) for seed in seeds]", POPULATION),
-    Mutant("imp: every level of a chain trains with the same global seed", "lth/study/imp.py",
-           "L.seed_everything(training_seed(seeds[0], level), verbose=False)",
-           "L.seed_everything(training_seed(seeds[0], 0), verbose=False)", POPULATION),
+    # (every member acts and shuffles with its own generator, a population of one too: the level's global seed only
+    # reaches what draws from torch's global generator, e.g. dropout)
+    Mutant("imp: every level of a chain acts and shuffles with its level-0 generators", "lth/study/imp.py",
+           "model.seed_members([training_seed(seed, level) for seed in seeds])",
+           "model.seed_members([training_seed(seed, 0) for seed in seeds])", POPULATION),
     Mutant("imp: every chain trains its own level 0 (no shared dense fit per seed)", "lth/study/imp.py",
            "    if level == 0:\n", "    if False:\n",
            ("tests/test_population_imp.py::test_a_seeds_conditions_share_one_dense_level_0_trained_once",)),
@@ -91,8 +91,8 @@ MUTANTS = (
            "lth/modules/divergence.py", "good.copy_(torch.where(_along(frozen, weight), good, weight))",
            "good.copy_(weight)", ("tests/test_population.py", "tests/test_dqn_population.py")),
     Mutant("modules: gradients are clipped over the whole population, not per member", "lth/modules/divergence.py",
-           "scale = (max_norm / (member_norms(grads, members) + 1e-6)).clamp(max=1.0)",
-           "scale = (max_norm / (member_norms(grads, 1) + 1e-6)).clamp(max=1.0)",
+           "scale = (max_norm / (member_norms(grads) + 1e-6)).clamp(max=1.0)",
+           "scale = (max_norm / (member_norms(grads).norm() + 1e-6)).clamp(max=1.0)",
            ("tests/test_population.py", "tests/test_dqn_population.py", "tests/test_distill_population.py")),
     # -- a chain's identity
     Mutant("chain identity: imp.rewind and imp.prune_from left out of the hash", "lth/store/chain_identity.py",
@@ -102,6 +102,11 @@ MUTANTS = (
     Mutant("chain identity: a member's description keeps the study's data seed", "lth/store/chain_identity.py",
            'data["init_args"] = {**data["init_args"], "seed": seed}', 'data["init_args"] = {**data["init_args"]}',
            ("tests/test_chain_identity.py",)),
+    Mutant("chain identity: options at their defaults stay in it (a new option starts new chains)",
+           "lth/store/chain_identity.py", "if k in keep or k not in defaults or plain(v) != plain(defaults[k])}",
+           "if True}", ("tests/test_chain_identity.py",)),
+    Mutant("chain identity: the chain's seed is left out at its default", "lth/store/chain_identity.py",
+           'keep = ("seed",) if section == "data" else ()', "keep = ()", ("tests/test_chain_identity.py",)),
     # -- the store
     Mutant("chain store: a level is marked complete before its metrics and artifacts are written", "lth/store/chain_store.py",
            "        self.client.log_batch(run_id, metrics=metric_batch(metrics))\n"

@@ -11,10 +11,10 @@ from lth.rl.agents import make_actor, make_critic, resolve_distribution
 
 def test_discrete_head_samples_valid_actions_and_greedy_is_argmax() -> None:
     spec = make_env("CartPole-v1", 1).action_spec
-    actor = make_actor(4, spec, [16], resolve_distribution(spec, None))
-    td = TensorDict(observation=torch.randn(32, 4), batch_size=[32])
+    actor = make_actor(4, spec, [16], resolve_distribution(spec, None))  # a population of one: [1, batch]
+    td = TensorDict(observation=torch.randn(1, 32, 4), batch_size=[1, 32])
     out = actor(td.clone())
-    assert out["action"].dtype == torch.int64 and set(out["action"].tolist()) <= {0, 1}
+    assert out["action"].dtype == torch.int64 and set(out["action"].flatten().tolist()) <= {0, 1}
     assert torch.all(out["action_log_prob"] <= 0)
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         greedy = actor(td.clone())
@@ -24,9 +24,9 @@ def test_discrete_head_samples_valid_actions_and_greedy_is_argmax() -> None:
 def test_continuous_head_stays_in_bounds_and_mean_is_deterministic() -> None:
     spec = make_env("HopperBulletEnv-v0", 1).action_spec
     actor = make_actor(15, spec, [16], resolve_distribution(spec, None))
-    td = TensorDict(observation=10 * torch.randn(64, 15), batch_size=[64])
+    td = TensorDict(observation=10 * torch.randn(1, 64, 15), batch_size=[1, 64])
     out = actor(td.clone())
-    assert out["action"].shape == (64, 3)
+    assert out["action"].shape == (1, 64, 3)
     assert torch.all(out["action"].abs() <= 1.0)
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         first, second = actor(td.clone())["action"], actor(td.clone())["action"]
@@ -39,15 +39,15 @@ def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
 
 def test_critic_outputs_one_value_per_state_read_from_its_own_observation() -> None:
     critic = make_critic(4, [8])
-    obs = torch.randn(5, 4)
-    values = critic(TensorDict(observation=obs, batch_size=[5]))["state_value"]
-    assert values.shape == (5, 1) and values.unique().numel() == 5  # different states, different values
-    alone = critic(TensorDict(observation=obs[2:3], batch_size=[1]))["state_value"]
-    torch.testing.assert_close(alone, values[2:3])  # a state's value does not depend on the rest of the batch
+    obs = torch.randn(1, 5, 4)
+    values = critic(TensorDict(observation=obs, batch_size=[1, 5]))["state_value"]
+    assert values.shape == (1, 5, 1) and values.unique().numel() == 5  # different states, different values
+    alone = critic(TensorDict(observation=obs[:, 2:3], batch_size=[1, 1]))["state_value"]
+    torch.testing.assert_close(alone, values[:, 2:3])  # a state's value does not depend on the rest of the batch
     with torch.no_grad():
         _last_linear(critic).weight.zero_()
         _last_linear(critic).bias.fill_(3.5)
-    assert torch.all(critic(TensorDict(observation=obs, batch_size=[5]))["state_value"] == 3.5)
+    assert torch.all(critic(TensorDict(observation=obs, batch_size=[1, 5]))["state_value"] == 3.5)
 
 
 #: Hand-set logits of a 4-action categorical policy and their softmax probabilities.
@@ -71,7 +71,11 @@ def test_categorical_policy_samples_its_softmax_and_reports_its_log_probability(
     from lth.rl.agents import acting_policy
 
     actor = _four_action_actor()
-    policy = actor if path == "actor" else acting_policy(actor)
+    if path == "actor":  # a population of one: [1, batch] in, flattened here
+        def policy(td: TensorDict) -> TensorDict:
+            return actor(td.reshape(1, -1)).reshape(-1)
+    else:
+        policy = acting_policy(actor)  # flat member-major batches
     td = TensorDict(observation=torch.randn(20_000, 3), batch_size=[20_000])
     torch.manual_seed(0)
     with set_exploration_type(ExplorationType.RANDOM):
@@ -113,21 +117,22 @@ def test_distribution_that_does_not_fit_the_env_is_refused() -> None:
 
 
 def test_lean_acting_path_matches_the_probabilistic_actor() -> None:
-    from lth.rl.agents import CategoricalActing, acting_policy
+    from lth.rl.agents import CategoricalActing, MemberActing, acting_policy
 
     spec = make_env("CartPole-v1", 1).action_spec
     actor = make_actor(4, spec, [16], "categorical")
     acting = acting_policy(actor)
     assert isinstance(acting, CategoricalActing)
-    td = TensorDict(observation=torch.randn(64, 4), batch_size=[64])
+    td = TensorDict(observation=torch.randn(64, 4), batch_size=[64])  # flat, member-major
     fast = acting(td.clone())
-    reference = actor.log_prob(fast.clone())  # the actor's log-probability of the very actions sampled
-    torch.testing.assert_close(fast["action_log_prob"], reference)
+    reference = actor.log_prob(fast.clone().reshape(1, -1))  # the actor's log-probability of the very actions sampled
+    torch.testing.assert_close(fast["action_log_prob"], reference.reshape(-1))
     with set_exploration_type(ExplorationType.DETERMINISTIC):
-        assert torch.equal(acting(td.clone())["action"], actor(td.clone())["action"])
+        assert torch.equal(acting(td.clone())["action"], actor(td.clone().reshape(1, -1))["action"].reshape(-1))
     continuous = make_env("HopperBulletEnv-v0", 1).action_spec
     tanh_actor = make_actor(15, continuous, [16], "tanh_normal")
-    assert acting_policy(tanh_actor) is tanh_actor
+    viewed = acting_policy(tanh_actor)
+    assert isinstance(viewed, MemberActing) and viewed.actor is tanh_actor
 
 
 def test_a_continuous_population_member_explores_with_its_own_generator_only() -> None:
@@ -146,7 +151,7 @@ def test_a_continuous_population_member_explores_with_its_own_generator_only() -
     def act(mate_seed: int) -> TensorDict:
         seeds[1] = mate_seed
         with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
-            return acting_policy(actor, 2)(obs.clone())
+            return acting_policy(actor)(obs.clone())
 
     global_state = torch.get_rng_state()
     out, other = act(6), act(7)

@@ -1,4 +1,5 @@
-"""Populations (lth.rl.batched): K independent networks as one, each member equal to its solo network."""
+"""Populations (lth.rl.batched): K independent networks as one, each member equal to its solo network (a
+population of one, whose layers equal torch's own)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,31 @@ CASES = [  # (arch, obs_shape, hidden, batch)
 ]
 
 
+class Solo(nn.Module):
+    """A population of one seen as a solo network: inputs and outputs without the member dim."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.unsqueeze(0))[0]
+
+    def solo_state(self) -> dict[str, torch.Tensor]:
+        return member_tensors(self.net.state_dict(), 0)
+
+
 def solo_and_population(arch: str, obs_shape: tuple[int, ...], hidden: list[int], out: int = 3):
     """K solo networks under different seeds and a population holding solo network k as member k."""
     spec = NetworkSpec(arch=arch, activation="relu" if arch != "mlp" else "tanh")
     solos = []
     for seed in range(K):
         torch.manual_seed(100 + seed)
-        solos.append(spec.build(obs_shape, out, hidden))
+        solos.append(Solo(spec.build(obs_shape, out, hidden)))
     population = spec.build(obs_shape, out, hidden, members=K)
     params = dict(population.named_parameters())
     for k, solo in enumerate(solos):
-        write_member(params, k, solo.state_dict())
+        write_member(params, k, solo.solo_state())
     return solos, population
 
 
@@ -54,23 +69,23 @@ def test_population_names_shapes_and_members_load_into_the_solo_network_strictly
     arch, obs_shape, hidden, batch
 ) -> None:
     solos, population = solo_and_population(arch, obs_shape, hidden)
-    solo_shapes = {n: p.shape for n, p in solos[0].named_parameters()}
+    solo_shapes = {n: p.shape for n, p in solos[0].net.named_parameters()}
     batched_shapes = {n: p.shape for n, p in population.named_parameters()}
     assert list(batched_shapes) == list(solo_shapes)
     for name, shape in solo_shapes.items():
-        assert batched_shapes[name] == (K, *shape), name
+        assert shape[0] == 1 and batched_shapes[name] == (K, *shape[1:]), name
     assert len(weight_layers(population)) == len(weight_layers(solos[0]))
     for k in range(K):
         fresh = NetworkSpec(arch=arch).build(obs_shape, 3, hidden)
-        fresh.load_state_dict(member_tensors(population.state_dict(), k), strict=True)
+        fresh.load_state_dict(stack_members([member_tensors(population.state_dict(), k)]), strict=True)
         for name, p in fresh.named_parameters():
-            assert torch.equal(p, solos[k].state_dict()[name]), (k, name)
-    restacked = stack_members([s.state_dict() for s in solos])
+            assert torch.equal(p, solos[k].net.state_dict()[name]), (k, name)
+    restacked = stack_members([s.solo_state() for s in solos])
     for name, value in population.state_dict().items():
         assert torch.equal(restacked[name], value), name
     copy = member_tensors(population.state_dict(), 0)
     copy[next(iter(copy))].add_(1.0)  # a clone: editing it leaves the population alone
-    assert torch.equal(population.state_dict()[next(iter(copy))][0], solos[0].state_dict()[next(iter(copy))])
+    assert torch.equal(population.state_dict()[next(iter(copy))][0], solos[0].solo_state()[next(iter(copy))])
 
 
 @pytest.mark.parametrize(("arch", "obs_shape", "hidden", "batch"), [CASES[0], CASES[2]])
@@ -81,8 +96,8 @@ def test_members_train_independently(arch, obs_shape, hidden, batch) -> None:
     ((population(x) - target) ** 2).mean(dim=(1, 2)).sum().backward()
     for k, solo in enumerate(solos):
         ((solo(x[k]) - target[k]) ** 2).mean().backward()
-        for name, p in solo.named_parameters():
-            grad = dict(population.named_parameters())[name].grad[k]
+        for name, p in solo.net.named_parameters():
+            grad = dict(population.named_parameters())[name].grad[k].unsqueeze(0)
             assert p.grad.abs().sum() > 0, name
             torch.testing.assert_close(grad, p.grad, atol=1e-6, rtol=0)
     population.zero_grad()
@@ -129,13 +144,17 @@ def test_initialize_schemes_and_input_scale_apply_per_member() -> None:
     assert first.weight.abs().max() <= 0.1 / math.sqrt(4) + 1e-7
 
 
-def test_batched_linear_with_one_member_matches_nn_linear() -> None:
+def test_batched_layers_with_one_member_match_torchs_layers() -> None:
     solo = nn.Linear(7, 5)
     layer = BatchedLinear(1, 7, 5)
     write_member(dict(layer.named_parameters()), 0, solo.state_dict())
     x = torch.randn(1, 9, 7)
     # baddbmm and addmm may round differently (one ulp, ~1.2e-7 near 1, on some CPUs' kernels): a few ulps allowed
     torch.testing.assert_close(layer(x), solo(x[0]).unsqueeze(0), atol=1e-6, rtol=1e-6)
+    conv, solo_conv = BatchedConv2d(1, 3, 4, 3, stride=2), nn.Conv2d(3, 4, 3, stride=2)
+    write_member(dict(conv.named_parameters()), 0, solo_conv.state_dict())
+    images = torch.randn(1, 6, 3, 11, 11)
+    torch.testing.assert_close(conv(images), solo_conv(images[0]).unsqueeze(0), atol=1e-6, rtol=1e-6)
     no_bias = BatchedLinear(2, 7, 5, bias=False)
     assert no_bias.bias is None and no_bias(torch.randn(2, 7)).shape == (2, 5)  # no batch dims
 

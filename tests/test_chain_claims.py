@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -247,10 +248,10 @@ def _open_at_the_barrier(uri: str, barrier, result: Path) -> None:
     create = Client.create_run
 
     def create_at_barrier(self, *args, **kwargs):
-        try:
-            barrier.wait(timeout=2)  # under the lock only one process is ever here: it waits 2 s, then goes on
-        except Exception:  # noqa: BLE001 - a broken barrier: the others were kept out, as they should be
-            pass
+        # under the lock only one process is ever here: it waits 2 s, then goes on (a broken barrier: the others
+        # were kept out, as they should be)
+        with contextlib.suppress(Exception):
+            barrier.wait(timeout=2)
         return create(self, *args, **kwargs)
 
     Client.create_run = create_at_barrier

@@ -47,7 +47,7 @@ def _chains(client: MlflowClient) -> list:
 def _description(args: list[str]) -> dict:
     cli = parse(args, ImpCLI)
     settings = cli.settings
-    return chain_description(imp_study(cli).description, vars(settings), settings.condition)
+    return chain_description(imp_study(cli).description, vars(settings), settings.chain_conditions()[0])
 
 
 def test_a_changed_configuration_starts_a_new_chain_and_the_same_command_resumes_it(in_tmp: Path, capsys) -> None:
@@ -100,7 +100,7 @@ def test_the_identity_ignores_where_and_how_a_chain_is_shown_and_levels(in_tmp: 
     for option, value, key in [("--imp.amount", "0.3", "imp.amount"), ("--seeds", "1", "seed"),
                                ("--data.init_args.total_frames", "1024", "data.init_args.total_frames"),
                                ("--trainer.max_steps", "3", "trainer.max_steps"),
-                               ("--imp.condition", "mask/permuted", "condition"),
+                               ("--imp.conditions", "mask/permuted", "condition"),
                                ("--imp.modules", "[actor, critic]", "imp.modules")]:
         other = _description([*TINY, option, value])
         assert chain_hash(other) != chain_hash(base), option
@@ -198,3 +198,56 @@ def test_a_chains_identity_does_not_depend_on_the_population_it_trains_in() -> N
     assert seed_1("1") != chain_hash(chain_description(
         member_description(imp_study(parse([*TINY, "--seeds", "0"], ImpCLI)).description, 0),
         vars(ImpSettings()), "mask/weights"))
+
+
+def test_options_at_their_defaults_are_not_part_of_a_chain_so_a_later_lth_with_a_new_option_resumes_it() -> None:
+    """A chain is identified with every model, data, trainer and ``--imp.*`` option at its default left out: an lth
+    version that adds an option (with a default) finds the chains stored before it; a non-default value is part of
+    the chain, and the chain's seed always is."""
+    from lth.store.chain_identity import identity
+
+    cli = parse(TINY, ImpCLI)
+    study = imp_study(cli)
+    defaults = {**study.defaults, "imp": dataclasses.asdict(ImpSettings())}
+    settings = vars(cli.settings)
+
+    def chain_id(description: dict, settings: dict, defaults: dict) -> str:
+        return chain_hash(identity(chain_description(member_description(description, 0), settings, "mask/weights"),
+                                   defaults))
+
+    base = chain_id(study.description, settings, defaults)
+    shown = identity(chain_description(member_description(study.description, 0), settings, "mask/weights"), defaults)
+    assert "gamma" not in shown["model"]["init_args"] and "amount" not in shown["imp"]  # at their defaults
+    assert shown["data"]["init_args"]["seed"] == 0 and shown["data"]["init_args"]["total_frames"] == 512
+    later = copy.deepcopy(study.description)
+    later["model"]["init_args"]["new_option"] = 7
+    later["trainer"]["new_trainer_option"] = "x"
+    later_defaults = {**defaults, "model": {**defaults["model"], "new_option": 7},
+                      "trainer": {**defaults["trainer"], "new_trainer_option": "x"},
+                      "imp": {**defaults["imp"], "new_imp_option": True}}
+    newer = {**settings, "new_imp_option": True}
+    assert chain_id(later, newer, later_defaults) == base
+    later["model"]["init_args"]["new_option"] = 8
+    assert chain_id(later, newer, later_defaults) != base
+
+
+def test_a_chain_stored_before_a_new_option_resumes_and_says_which_options_are_new(in_tmp: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    import lth.study.imp as imp
+
+    main(["imp", *TINY, "--imp.levels", "1"])
+    (stored,) = _chains(MlflowClient(local_store()))
+    capsys.readouterr()
+    describe, identify = imp.chain_description, imp.identity  # a later lth: a new --imp option, at its default
+
+    def described(*args, **kwargs):
+        description = describe(*args, **kwargs)
+        return {**description, "imp": {**description["imp"], "new_option": 1}}
+
+    monkeypatch.setattr(imp, "chain_description", described)
+    monkeypatch.setattr(imp, "identity", lambda d, defaults: identify(d, {**defaults, "imp": {**defaults["imp"],
+                                                                                             "new_option": 1}}))
+    main(["imp", *TINY, "--imp.levels", "1"])
+    out = capsys.readouterr().out
+    assert "resumed; options new since it was stored, at their defaults: imp.new_option" in out
+    assert f"chain run id {stored.info.run_id}" in out and "new chain" not in out

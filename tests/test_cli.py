@@ -61,6 +61,24 @@ def test_fit_logs_learning_curve_config_and_checkpoint_to_mlflow(in_tmp: Path) -
     assert not (in_tmp / experiment.experiment_id).exists()  # checkpoints stay under mlruns/
 
 
+def test_the_store_is_the_argument_else_mlflow_tracking_uri_else_the_local_one(in_tmp: Path, monkeypatch) -> None:
+    """MLflow's and Lightning's rule for every command (no shipped config pins a store): lth fit's logger and
+    lth imp's study write where ``--trainer.logger.init_args.tracking_uri`` says, else ``$MLFLOW_TRACKING_URI``,
+    else ``sqlite:///mlruns/mlflow.db`` in the working folder."""
+    from lth.cli.runner import imp_study
+
+    assert not [p.name for p in CONFIGS.rglob("*.yaml") if "tracking_uri" in p.read_text()]
+
+    def stores(*extra: str) -> tuple[str, str]:
+        fit = build_cli(["--config", PPO_CONFIG, *extra], run=False)
+        return fit.trainer.logger._tracking_uri, imp_study(parse(["--config", PPO_CONFIG, *extra], ImpCLI)).tracking_uri
+
+    assert stores() == (local_store(),) * 2
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///shared/s.db")
+    assert stores() == (f"sqlite:///{in_tmp / 'shared' / 's.db'}",) * 2
+    assert stores("--trainer.logger.init_args.tracking_uri", "sqlite:///mine.db") == (f"sqlite:///{in_tmp / 'mine.db'}",) * 2
+
+
 def _walk(client: MlflowClient, run_id: str, path: str) -> list[str]:
     out = []
     for item in client.list_artifacts(run_id, path or None):
@@ -220,3 +238,20 @@ def test_imp_refuses_a_population_that_is_not_a_positive_integer(in_tmp: Path, c
     line = _one_error_line(capsys, ["imp", "--config", PPO_CONFIG, *TINY, "--imp.levels", "2", "--population", bad])
     assert "population" in line and "an integer > 0" in line
     assert not (in_tmp / "mlruns").exists()
+
+
+@pytest.mark.parametrize("conditions", ["[mask/weights, random/reinit]", "mask/weights,random/reinit"])
+def test_imp_conditions_are_a_list_as_imp_modules_is_or_a_comma_string(in_tmp: Path, conditions: str) -> None:
+    cli = parse(["--config", PPO_CONFIG, "--imp.conditions", conditions], ImpCLI)
+    assert cli.settings.chain_conditions() == ["mask/weights", "random/reinit"]
+
+
+def test_imp_condition_is_a_deprecated_alias_of_imp_conditions(in_tmp: Path, capsys) -> None:
+    cli = parse(["--config", PPO_CONFIG, "--imp.condition", "mask/permuted"], ImpCLI)
+    assert cli.settings.chain_conditions() == ["mask/permuted"]
+    err = capsys.readouterr().err.strip()
+    assert err == "lth: warning: --imp.condition is deprecated: --imp.conditions NAME says the same"
+    assert parse(["--config", PPO_CONFIG], ImpCLI).settings.chain_conditions() == ["mask/weights"]
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match="give imp.conditions only"):
+        parse(["--config", PPO_CONFIG, "--imp.condition", "mask/permuted", "--imp.conditions", "all"], ImpCLI)

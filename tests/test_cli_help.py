@@ -16,7 +16,7 @@ from lth.cli import main, study_url
 from lth.errors import ConfigError
 from tests.conftest import CONFIGS, local_store
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "imp", "report", "transfer", "expert", "ui")
+SUBCOMMANDS = ("fit", "validate", "imp", "report", "transfer", "expert", "server", "ui")
 HEAVY = ("lightning", "torchrl", "mlflow", "torch")
 LIGHTNING_CHATTER = ("Tip", "GPU available", "`Trainer.fit` stopped")
 TINY_STUDY = ["imp", "--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--imp.levels", "2", "--seeds", "0",
@@ -81,12 +81,19 @@ def test_expert_help_says_what_expert_does(capsys) -> None:
     assert "--trainer.max_epochs" in expert  # fit's options all the same
 
 
-def test_unknown_subcommand_is_one_line_naming_them_all(capsys) -> None:
+@pytest.mark.parametrize("name", ["fti", "test", "predict"])  # lth's agents have no test or predict step
+def test_unknown_subcommand_is_one_line_naming_them_all(capsys, name: str) -> None:
     with pytest.raises(SystemExit) as stop:
-        main(["fti", "--config", "x.yaml"])
+        main([name, "--config", "x.yaml"])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and "\n" not in err
-    assert err.startswith("lth: error: unknown subcommand 'fti'") and all(name in err for name in SUBCOMMANDS)
+    assert err.startswith(f"lth: error: unknown subcommand {name!r}") and all(sub in err for sub in SUBCOMMANDS)
+
+
+def test_lightnings_own_parser_offers_only_fit_and_validate() -> None:
+    from lth.cli.parsing import LthCLI
+
+    assert set(LthCLI.subcommands()) == {"fit", "validate"}
 
 
 def test_ui_serves_the_store_with_this_python_and_prints_its_address_first(in_tmp: Path, capsys, monkeypatch) -> None:
@@ -108,9 +115,13 @@ def test_ui_serves_the_store_with_this_python_and_prints_its_address_first(in_tm
     monkeypatch.setattr(subprocess, "run", run)
     main(["ui", "--port", "5123"])
     main(["ui", "--tracking_uri", "sqlite:///elsewhere/m.db"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///fromenv/e.db")  # MLflow's rule: the variable, else local
+    main(["ui"])
     assert calls == [
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--port", "5123"],
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{Path('elsewhere/m.db').resolve()}",
+         "--port", "5000"],
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{Path('fromenv/e.db').resolve()}",
          "--port", "5000"],
     ]
     lines = capsys.readouterr().out.splitlines()

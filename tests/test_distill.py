@@ -25,15 +25,16 @@ def _trainer(**kwargs) -> L.Trainer:
 
 
 def test_each_loss_is_zero_for_an_identical_student_and_positive_otherwise() -> None:
-    logits, other = torch.randn(8, 3), torch.randn(8, 3)
+    # one member (the leading dim) of 8 frames
+    logits, other = torch.randn(1, 8, 3), torch.randn(1, 8, 3)
     assert categorical_kl(logits, logits.clone()).item() == pytest.approx(0.0, abs=1e-6)
     assert categorical_kl(logits, other).item() > 1e-3
     assert categorical_kl(logits, logits + 5.0).item() == pytest.approx(0.0, abs=1e-6)  # same policy, shifted logits
-    loc, scale = torch.randn(8, 2), torch.rand(8, 2) + 0.1
+    loc, scale = torch.randn(1, 8, 2), torch.rand(1, 8, 2) + 0.1
     assert gaussian_kl(loc, scale, loc.clone(), scale.clone()).item() == pytest.approx(0.0, abs=1e-6)
     assert gaussian_kl(loc, scale, loc + 0.5, scale).item() > 1e-3
     assert gaussian_kl(loc, scale, loc, scale * 2).item() > 1e-3
-    q = torch.randn(8, 4)
+    q = torch.randn(1, 8, 4)
     assert q_huber(q, q.clone()).item() == 0.0
     assert q_huber(q, q + 0.1).item() > 0
 
@@ -52,7 +53,7 @@ def test_kl_losses_are_kl_from_expert_to_student_as_torch_computes_it() -> None:
     forward = kl_divergence(Categorical(logits=expert), Categorical(logits=student)).mean()
     backward = kl_divergence(Categorical(logits=student), Categorical(logits=expert)).mean()
     assert abs(forward - backward) > 0.1  # asymmetric enough to tell the directions apart
-    torch.testing.assert_close(categorical_kl(expert, student), forward)
+    torch.testing.assert_close(categorical_kl(expert[None], student[None]), forward[None])  # one member
 
     loc, scale = torch.randn(16, 3, generator=g), 0.2 + torch.rand(16, 3, generator=g)
     loc2, scale2 = torch.randn(16, 3, generator=g), 0.2 + 2 * torch.rand(16, 3, generator=g)
@@ -60,23 +61,23 @@ def test_kl_losses_are_kl_from_expert_to_student_as_torch_computes_it() -> None:
     forward = kl_divergence(diagonal(loc, scale), diagonal(loc2, scale2)).mean()
     backward = kl_divergence(diagonal(loc2, scale2), diagonal(loc, scale)).mean()
     assert abs(forward - backward) > 0.1
-    torch.testing.assert_close(gaussian_kl(loc, scale, loc2, scale2), forward)
+    torch.testing.assert_close(gaussian_kl(loc[None], scale[None], loc2[None], scale2[None]), forward[None])
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_distillation_loss_is_the_kl_from_the_experts_outputs_to_the_students_policy(env_id: str) -> None:
     student = Distill(env_id, hidden=[16])
     g = torch.Generator().manual_seed(1)
-    obs = torch.randn(32, 4 if env_id == "CartPole-v1" else 3, generator=g)
+    obs = torch.randn(1, 32, 4 if env_id == "CartPole-v1" else 3, generator=g)  # one member's 32 frames
     with torch.no_grad():
-        own = student.student(TensorDict(observation=obs, batch_size=[32]))
+        own = student.student(TensorDict(observation=obs, batch_size=[1, 32]))
     if env_id == "CartPole-v1":
-        expert_logits = 3 * torch.randn(32, 2, generator=g)
-        batch = TensorDict(observation=obs, logits=expert_logits, batch_size=[32])
+        expert_logits = 3 * torch.randn(1, 32, 2, generator=g)
+        batch = TensorDict(observation=obs, logits=expert_logits, batch_size=[1, 32])
         expert, mine = Categorical(logits=expert_logits), Categorical(logits=own["logits"])
     else:
-        loc, scale = torch.randn(32, 1, generator=g), 0.1 + 0.3 * torch.rand(32, 1, generator=g)
-        batch = TensorDict(observation=obs, loc=loc, scale=scale, batch_size=[32])
+        loc, scale = torch.randn(1, 32, 1, generator=g), 0.1 + 0.3 * torch.rand(1, 32, 1, generator=g)
+        batch = TensorDict(observation=obs, loc=loc, scale=scale, batch_size=[1, 32])
         expert, mine = Independent(Normal(loc, scale), 1), Independent(Normal(own["loc"], own["scale"]), 1)
     forward, backward = kl_divergence(expert, mine).mean(), kl_divergence(mine, expert).mean()
     assert abs(forward - backward) > 0.1
@@ -108,8 +109,8 @@ def test_the_expert_generates_the_data_and_stays_frozen(tmp_path: Path) -> None:
     rollout = next(iter(dm.train_dataloader()))
     obs = rollout["observation"]
     with torch.no_grad():
-        expert_logits = expert.actor.module[0].module(obs)
-        student_logits = student.student.module[0].module(obs)
+        expert_logits = expert.actor.module[0].module(obs[None])[0]  # populations of one
+        student_logits = student.student.module[0].module(obs[None])[0]
     torch.testing.assert_close(rollout["logits"], expert_logits)  # the expert acted and wrote its outputs
     assert not torch.allclose(rollout["logits"], student_logits, atol=1e-3)
 
@@ -158,6 +159,6 @@ def test_students_of_gaussian_and_value_experts_move_towards_them(tmp_path: Path
     probe = next(iter(dm.train_dataloader()))
     assert key in probe.keys()
     student = Distill(env_id, imitate=imitate, hidden=[32], lr=3e-3)
-    before = student.distillation_loss(probe.reshape(-1))[0].item()
+    before = student.distillation_loss(probe.reshape(1, -1))[0].item()  # a population of one
     _trainer(val_check_interval=dm.eval_interval).fit(student, dm)
-    assert student.distillation_loss(probe.reshape(-1))[0].item() < 0.5 * before
+    assert student.distillation_loss(probe.reshape(1, -1))[0].item() < 0.5 * before

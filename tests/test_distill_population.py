@@ -16,7 +16,7 @@ from lth.datamodules import ExpertDataModule
 from lth.modules import PPO, Distill
 from lth.modules.distill import categorical_kl, gaussian_kl, q_huber
 from lth.rl.batched import member_tensors
-from tests.test_population import population_of, solo_agents, train_on
+from tests.test_population import population_of, solo_agents, solo_state, train_on
 
 K, COPIES, STEPS = 3, 4, 16
 
@@ -43,8 +43,8 @@ def test_a_distill_population_update_equals_each_members_solo_update_on_the_shar
     for k, solo in enumerate(solos):
         train_on(solo, batch.clone(), seeds=[7 + k])
         member = member_tensors(dict(population.named_parameters()), k)
-        for name, value in solo.named_parameters():
-            assert torch.allclose(member[name], value.detach(), atol=1e-9, rtol=0), name
+        for name, value in solo_state(solo).items():
+            assert torch.allclose(member[name], value, atol=1e-9, rtol=0), name
         moved = max((member[n] - before[n][k]).abs().max().item() for n in member)
         assert moved > 1e-3  # the update did something
     after = member_tensors(dict(population.named_parameters()), 0)
@@ -55,14 +55,19 @@ def test_a_distill_population_update_equals_each_members_solo_update_on_the_shar
 def test_member_losses_are_each_members_mean_over_its_own_frames() -> None:
     g = torch.Generator().manual_seed(3)
     expert, student = torch.randn(K, 8, 3, generator=g), torch.randn(K, 8, 3, generator=g)
-    torch.testing.assert_close(categorical_kl(expert, student, members=K),
-                               torch.stack([categorical_kl(expert[k], student[k]) for k in range(K)]))
+    # member k's loss is a population of one's on its own frames
+    torch.testing.assert_close(categorical_kl(expert, student),
+                               torch.cat([categorical_kl(expert[k:k + 1], student[k:k + 1]) for k in range(K)]))
     loc, scale = torch.randn(K, 8, 2, generator=g), 0.1 + torch.rand(K, 8, 2, generator=g)
     loc2, scale2 = torch.randn(K, 8, 2, generator=g), 0.1 + torch.rand(K, 8, 2, generator=g)
-    torch.testing.assert_close(gaussian_kl(loc, scale, loc2, scale2, members=K),
-                               torch.stack([gaussian_kl(loc[k], scale[k], loc2[k], scale2[k]) for k in range(K)]))
-    torch.testing.assert_close(q_huber(expert, student, 0.5, members=K),
-                               torch.stack([q_huber(expert[k], student[k], 0.5) for k in range(K)]))
+    torch.testing.assert_close(gaussian_kl(loc, scale, loc2, scale2),
+                               torch.cat([gaussian_kl(loc[k:k + 1], scale[k:k + 1], loc2[k:k + 1], scale2[k:k + 1])
+                                          for k in range(K)]))
+    torch.testing.assert_close(q_huber(expert, student, 0.5),
+                               torch.cat([q_huber(expert[k:k + 1], student[k:k + 1], 0.5) for k in range(K)]))
+    # the mean over each member's own frames, not over the population's
+    torch.testing.assert_close(q_huber(expert, expert + 0.1 * torch.arange(K).reshape(K, 1, 1), 0.5),
+                               0.5 * (0.1 * torch.arange(K)) ** 2)
 
 
 class _Recorder(Logger):

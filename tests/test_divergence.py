@@ -169,7 +169,7 @@ def test_dqn_stops_at_the_diverging_update_without_fetching_another_minibatch(mo
     assert len(steps) == 10  # the 10th minibatch diverged; no 11th was fetched (48 were due)
     assert len(evaluations) == 2  # after updates 4 and 8; none after divergence
     assert model.best_returns[0].item() == max(r.mean().item() for r in evaluations)
-    assert math.isfinite(trainer.train_dataloader.buffer.sampler._max_priority[0])  # no NaN priority written
+    assert math.isfinite(trainer.train_dataloader.buffers[0].sampler._max_priority[0])  # no NaN priority written
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert pruning.level == 1 and all(torch.isfinite(w).all() for w in pruning.rewind_state.values())
     kept = sum(int(m.sum()) for m in pruning.masks.values())
@@ -184,7 +184,7 @@ def test_categorical_acting_with_non_finite_logits_acts_uniformly_and_reports_na
 
     class Net(torch.nn.Module):  # logits of a diverged network for observations whose first input is not 0
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
-            return torch.where(obs[:, :1] != 0, NAN, torch.tensor([0.0, 1.0, 0.0, -1.0]))
+            return torch.where(obs[..., :1] != 0, NAN, torch.tensor([0.0, 1.0, 0.0, -1.0]))  # obs [1, N, 3]
 
     net = Net()
     obs = torch.zeros(2000, 3)

@@ -13,6 +13,7 @@ from tensordict import TensorDict
 
 import lth.modules.base as base
 from lth.callbacks import PruningCallback
+from lth.callbacks.seeding import evaluation_seed
 from lth.datamodules import ReplayDataModule
 from lth.modules import DQN
 from lth.rl.agents import EpsilonGreedyActing
@@ -39,7 +40,7 @@ def test_double_q_target_uses_online_argmax_and_target_value_with_weighted_huber
     with torch.no_grad():
         for p in model.q_net.parameters():  # the online net moves away from the target
             p.add_(torch.randn_like(p) * 0.5)
-    batch = _batch()
+    batch = _batch().unsqueeze(0)  # a population of one: [1, batch]
     per_transition = model.loss_module(batch)["loss"]
     with torch.no_grad():
         q = model.q_net(batch["observation"]).gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)
@@ -184,7 +185,7 @@ def test_dqn_collects_clearly_more_mazegrid_reward_than_a_random_walker() -> Non
                 eps_frames=30_000)
     L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
               enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=dm.eval_interval).fit(model, dm)
-    random_walker = _random_walker_return("lth/MazeGrid-v0", 10, dm.eval_seed)
+    random_walker = _random_walker_return("lth/MazeGrid-v0", 10, evaluation_seed(0))
     assert random_walker < 2.0
     assert model.best_returns[0].item() >= random_walker + 3.0
 

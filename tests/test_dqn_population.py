@@ -19,6 +19,7 @@ from lth.envs import make_env
 from lth.modules import DQN
 from lth.rl.batched import member_tensors, write_member
 from tests.conftest import CONFIGS
+from tests.test_population import solo_state
 
 K, N = 3, 32  # members, transitions per member minibatch
 NUM_ENVS, STEPS = 2, 8  # fake collector chunks: per member
@@ -82,7 +83,7 @@ def test_a_dqn_population_update_equals_each_members_solo_update_on_its_slice() 
     population = DQN(**hparams, members=K).double()
     params = dict(population.named_parameters())
     for k, solo in enumerate(solos):
-        write_member(params, k, dict(solo.named_parameters()))
+        write_member(params, k, solo_state(solo))
     before = {n: p.detach().clone() for n, p in population.named_parameters()}
     batches = [_member_batch(k) for k in range(K)]
     population_buffers = [_buffer_holding(b) for b in batches]
@@ -90,10 +91,10 @@ def test_a_dqn_population_update_equals_each_members_solo_update_on_its_slice() 
     _step(population, torch.stack(batches), population_buffers)
     for k, (solo, batch) in enumerate(zip(solos, batches, strict=True)):
         solo_buffer = _buffer_holding(batch)
-        _step(solo, batch.clone(), [solo_buffer])
+        _step(solo, batch.clone().unsqueeze(0), [solo_buffer])  # a population of one: [1, batch]
         member = member_tensors(dict(population.named_parameters()), k)
-        for name, value in solo.named_parameters():
-            torch.testing.assert_close(member[name], value.detach(), atol=1e-6, rtol=0, msg=name)
+        for name, value in solo_state(solo).items():
+            torch.testing.assert_close(member[name], value, atol=1e-6, rtol=0, msg=name)
         assert max((member[n] - before[n][k]).abs().max().item() for n in member) > 1e-3  # the update did something
         # member k's new priorities went to member k's buffer, as the solo's went to its own
         torch.testing.assert_close(_stored(population_buffers[k]), _stored(solo_buffer), rtol=1e-5, atol=1e-7)
@@ -136,7 +137,7 @@ def test_each_member_samples_only_its_own_transitions_with_its_own_priorities() 
     solos = []
     for k in range(K):
         own = [chunk[k * NUM_ENVS:(k + 1) * NUM_ENVS] for chunk in _member_chunks(chunks, K)]
-        solos.append(ReplayStream(own, solo_dm.make_buffer(torch.Generator().manual_seed(50 + k)), solo_dm))
+        solos.append(ReplayStream(own, [solo_dm.make_buffer(torch.Generator().manual_seed(50 + k))], solo_dm))
     items = 0
     for item, *solo_items in zip(stream, *solos, strict=True):
         sample = item["sample"]
@@ -147,15 +148,15 @@ def test_each_member_samples_only_its_own_transitions_with_its_own_priorities() 
             assert torch.all(obs // 10_000 == k)  # member k's transitions only ...
             torch.testing.assert_close(buffer[sample["index"][k]]["observation"].reshape(-1), obs)  # ... its buffer's
             # the same transitions and importance weights as the member sampling alone with the same priorities
-            assert (sample[k] == solo_item["sample"]).all()
-            assert buffer.sampler.beta == solos[k].buffer.sampler.beta
+            assert (sample[k] == solo_item["sample"][0]).all()
+            assert buffer.sampler.beta == solos[k].buffers[0].sampler.beta
             buffer.update_priority(sample["index"][k], _priority(obs))
-            solos[k].buffer.update_priority(solo_item["sample"]["index"], _priority(obs))
+            solos[k].buffers[0].update_priority(solo_item["sample"]["index"][0], _priority(obs))
         items += 1
     assert items == len(stream) == len(solos[0]) == dm.total_updates
     assert [len(b) for b in stream.buffers] == [chunks * NUM_ENVS * STEPS] * K
     for k, buffer in enumerate(stream.buffers):  # member k's collected transitions, in its solo order
-        assert torch.equal(buffer[:len(buffer)]["observation"], solos[k].buffer[:len(buffer)]["observation"])
+        assert torch.equal(buffer[:len(buffer)]["observation"], solos[k].buffers[0][:len(buffer)]["observation"])
     # priorities written for one member change only that member's buffer
     trees = [_stored(b, len(b)) for b in stream.buffers]
     index = torch.arange(16)
@@ -163,13 +164,6 @@ def test_each_member_samples_only_its_own_transitions_with_its_own_priorities() 
     after = [_stored(b, len(b)) for b in stream.buffers]
     assert torch.equal(after[0], trees[0]) and torch.equal(after[2], trees[2])
     assert not torch.equal(after[1][:16], trees[1][:16]) and torch.equal(after[1][16:], trees[1][16:])
-
-
-def test_a_population_stream_refuses_the_single_buffer_view() -> None:
-    dm = _replay_dm(4, seed=[0, 1])
-    stream = ReplayStream(_member_chunks(4, 2), [dm.make_buffer(), dm.make_buffer()], dm)
-    with pytest.raises(AttributeError, match="buffers"):
-        _ = stream.buffer
 
 
 def test_a_short_dqn_population_fit_on_cartpole_gives_each_member_its_best_return() -> None:
@@ -213,15 +207,15 @@ def test_a_dqn_population_fit_gives_each_member_its_solo_fit() -> None:
     population = DQN(**hparams, members=2)
     params = dict(population.named_parameters())
     for k, solo in enumerate(solos):
-        write_member(params, k, dict(solo.named_parameters()))
+        write_member(params, k, solo_state(solo))
     population.seed_members([7, 8])
     fit(population, data([0, 1]))
     for k, solo in enumerate(solos):
         solo.seed_members([7 + k])
         fit(solo, data(k))
         member = member_tensors(dict(population.named_parameters()), k)
-        for name, value in solo.named_parameters():
-            torch.testing.assert_close(member[name], value.detach(), atol=1e-5, rtol=0, msg=name)
+        for name, value in solo_state(solo).items():
+            torch.testing.assert_close(member[name], value, atol=1e-5, rtol=0, msg=name)
         assert population.best_returns[k] == solo.best_returns[0].item()
     assert population.best_returns[0] != population.best_returns[1]  # different agents (the evaluations differ)
 

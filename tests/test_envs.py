@@ -1,3 +1,5 @@
+import textwrap
+
 import gymnasium as gym
 import pytest
 import torch
@@ -7,7 +9,7 @@ from torchrl.envs.utils import check_env_specs
 
 from lth.envs import make_env
 from lth.errors import ConfigError
-from lth.rl.agents import make_actor
+from lth.rl.agents import acting_policy, make_actor
 
 
 def test_cartpole_specs_match_data() -> None:
@@ -66,16 +68,16 @@ def test_continuous_envs_have_bounded_actions_and_the_actor_acts_within_them(env
     with torch.no_grad():
         last.weight.zero_()
         last.bias.zero_()  # scale = biased softplus(0) = 1
-        last.bias[:act_dim] = loc
+        last.bias[0, :act_dim] = loc  # member 0 of a population of one
     with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
-        rollout = env.rollout(40, actor, break_when_any_done=False)
+        rollout = env.rollout(40, acting_policy(actor), break_when_any_done=False)
     actions = rollout["action"]
     assert rollout["next", "observation"].shape == (2, 40, obs_dim)
     assert torch.all(actions.abs() <= bound)
     assert torch.all(actions * loc > 0)  # loc +-5 with scale 1: on the other side of 0 with p = 3e-7
     assert actions.abs().max() > 0.95 * bound  # spans the whole range, up to the bounds
     with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-        greedy = actor(env.reset())["action"]
+        greedy = acting_policy(actor)(env.reset())["action"]
     torch.testing.assert_close(greedy, (bound * torch.tanh(loc)).expand(2, act_dim))
     env.close()
 
@@ -109,3 +111,60 @@ def test_atari_frames_are_stacked_84x84_grey_pixels_with_same_step_resets() -> N
     obs = td["observation"]
     assert obs.min() >= 0 and obs.max() <= 255 and obs.max() > 0
     assert not torch.equal(obs[:, 0], obs[:, -1])  # the stack holds four different frames
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "lth/MazeGrid-v0"])
+def test_torchrls_gym_wrapper_steps_lths_own_vector_envs_as_gymnasiums_sync_ones(env_id: str) -> None:
+    """lth's native vector envs carry ``autoreset_mode`` as gymnasium's do, so TorchRL's ``GymWrapper`` wraps them;
+    under it they give the rollout gymnasium's ``SyncVectorEnv`` of the single env gives, autoresets included."""
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+    from torchrl.envs import GymWrapper
+
+    from lth.envs import gym_vector_env
+
+    native = gym_vector_env(env_id, 3)
+    assert native.autoreset_mode is AutoresetMode.SAME_STEP
+    sync = gym.make_vec(env_id, 3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    rollouts = []
+    for vec in (native, sync):
+        wrapped = GymWrapper(vec)
+        wrapped.set_seed(5)
+        torch.manual_seed(0)  # the random actions
+        rollouts.append(wrapped.rollout(300, break_when_any_done=False))
+    ours, theirs = rollouts
+    assert ours.batch_size == (3, 300)
+    for key in ("observation", ("next", "observation"), ("next", "reward"), ("next", "done")):
+        torch.testing.assert_close(ours[key].float(), theirs[key].float(), msg=str(key))
+    if env_id == "CartPole-v1":
+        assert ours["next", "done"].sum() > 10  # random play ends episodes: the autoresets were compared too
+
+
+def test_a_missing_simulator_is_one_line_naming_its_extra() -> None:
+    """pybullet, MinAtar and ALE are extras (``lth[pybullet]``, ``lth[minatar]``, ``lth[atari]``), loaded when an env
+    of theirs is made: without one, making its env says which extra to install, and other ids still work."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import sys
+        for name in ("pybullet", "pybullet_envs_gymnasium", "minatar", "ale_py"):
+            sys.modules[name] = None  # not installed
+        from lth.envs import make_env
+        from lth.errors import ConfigError
+        for env_id in ("HopperBulletEnv-v0", "MinAtar/Breakout-v1", "ALE/Pong-v5"):
+            try:
+                make_env(env_id, 1)
+            except ConfigError as exc:
+                print(exc)
+        make_env("CartPole-v1", 1)
+        try:
+            make_env("CartPol-v1", 1)
+        except ConfigError as exc:
+            print("unknown:", "CartPole-v1" in str(exc))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split(" needs ")[1].split(" (")[0] for line in out[:3]] == [
+        "the pybullet extra", "the minatar extra", "the atari extra"]
+    assert out[0].endswith("pip install 'lth[pybullet]'") and out[2].endswith("pip install 'lth[atari]'")
+    assert out[3] == "unknown: True"

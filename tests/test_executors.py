@@ -27,7 +27,7 @@ from lth.cli.runner import run_imp
 from lth.errors import ConfigError
 from lth.store.chain_store import ChainStore
 from lth.study.executors import LocalExecutor, Refused, _check_one_machine, file_store, run_unit
-from tests.conftest import local_store
+from tests.conftest import child_env, local_store
 from tests.test_population_imp import STUDY
 
 UNITS = [*STUDY, "--population", "2"]  # 2 seeds x 2 conditions x 3 levels: two units of two chains
@@ -101,7 +101,7 @@ def _ray_command(folder: Path) -> subprocess.Popen:
     folder.mkdir()
     code = f"from lth.cli import main; main({['imp', *UNITS, '--executor', 'ray']!r})"
     return subprocess.Popen([sys.executable, "-c", code], cwd=folder, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.STDOUT, text=True, env=child_env(PYTHONUNBUFFERED="1"))
 
 
 def test_ray_executor_records_the_study_the_local_executor_records(tmp_path: Path, monkeypatch) -> None:

@@ -91,7 +91,7 @@ def test_imp_study_records_every_ticket_in_mlflow(in_tmp: Path, capsys) -> None:
 
 
 def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    args = [*TINY, "--imp.levels", "4", "--imp.condition", "mask/permuted", "--seeds", "1"]
+    args = [*TINY, "--imp.levels", "4", "--imp.conditions", "mask/permuted", "--seeds", "1"]
     main(["imp", *args, "--trainer.logger.init_args.experiment_name", "straight"])
 
     real_fit = lth.study.imp.L.Trainer.fit
@@ -126,10 +126,10 @@ def test_killed_chain_resumes_with_identical_masks(in_tmp: Path, monkeypatch: py
 
 
 def test_branch_mode_reuses_the_stored_ticket_masks(in_tmp: Path) -> None:
-    main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/weights"])
+    main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "mask/weights"])
     client = MlflowClient(local_store())
     ticket_chain = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/weights"]
-    main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/reinit",
+    main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "mask/reinit",
           "--imp.branch_from", ticket_chain.info.run_id])
     branch = _chains(client, "CartPole-v1/ppo/mlp64x64")["mask/reinit"]
     assert branch.data.tags["branch_from"] == ticket_chain.info.run_id
@@ -285,7 +285,7 @@ def test_an_unreadable_artifact_of_a_finished_level_ends_in_one_error_line(in_tm
     assert "lth.claim.owner" not in client.get_run(parent.info.run_id).data.tags  # the claim was released
     # a branch study reads its source's masks first: an unreadable one stops it before any run of its own exists
     with pytest.raises(SystemExit) as exit_:
-        main(["imp", *TINY, "--imp.levels", "3", "--imp.condition", "mask/reinit", "--imp.branch_from",
+        main(["imp", *TINY, "--imp.levels", "3", "--imp.conditions", "mask/reinit", "--imp.branch_from",
               parent.info.run_id])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 1 and len(err) == 1 and "level 1's ticket.pt of chain" in err[0], err

@@ -92,7 +92,7 @@ def test_the_expert_datamodule_rolls_out_whatever_its_loader_returns() -> None:
     assert "loader" not in dm.hparams  # not a hyperparameter: MLflow would log a function's repr
     rollout = next(iter(dm.train_dataloader()))
     with torch.no_grad():
-        logits = agent.actor.module[0].module(rollout["observation"])
+        logits = agent.actor.module[0].module(rollout["observation"][None])[0]  # a population of one
     torch.testing.assert_close(rollout["logits"], logits)  # the loaded agent acted
 
 
@@ -162,3 +162,22 @@ def test_the_store_layer_imports_no_lightning() -> None:
     code = f"import sys\nimport {', '.join(STORE_LAYER)}\nprint(sorted(m for m in sys.modules if m.startswith('lightning')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+#: Standard-library modules that exist on POSIX only: no lth module may need them at import time.
+POSIX_ONLY = ("fcntl", "resource", "pwd", "grp", "termios")
+
+
+def test_no_lth_module_imports_a_posix_only_module_at_its_top() -> None:
+    """The package imports on Windows: modules such as ``fcntl`` are imported inside the functions that use them
+    (which pick Windows' own there), never at the top of a module, where importing lth would fail."""
+    import ast
+
+    found = []
+    for folder in (ROOT / "lth", ROOT / "callbacks", ROOT / "datamodules"):
+        for path in folder.rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:  # the module's top-level statements only
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in POSIX_ONLY]
+    assert not found, found

@@ -174,9 +174,9 @@ def test_collecting_every_coin_terminates_within_the_time_limit() -> None:
     while not done:
         coins = set(np.flatnonzero(obs[CHANNELS.index("coin")].ravel()).tolist())
         try:
-            actions = plan(here, t, lambda b, a, now: a in coins and not meets(b, a, now), poisons)
+            actions = plan(here, t, lambda b, a, now, coins=coins: a in coins and not meets(b, a, now), poisons)
         except AssertionError:  # a coin walled in by poison: accept the -1
-            actions = plan(here, t, lambda b, a, now: a in coins and not meets(b, a, now))
+            actions = plan(here, t, lambda b, a, now, coins=coins: a in coins and not meets(b, a, now))
         for action in actions:
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(reward)
@@ -306,12 +306,13 @@ def test_channel_support_holds_every_pixel_random_play_lights() -> None:
 def test_registration_make_and_make_vec() -> None:
     register_envs()  # `import lth` registered the ids already: registering again changes nothing
     env = gym.make(ENV_ID, obs_type="rgb")
-    assert isinstance(env.unwrapped, MazeGridEnv) and env.spec.max_episode_steps is None
-    assert not any(isinstance(w, gym.wrappers.TimeLimit) for w in _wrappers(env))
+    assert isinstance(env.unwrapped, MazeGridEnv) and env.spec.max_episode_steps == mb.MAX_EPISODE_STEPS
+    limits = [w for w in _wrappers(env) if isinstance(w, gym.wrappers.TimeLimit)]
+    assert [w._max_episode_steps for w in limits] == [mb.MAX_EPISODE_STEPS]  # the horizon the env keeps itself
     check_env(env.unwrapped)
     vec = gym.make_vec(ENV_ID, num_envs=8, vectorization_mode="vector_entry_point", obs_type="rgb")
     assert type(vec) is MazeGridVectorEnv and vec.num_envs == 8 and vec.obs_type == "rgb"
-    assert vec.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    assert vec.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP and vec.autoreset_mode is AutoresetMode.SAME_STEP
     assert vec.reset(seed=0)[0].shape == (8, 3, 10, 20)
     same = gym.make_vec(ENV_ID, num_envs=2, autoreset_mode=AutoresetMode.SAME_STEP)
     assert type(same) is MazeGridVectorEnv

@@ -4,13 +4,15 @@ import pytest
 import torch
 from torch import nn
 
+from lth.rl.batched import BatchedLinear
 from lth.rl.networks import initialize, mlp, weight_layers
 
 
 def test_mlp_shapes_and_dropout() -> None:
-    net = mlp(4, [8, 6], 2, activation="relu", dropout=0.1)
-    assert [type(m) for m in net] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
-    assert net(torch.zeros(3, 4)).shape == (3, 2)
+    net = mlp(4, [8, 6], 2, activation="relu", dropout=0.1)  # a population of one
+    assert [type(m) for m in net] == [BatchedLinear, nn.ReLU, nn.Dropout, BatchedLinear, nn.ReLU, nn.Dropout,
+                                      BatchedLinear]
+    assert net(torch.zeros(1, 3, 4)).shape == (1, 3, 2)
 
 
 def test_unknown_activation_and_scheme_name_the_choices() -> None:

@@ -20,7 +20,7 @@ K, COPIES, STEPS = 3, 4, 16
 
 
 def solo_agents(cls: type[AgentModule], count: int, **hparams) -> list[AgentModule]:
-    """``count`` ordinary agents of ``cls``, agent k built under seed 100 + k."""
+    """``count`` ordinary agents (populations of one) of ``cls``, agent k built under seed 100 + k."""
     agents = []
     for k in range(count):
         torch.manual_seed(100 + k)
@@ -33,8 +33,13 @@ def population_of(agents: list[AgentModule], **hparams) -> AgentModule:
     population = type(agents[0])(**hparams, members=len(agents))
     params = dict(population.named_parameters())
     for k, agent in enumerate(agents):
-        write_member(params, k, dict(agent.named_parameters()))
+        write_member(params, k, solo_state(agent))
     return population
+
+
+def solo_state(agent: AgentModule) -> dict[str, torch.Tensor]:
+    """An ordinary agent's parameters (its one member's) in solo shapes."""
+    return member_tensors(dict(agent.named_parameters()), 0)
 
 
 def _rollout(generator: torch.Generator, obs_dim: int = 4) -> TensorDict:
@@ -86,8 +91,8 @@ def test_a_ppo_population_update_equals_each_members_solo_update_on_its_slice() 
     for k, (solo, rollout) in enumerate(zip(solos, rollouts, strict=True)):
         train_on(solo, rollout, seeds=[7 + k])
         member = member_tensors(dict(population.named_parameters()), k)
-        for name, value in solo.named_parameters():
-            assert torch.allclose(member[name], value.detach(), atol=1e-9, rtol=0), name
+        for name, value in solo_state(solo).items():
+            assert torch.allclose(member[name], value, atol=1e-9, rtol=0), name
         moved = max((member[n] - before[n][k]).abs().max().item() for n in member)
         assert moved > 1e-3  # the update did something
 
@@ -121,7 +126,7 @@ def test_a_continuous_ppo_members_update_depends_on_its_own_seed_and_data_only()
         assert torch.equal(value, second[name]), name
         assert torch.equal(value, twin[name]), name
         torch.testing.assert_close(copy[name], value, atol=1e-6, rtol=0)  # scalar tails round the last member apart
-    assert any(not torch.equal(value, solos[0].state_dict()[name]) for name, value in first.items())
+    assert any(not torch.equal(value, solo_state(solos[0])[name]) for name, value in first.items())
 
 
 def test_evaluating_a_population_gives_each_members_solo_returns() -> None:

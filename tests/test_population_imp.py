@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from mlflow import MlflowClient
 
 from lth.cli import main
 from lth.store.chain_store import ChainStore
-from tests.conftest import local_store
+from tests.conftest import child_env, local_store
 from tests.test_imp import TINY
 
 STUDY = [*TINY, "--imp.levels", "3", "--imp.conditions", "mask/weights,random/reinit", "--seeds", "0,1"]
@@ -64,7 +63,7 @@ def test_a_population_killed_with_sigkill_resumes_to_the_masks_of_an_uninterrupt
         killed = [*STUDY, "--trainer.logger.init_args.experiment_name", f"killed at level {level}"]
         code = f"from lth.cli import main; main({['imp', *killed]!r})"
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                text=True, env=child_env(PYTHONUNBUFFERED="1"))
         for line in proc.stdout:  # kill as soon as the first member has recorded the level, mid-way through the others
             if f"level {level}:" in line:
                 proc.send_signal(signal.SIGKILL)

@@ -393,12 +393,26 @@ def test_other_bad_input_is_rejected() -> None:
         cb.on_fit_start(SimpleNamespace(optimizers=[]), model)
 
 
-def test_members_one_is_an_ordinary_model() -> None:
-    """``members == 1`` (or no attribute) is a solo model: the solo read-outs and state layout."""
+def test_a_population_of_one_is_the_ordinary_model_holding_its_weights() -> None:
+    """``members == 1`` (parameters ``[1, ...]``) is one chain that prunes exactly as the ordinary model (no
+    ``members`` attribute) holding the same weights: same masks, rewind point and state, in the solo layout; its
+    read-outs are laid out as its parameters."""
     torch.manual_seed(0)
-    model = Net(member=0)
-    model.members = 1
+    one = Net(members=1)
     cb = PruningCallback(amount=0.3, monitor="val/score", seed=2)
-    _solo_level(cb, model, 0, 0)
+    params = dict(one.named_parameters())
+
+    @torch.no_grad()
+    def write(epoch: int, _: dict) -> None:
+        for name, value in _weights(0, 0, epoch).items():
+            params[name][0] = value
+
+    _level(cb, one, 0, write, lambda e: {"val/score": torch.tensor(SCORES[0][e])})
+    torch.manual_seed(0)
+    plain, solo_cb = Net(member=0), PruningCallback(amount=0.3, monitor="val/score", seed=2)
+    _solo_level(solo_cb, plain, 0, 0)
+    _assert_member_is_solo(cb, one, 0, solo_cb, plain)
     assert not cb.population and cb.level == 1 and "members" not in cb.state_dict()
     _same(cb.member_state_dict(0), cb.state_dict())
+    assert {n: tuple(m.shape) for n, m in cb.masks.items()} == {n: (1, *SHAPES[n]) for n in ("net.0.weight",
+                                                                                                "net.2.weight")}

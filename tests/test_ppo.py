@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lth.modules.base as base
+from lth.callbacks.seeding import evaluation_seed
 from lth.datamodules import OnPolicyDataModule
 from lth.envs import make_env
 from lth.modules import PPO
@@ -55,11 +56,11 @@ def test_frames_and_best_return_survive_a_checkpoint() -> None:
 
 def test_best_checkpoint_reproduces_the_best_return(tmp_path) -> None:
     best = ModelCheckpoint(dirpath=tmp_path, monitor="eval/return", mode="max")
-    model, trainer = _fit("CartPole-v1", 6_144, seed=1, callbacks=[best], eval_every=1_024, eval_episodes=3)
+    model, _ = _fit("CartPole-v1", 6_144, seed=1, callbacks=[best], eval_every=1_024, eval_episodes=3)
     assert model.frames == 6_144
     assert best.best_model_score.item() == pytest.approx(model.best_returns[0].item())
     reloaded = PPO.load_from_checkpoint(best.best_model_path)
-    eval_env = make_env("CartPole-v1", 3, seed=trainer.datamodule.eval_seed)
+    eval_env = make_env("CartPole-v1", 3, seed=evaluation_seed(1))
     assert evaluate_episodes(eval_env, reloaded.policy).mean().item() == pytest.approx(model.best_returns[0].item())
 
 

@@ -40,7 +40,7 @@ def _stream(chunks: int, **kwargs) -> tuple[ReplayStream, ReplayDataModule]:
                     batch_size=16, replay_ratio=4, warmup_frames=64)
     dm = ReplayDataModule(**{**settings, **kwargs})
     buffer = dm.make_buffer()
-    return ReplayStream(_chunks(chunks), buffer, dm), dm
+    return ReplayStream(_chunks(chunks), [buffer], dm), dm  # one member's
 
 
 def test_updates_follow_rlpyts_replay_ratio_after_warmup() -> None:
@@ -55,8 +55,8 @@ def test_stream_yields_its_length_and_reports_every_frame() -> None:
     for item in stream:
         frames += int(item["new_frames"])
         items += 1
-        assert "logits" not in item["sample"].keys()
-        stream.buffer.update_priority(item["sample"]["index"], torch.ones(16))
+        assert "logits" not in item["sample"].keys() and item["sample"].batch_size == (1, 16)
+        stream.buffers[0].update_priority(item["sample"]["index"][0], torch.ones(16))
     assert items == len(stream) == dm.total_updates == updates_due(40 * 32, 64, 4, 16)
     assert frames == 40 * 32  # the last chunk pays for at least one update, so nothing goes unreported
 
@@ -67,13 +67,13 @@ def test_priorities_favour_high_td_error_and_importance_weights_correct_for_it()
     picks: Counter[bool] = Counter()
     weights: dict[bool, list[float]] = {True: [], False: []}
     for item in stream:
-        sample = item["sample"]
+        sample = item["sample"][0]  # the one member's
         is_hot = hot(sample["observation"])
         for flag, w in zip(is_hot.tolist(), sample["priority_weight"].tolist()):
             picks[flag] += 1
             weights[flag].append(w)
         # what a learner does after its update: priorities |delta| = 10 (hot) or 0.1 (others)
-        stream.buffer.update_priority(sample["index"], torch.where(is_hot, torch.tensor(10.0), torch.tensor(0.1)))
+        stream.buffers[0].update_priority(sample["index"], torch.where(is_hot, torch.tensor(10.0), torch.tensor(0.1)))
     hot_share = picks[True] / (picks[True] + picks[False])
     # uniform would be 10%; a sampled hot transition is 100**0.6 ~ 16x likelier than a sampled cold one (new,
     # never-sampled transitions enter with the maximum priority, which dilutes the share)
@@ -87,8 +87,8 @@ def test_beta_is_annealed_to_its_final_value_over_the_fit() -> None:
     stream, dm = _stream(40, beta_start=0.4, beta_end=1.0)
     betas = []
     for item in stream:
-        betas.append(stream.buffer.sampler.beta)
-        stream.buffer.update_priority(item["sample"]["index"], torch.ones(16))
+        betas.append(stream.buffers[0].sampler.beta)
+        stream.buffers[0].update_priority(item["sample"]["index"][0], torch.ones(16))
     assert betas[0] == pytest.approx(0.4 + 0.6 * 96 / dm.total_frames)  # after the warm-up and first chunk
     assert betas == sorted(betas) and betas[-1] == pytest.approx(1.0)
 
@@ -111,14 +111,14 @@ def _tree(buffer, index: torch.Tensor) -> torch.Tensor:
 
 def test_the_stream_leaves_priorities_to_the_learner() -> None:
     stream, dm = _stream(10)
-    sampler = stream.buffer.sampler
+    sampler = stream.buffers[0].sampler
     fresh = (1.0 + sampler._eps) ** dm.hparams.alpha  # what a never-updated transition holds (max priority 1)
     seen = []
     for item in stream:
         seen.append(item["sample"]["index"])
         assert "td_error" not in item["sample"].keys()
     index = torch.cat(seen)
-    torch.testing.assert_close(_tree(stream.buffer, index), torch.full((index.numel(),), fresh))
+    torch.testing.assert_close(_tree(stream.buffers[0], index), torch.full((index.numel(),), fresh))
 
 
 def test_batches_may_move_to_another_device() -> None:
@@ -149,10 +149,10 @@ class TDErrorProbe(L.Callback):
             not_done = (~sample["next", "terminated"]).float().squeeze(-1)
             delta = q - (sample["next", "reward"].squeeze(-1) + self.gamma * not_done * bootstrap)
         self.index = sample["index"].clone()
-        self.expected = (delta.abs() + trainer.train_dataloader.buffer.sampler._eps) ** self.alpha
+        self.expected = ((delta.abs() + trainer.train_dataloader.buffers[0].sampler._eps) ** self.alpha).reshape(-1)
 
     def on_train_batch_end(self, trainer: L.Trainer, model: DQN, outputs, batch: TensorDict, batch_idx: int) -> None:
-        stored = _tree(trainer.train_dataloader.buffer, self.index)
+        stored = _tree(trainer.train_dataloader.buffers[0], self.index)
         torch.testing.assert_close(stored, self.expected.float(), rtol=1e-4, atol=1e-6)
         self.checked += 1
 

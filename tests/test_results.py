@@ -46,7 +46,7 @@ def test_a_clear_mask_effect_holds_and_overlap_is_not_resolved(tmp_path: Path) -
     assert "**holds**: all four paired differences" in section.markdown
     assert "ticket and mask/permuted not distinguished" not in section.readme[0]  # 10 points apart, seeds paired
     assert "the mask claim holds (4 of 4 comparisons)" in section.readme[0]
-    overlap = ticket_study(tmp_path / "overlap", {c: 300 for c in CONDITIONS}, noise=40)
+    overlap = ticket_study(tmp_path / "overlap", dict.fromkeys(CONDITIONS, 300), noise=40)
     text = tickets.study_section(overlap, draw=False)[0].markdown
     assert "**holds in 0 of 4 comparisons**" in text and text.count(": not resolved") == 4
     reversed_ = ticket_study(tmp_path / "reversed", {"mask/weights": 100, "mask/permuted": 100,

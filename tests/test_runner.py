@@ -63,3 +63,22 @@ def _chain_id(tracking_uri: str, experiment: str) -> str:
     (chain,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
                                   "tags.`lth.role` = 'chain'")
     return chain.info.run_id
+
+
+def test_torch_threads_follow_lth_num_threads_else_omp_num_threads_else_one(monkeypatch) -> None:
+    import torch
+
+    from lth.cli.runner import configure_process
+
+    before = torch.get_num_threads()
+    try:
+        for lth, omp, expected in ((None, None, 1), (None, "2", 2), ("3", "2", 3)):
+            for name, value in (("LTH_NUM_THREADS", lth), ("OMP_NUM_THREADS", omp)):
+                if value is None:
+                    monkeypatch.delenv(name, raising=False)
+                else:
+                    monkeypatch.setenv(name, value)
+            configure_process()
+            assert torch.get_num_threads() == expected, (lth, omp)
+    finally:
+        torch.set_num_threads(before)

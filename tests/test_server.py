@@ -35,10 +35,10 @@ def _status(url: str, user: str | None = None, password: str | None = None, body
         return e.code
 
 
-def _start(cwd: Path, host: str, port: int) -> subprocess.Popen:
+def _start(cwd: Path, host: str, port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start the server in ``cwd`` (so ``mlruns/`` lands there) and wait for its ``/health``."""
     try:
-        return launch(cwd, host, port, timeout=90)
+        return launch(cwd, host, port, timeout=90, extra=extra)
     except TimeoutError as e:
         pytest.fail(str(e))
 
@@ -129,3 +129,33 @@ def test_server_off_loopback_takes_only_the_printed_credentials_kept_0600(tmp_pa
         assert _status(url, "admin", password) == 200
     finally:
         _stop(proc, signal.SIGTERM)
+
+
+def test_server_on_an_existing_database_prints_its_mlflow_command_and_keeps_the_runs_there(tmp_path: Path,
+                                                                                           capsys) -> None:
+    """``lth server --backend-store-uri``: no embedded PostgreSQL; the plain ``mlflow server`` command it runs is
+    printed (a password would show as ***); off loopback it needs a database for the auth app's users too."""
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    from lth.cli import main
+    from lth.store.server import masked
+
+    port = free_port("127.0.0.1")
+    db = tmp_path / "existing.db"
+    proc = _start(tmp_path, "127.0.0.1", port, ("--backend-store-uri", f"sqlite:///{db}"))
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("external"))
+        assert f"Running: mlflow server --backend-store-uri sqlite:///{db} --host 127.0.0.1 --port {port}" in _output(proc)
+        with sqlite3.connect(db) as connection:
+            assert connection.execute("SELECT run_uuid FROM runs").fetchall() == [(run.info.run_id,)]
+        assert not (tmp_path / "mlruns" / "postgres").exists()
+    finally:
+        _stop(proc, signal.SIGINT)
+    assert masked("postgresql://lth:s3cret@db.lab:5432/mlflow") == "postgresql://lth:***@db.lab:5432/mlflow"
+    with pytest.raises(SystemExit) as stop:
+        main(["server", "--host", "0.0.0.0", "--backend-store-uri", "postgresql://lth:pw@db.lab/mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "\n" not in err and "--auth-database-uri" in err

@@ -9,6 +9,7 @@ import torch
 from mlflow import MlflowClient
 
 from lth.cli import TransferCLI, build_cli, main
+from lth.cli.parsing import parse
 from lth.envs import make_env
 from lth.errors import ConfigError
 from lth.store.chain_store import ChainStore
@@ -44,7 +45,7 @@ def test_env_shows_only_the_kept_inputs_in_every_observation_final_ones_included
         make_env("CartPole-v1", 1, keep_inputs=[4])
 
 
-def test_transfer_trains_both_arms_on_a_stored_ticket_and_reports_them(in_tmp: Path, capsys) -> None:
+def test_transfer_trains_both_arms_on_a_stored_ticket_and_reports_them(in_tmp: Path, capsys, monkeypatch) -> None:
     tiny = ["--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--data.init_args.total_frames", "1024",
             "--data.init_args.eval_every", "512", "--data.init_args.eval_episodes", "2",
             "--model.init_args.actor_hidden", "[8]", "--model.init_args.critic_hidden", "[8]",
@@ -64,8 +65,13 @@ def test_transfer_trains_both_arms_on_a_stored_ticket_and_reports_them(in_tmp: P
     assert cli.datamodule.hparams.env_kwargs["keep_inputs"] == expected
     assert cli.model.hparams.env_kwargs["keep_inputs"] == expected
 
-    args = ["transfer", *tiny, "--ticket", ticket, "--level", "2", "--seeds", "0", "1", "--out", "report"]
+    args = ["transfer", *tiny, "--ticket", ticket, "--level", "2", "--seeds", "0-1", "--out", "report"]
+    import lth.cli.runner as runner
+
+    parsed = []  # the arguments are parsed once; every fit is that spec with its arm and seed, as data
+    monkeypatch.setattr(runner, "parse", lambda what, *a, **k: parsed.append(type(what).__name__) or parse(what, *a, **k))
     main(args)
+    assert parsed == ["list"] + ["Namespace"] * 4
     transfer = client.get_experiment_by_name("CartPole-v1/ppo/mlp64x64/transfer")
     runs = client.search_runs([transfer.experiment_id], "tags.`lth.role` = 'transfer'")
     assert sorted((r.data.tags["inputs"], r.data.tags["seed"]) for r in runs) == [
@@ -86,3 +92,27 @@ def test_transfer_of_a_missing_level_is_a_clear_error(in_tmp: Path, capsys) -> N
     with pytest.raises(SystemExit):
         main(["transfer", "--config", str(CONFIGS / "cartpole" / "ppo.yaml"), "--ticket", "0" * 32, "--level", "1"])
     assert "no chain run" in capsys.readouterr().err
+
+
+def test_transfer_takes_seeds_and_modules_in_lth_imps_grammar(monkeypatch, capsys) -> None:
+    """``--seeds 0-2,7`` and ``--modules [actor,critic]`` as ``lth imp`` takes them (space-separated still read);
+    bad seeds are one line before anything runs."""
+    from types import SimpleNamespace
+
+    import lth.cli.runner as runner
+
+    calls = []
+
+    def run_transfer(rest, ticket, level, seeds, modules, out):
+        calls.append((seeds, modules))
+        return SimpleNamespace(summary="summary.md", experiment="e")
+
+    monkeypatch.setattr(runner, "run_transfer", run_transfer)
+    main(["transfer", "--ticket", "t", "--level", "1", "--seeds", "0-2,7", "--modules", "[actor,critic]"])
+    main(["transfer", "--ticket", "t", "--level", "1", "--seeds", "0", "3", "--modules", "actor", "critic"])
+    main(["transfer", "--ticket", "t", "--level", "1"])
+    assert calls == [([0, 1, 2, 7], ["actor", "critic"]), ([0, 3], ["actor", "critic"]), ([0, 1, 2], None)]
+    with pytest.raises(SystemExit) as stop:
+        main(["transfer", "--ticket", "t", "--level", "1", "--seeds", "2-0"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("lth: error: --seeds") and "\n" not in err and len(calls) == 3

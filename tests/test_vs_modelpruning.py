@@ -388,10 +388,10 @@ def test_torchrl_loss_uses_the_masked_actor() -> None:
                       parameters_to_prune=[(lin, "weight") for lin in actor_linears])
     _ppo_fit(model, mp)  # prunes after each of the 2 rollouts: 20 % of 352, then 20 % of the remaining 282
     assert _zeros([lin.weight_mask for lin in actor_linears]) == 70 + 56
-    obs = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+    obs = torch.randn(1, 32, 4, generator=torch.Generator().manual_seed(1))  # a population of one
     with torch.no_grad():
-        batch = model.actor(TensorDict({"observation": obs}, [32]))
-    batch["advantage"], batch["value_target"] = torch.randn(32, 1), torch.randn(32, 1)
+        batch = model.actor(TensorDict({"observation": obs}, [1, 32]))
+    batch["advantage"], batch["value_target"] = torch.randn(1, 32, 1), torch.randn(1, 32, 1)
     model.zero_grad()
     out = model.loss_module(batch)
     out["loss_objective"].backward()

@@ -25,23 +25,22 @@ from typing import Any
 from lth.console import VERBOSE_HELP, quiet
 from lth.errors import ConfigError, LthError, behind
 
+#: What ``--tracking_uri`` of ``lth ui`` and ``lth report`` defaults to (:func:`lth.store.tracking.default_tracking_uri`).
+STORE_HELP = "the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db; now %(default)s)"
+
 #: The port ``lth ui`` serves on unless given ``--port`` (MLflow's own default).
 DEFAULT_UI_PORT = 5000
-
-#: Lightning's subcommands, run by :class:`lth.cli.parsing.LthCLI`.
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 #: Every subcommand with its line in ``lth --help``.
 SUBCOMMANDS = {
     "fit": "train one agent (Lightning's fit), logged to MLflow",
     "validate": "evaluate one agent with greedy episodes (Lightning's validate)",
-    "test": "Lightning's test loop",
-    "predict": "Lightning's predict loop",
     "imp": "run or resume IMP chains (lottery tickets), one per condition and seed, and print their best returns",
     "report": "draw a study's figures and summary from its MLflow records",
     "transfer": "train dense agents on all inputs and on the inputs a ticket kept",
     "expert": "train one agent and store its best checkpoint as a distillation expert",
-    "ui": "start the MLflow UI on the store (default: mlruns/mlflow.db in this folder)",
+    "server": "serve an MLflow tracking store for a cluster: PostgreSQL (or --backend-store-uri), proxied artifacts",
+    "ui": "start the MLflow UI on the store (default: $MLFLOW_TRACKING_URI, else mlruns/mlflow.db in this folder)",
 }
 
 
@@ -85,8 +84,8 @@ def imp(args: list[str]) -> None:
     from lth.cli.parsing import parse
     from lth.cli.runner import run_imp
     from lth.cli.study_cli import ImpCLI, imp_help
-    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
-    from lth.study.recording import summary_table
+    from lth.report.notes import summary_table
+    from lth.store.tracking import default_tracking_uri, resolve_tracking_uri
 
     if "-h" in args or "--help" in args:
         print(imp_help(), flush=True)  # lth's options first; Lightning's help follows and exits
@@ -94,7 +93,7 @@ def imp(args: list[str]) -> None:
     run = run_imp(args)
     print("\nBest evaluation return per level and condition:\n")
     print(summary_table(run.results))
-    ui_command = "lth ui" if run.tracking_uri == resolve_tracking_uri(DEFAULT_TRACKING_URI) else \
+    ui_command = "lth ui" if run.tracking_uri == resolve_tracking_uri(default_tracking_uri()) else \
         f"lth ui --tracking_uri {run.tracking_uri}"
     print(f"\nCompare the chains in the MLflow UI (start it with: {ui_command}):")
     print(f"  {study_url(run.tracking_uri, run.experiment)}")
@@ -103,6 +102,7 @@ def imp(args: list[str]) -> None:
 def transfer(args: list[str]) -> None:
     """``lth transfer --config CFG --ticket RUN --level K``: dense agents on all inputs and on the ticket's."""
     from lth.cli.runner import run_transfer
+    from lth.cli.seeds import SEEDS_FORMS, parse_seeds
 
     parser = _Parser(
         prog="lth transfer", description=transfer.__doc__,
@@ -110,21 +110,26 @@ def transfer(args: list[str]) -> None:
     )
     parser.add_argument("--ticket", required=True, help="parent run id of the IMP chain whose input mask to use")
     parser.add_argument("--level", type=int, required=True, help="the chain level whose masks to transfer")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one fit per arm and seed")
-    parser.add_argument("--modules", nargs="+", default=None, help="input layers of these sub-modules only")
+    parser.add_argument("--seeds", nargs="+", default=["0-2"],
+                        help=f"one fit per arm and seed: {SEEDS_FORMS}, as lth imp takes them (default: 0-2)")
+    parser.add_argument("--modules", nargs="+", default=None,
+                        help="input layers of these sub-modules only: [actor,critic] as --imp.modules takes them, "
+                             "or names")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: reports/transfer_...)")
     ns, rest = parser.parse_known_args(args)
-    run = run_transfer(rest, ns.ticket, ns.level, ns.seeds, ns.modules, ns.out)
+    seeds = parse_seeds(",".join(ns.seeds))  # "0-4", "0,1,7" (and "0 1 7") alike
+    modules = [m.strip(" []'\"") for part in ns.modules for m in part.split(",")] if ns.modules else None
+    run = run_transfer(rest, ns.ticket, ns.level, seeds, [m for m in modules if m] if modules else None, ns.out)
     print(f"wrote {run.summary} and its figure; runs in MLflow experiment {run.experiment!r}")
 
 
 def report(args: list[str]) -> None:
     """``lth report --experiment NAME [--experiment NAME ...]``: figures and a summary from MLflow."""
-    from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+    from lth.store.tracking import default_tracking_uri, resolve_tracking_uri
 
     parser = _Parser(prog="lth report", description=report.__doc__)
     parser.add_argument("--experiment", action="append", required=True, help="MLflow experiment (repeatable)")
-    parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI)
+    parser.add_argument("--tracking_uri", default=default_tracking_uri(), help=STORE_HELP)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<experiment>)")
     parser.add_argument("--no_mlflow", action="store_true", help="do not log the report back to MLflow")
     ns = parser.parse_args(args)
@@ -138,10 +143,10 @@ def report(args: list[str]) -> None:
 def ui(args: list[str]) -> None:
     """``lth ui [--tracking_uri URI] [--port 5000]``: the MLflow UI on the store, run by this Python (MLflow's
     ``mlflow`` command need not be on PATH), until Ctrl-C."""
-    from lth.store.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, resolve_tracking_uri
+    from lth.store.tracking import check_tracking_uri, default_tracking_uri, resolve_tracking_uri
 
     parser = _Parser(prog="lth ui", description=ui.__doc__)
-    parser.add_argument("--tracking_uri", default=DEFAULT_TRACKING_URI, help="the MLflow store (default: %(default)s)")
+    parser.add_argument("--tracking_uri", default=default_tracking_uri(), help=STORE_HELP)
     parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help="the port to serve on (default: %(default)s)")
     ns = parser.parse_args(args)
     uri = resolve_tracking_uri(ns.tracking_uri)
@@ -165,6 +170,13 @@ def _run(command: str, args: list[str]) -> None:
         return
     if command == "report":
         report(args)
+        return
+    if command == "server":
+        from lth.store.server import main as serve
+
+        code = serve(args, prog="lth server", parser_class=_Parser)
+        if code:
+            raise SystemExit(code)
         return
     if command not in SUBCOMMANDS and not command.startswith("-"):  # "-c CFG fit": Lightning's top-level options
         raise ConfigError(f"unknown subcommand {command!r}; valid: {', '.join(SUBCOMMANDS)} (see lth --help)")

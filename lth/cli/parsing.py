@@ -32,7 +32,7 @@ from lth.cli.bad_input import check_config_files, one_line
 from lth.errors import ConfigError, behind
 from lth.modules import AgentModule
 from lth.store.experts import EXPERT_ARTIFACT
-from lth.store.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, mark_model_training, resolve_tracking_uri
+from lth.store.tracking import check_tracking_uri, default_tracking_uri, mark_model_training, resolve_tracking_uri
 from lth.study.settings import ImpSettings
 
 
@@ -43,7 +43,7 @@ def mlflow_logger(config: Namespace, command: str) -> Namespace:
         raise ConfigError(
             f"lth {command} records its runs in MLflow: set trainer.logger to lightning.pytorch.loggers.MLFlowLogger"
         )
-    logger.init_args.tracking_uri = resolve_tracking_uri(logger.init_args.tracking_uri or DEFAULT_TRACKING_URI)
+    logger.init_args.tracking_uri = resolve_tracking_uri(logger.init_args.tracking_uri or default_tracking_uri())
     return logger
 
 
@@ -92,6 +92,12 @@ class SaveConfigToMLflow(SaveConfigCallback):
 class LthCLI(LightningCLI):
     """LightningCLI with the env id and kwargs shared by data and model and evaluation scheduled in env frames."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's ``fit`` and ``validate``: lth's agents have no test or predict step (evaluation is validation:
+        greedy episodes), so ``lth test`` and ``lth predict`` do not exist rather than crash."""
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in ("fit", "validate")}
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.init_args.env_id", "model.init_args.env_id")
         parser.link_arguments("data.init_args.env_kwargs", "model.init_args.env_kwargs")
@@ -106,18 +112,25 @@ class LthCLI(LightningCLI):
         from these (:func:`_parser_of`)."""
 
     stores: list[str]  # the tracking URIs the command writes to
+    #: The parsed config as given (before a subcommand makes it one fit), without its config file paths: data from
+    #: which another process or fit rebuilds the command (:func:`parse` takes it), no file or argument needed.
+    spec: Namespace
 
     def before_instantiate_classes(self) -> None:
-        """Resolve and check the loggers' tracking URIs (a missing local store only for whether it can be made)."""
+        """Keep the :attr:`spec`; resolve and check the MLflow loggers' tracking URIs (a missing local store only for whether it can be made):
+        the one a config or argument names, else MLflow's rule (:func:`lth.store.tracking.default_tracking_uri`)."""
+        self.spec = self.config.clone()
+        self.spec.pop("config", None)
         config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
         logger = config.get("trainer", {}).get("logger")
         self.stores = []
         for spec in logger if isinstance(logger, list) else [logger]:
-            uri = getattr(spec, "init_args", {}).get("tracking_uri") if spec is not None else None
-            if uri:
-                spec.init_args.tracking_uri = resolve_tracking_uri(uri)
-                check_tracking_uri(spec.init_args.tracking_uri, create=False)
-                self.stores.append(spec.init_args.tracking_uri)
+            if spec is None or not str(getattr(spec, "class_path", "")).endswith("MLFlowLogger"):
+                continue
+            spec.init_args.tracking_uri = resolve_tracking_uri(spec.init_args.get("tracking_uri")
+                                                               or default_tracking_uri())
+            check_tracking_uri(spec.init_args.tracking_uri, create=False)
+            self.stores.append(spec.init_args.tracking_uri)
 
     def instantiate_classes(self) -> None:
         self.build_components()
@@ -174,9 +187,10 @@ class ExpertCLI(LthCLI):
         return trainer
 
 
-def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[LthCLI] = LthCLI,
+def build_cli(args: list[str] | Namespace | None = None, run: bool = True, cli_class: type[LthCLI] = LthCLI,
               exit_on_error: bool = True) -> LthCLI:
-    """The configured CLI (``run=False`` parses and instantiates without running a subcommand).
+    """The configured CLI (``run=False`` parses and instantiates without running a subcommand); ``args`` command-line
+    style, or an already parsed config (a jsonargparse ``Namespace``, checked again as data).
 
     A bad argument prints the usage and exits with code 2, or, with ``exit_on_error=False``, raises
     :class:`argparse.ArgumentError`.
@@ -195,23 +209,26 @@ def build_cli(args: list[str] | None = None, run: bool = True, cli_class: type[L
     )
 
 
-def parse(config_args: Sequence[str], cli_class: type[LthCLI], exit_on_error: bool = False,
+def parse(config_args: Sequence[str] | Namespace, cli_class: type[LthCLI], exit_on_error: bool = False,
           run: bool = False) -> LthCLI:
-    """Parse ``config_args`` with ``cli_class`` and instantiate model, data and trainer (``run``: and run its
-    subcommand).
+    """Parse ``config_args`` (or take a parsed config, e.g. one arm of a transfer, as data) with ``cli_class`` and
+    instantiate model, data and trainer (``run``: and run its subcommand).
 
     Every bad value, its type and domain included (the constructors' annotations, ``--imp.*``), raises one
     :class:`ConfigError` whose message is one line naming the option and its valid values, before anything
     runs. ``exit_on_error=True`` lets jsonargparse print its usage and exit instead.
     """
-    check_config_files(config_args)
+    parsed = isinstance(config_args, Namespace)
+    if not parsed:
+        check_config_files(config_args)
     _LIGHTNING_INFO.quiet()
     try:
         with warnings.catch_warnings():  # the arguments are ours, not the process's command line
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            return build_cli(list(config_args), run=run, cli_class=cli_class, exit_on_error=exit_on_error)
+            args = config_args if parsed else list(config_args)
+            return build_cli(args, run=run, cli_class=cli_class, exit_on_error=exit_on_error)
     except argparse.ArgumentError as exc:
-        raise ConfigError(one_line(str(exc), _parser_of(cli_class), config_args)) from exc
+        raise ConfigError(one_line(str(exc), _parser_of(cli_class), [] if parsed else config_args)) from exc
     except Exception as exc:
         problem = behind(exc, ConfigError)
         if problem is None or problem is exc:

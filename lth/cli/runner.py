@@ -10,6 +10,7 @@ prints it as one line with exit code 2). Every value is checked before anything 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -17,8 +18,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch import Trainer
 
 from lth.cli.parsing import LthCLI, mlflow_logger, parse
 from lth.cli.seeds import study_seeds
@@ -36,18 +39,26 @@ from lth.study.transfer import ARMS, TransferSettings
 def configure_process(threads: int | None = None) -> None:
     """Process-wide torch settings for small RL networks on CPU (the ``lth`` command and the benchmarks).
 
-    Torch runs ``threads`` threads (default: ``$LTH_NUM_THREADS``, else 1): the paper's small networks gain
-    nothing from intra-op threads, which on two cores fight the environments for CPU (up to 10x slower).
+    Torch runs ``threads`` threads (default: ``$LTH_NUM_THREADS``, else ``$OMP_NUM_THREADS``, the convention torch
+    and OpenMP follow, else 1): the paper's small networks gain nothing from intra-op threads, which on two cores
+    fight the environments for CPU (up to 10x slower).
     Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (fork-safe CUDA probing), after which torch
     queries NVML on every optimizer step, ~75 us each without a GPU; lth never forks after touching CUDA, so it
     probes directly. TorchRL's INFO messages, Lightning's LeafSpec deprecation warnings and MLflow's progress bar
     for every small artifact a resume reads are silenced.
     """
-    torch.set_num_threads(int(os.environ.get("LTH_NUM_THREADS", "1")) if threads is None else threads)
+    if threads is None:
+        threads = int(os.environ.get("LTH_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or 1)
+    torch.set_num_threads(threads)
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # e.g. one INFO line per replay-buffer allocation
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning 2.6 on torch 2.14, not ours to fix
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The default of each of ``cls``'s constructor arguments that has one (what a chain's identity leaves out)."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
 
 
 def imp_study(cli: LthCLI) -> Study:
@@ -69,6 +80,8 @@ def imp_study(cli: LthCLI) -> Study:
         description=study_description(config),
         population=config.population,
         config_yaml=cli.parser.dump(config, skip_none=False),
+        defaults={"model": constructor_defaults(type(cli.model)), "data": constructor_defaults(type(cli.datamodule)),
+                  "trainer": constructor_defaults(Trainer)},
     )
 
 
@@ -87,7 +100,7 @@ def run_imp(config_args: Sequence[str], exit_on_error: bool = False) -> ImpRun:
     cli = parse(config_args, ImpCLI, exit_on_error)
     study = imp_study(cli)
     executor = make_executor(cli.config, study.tracking_uri)
-    unit = ImpUnit(tuple(config_args), os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
+    unit = ImpUnit(cli.spec, os.getcwd()) if executor.remote else None  # rebuilds the study elsewhere
     results = run_study(study, cli.settings, resume=cli.config.resume,
                         executor=executor, unit=unit)
     return ImpRun(results, study.tracking_uri, study.experiment)
@@ -137,13 +150,18 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
     if not seeds:
         raise ConfigError("lth transfer needs at least one seed")
     modules = list(modules) if modules else None
-    common = [*config_args, "--transfer.ticket", ticket, "--transfer.level", str(level)]
+    common = [*config_args, "--transfer.ticket", ticket, "--transfer.level", str(level), "--seed", str(seeds[0])]
     if modules:
         common += ["--transfer.modules", json.dumps(modules)]
+    # The arguments are parsed once (checking the ticket, level and modules, so nothing trains on bad ones); every
+    # fit is that spec with its arm and seed set, as data.
+    spec = parse([*common, "--transfer.arm", ARMS[0]], TransferCLI, exit_on_error).spec
     fits: list[TransferFit] = []
     for seed in seeds:
-        for arm in ARMS:  # parsing either arm checks the ticket, level and modules, so nothing trains on bad ones
-            cli = parse([*common, "--transfer.arm", arm, "--seed", str(seed)], TransferCLI, exit_on_error)
+        for arm in ARMS:
+            fit = spec.clone()
+            fit.transfer.arm, fit.seed = arm, seed
+            cli = parse(fit, TransferCLI, exit_on_error)
             logger = cli.config.trainer.logger.init_args
             uri, experiment = logger.tracking_uri, logger.experiment_name
             kept = logger.tags.get("kept_inputs", "all")
@@ -163,10 +181,11 @@ def run_transfer(config_args: Sequence[str], ticket: str, level: int, seeds: Seq
 
 @dataclass(frozen=True)
 class ImpUnit:
-    """Trains one unit of an ``lth imp`` study in another process: rebuilds the study from the command's arguments
-    (in the command's folder, when this machine has it: relative config paths) and resumes the unit's chains."""
+    """Trains one unit of an ``lth imp`` study in another process: rebuilds the study from its parsed config
+    (``LthCLI.spec``: data, not the command's arguments or config files) in the command's folder when this machine
+    has it (relative store and expert paths), and resumes the unit's chains."""
 
-    config_args: tuple[str, ...]
+    spec: Any  # the command's parsed config (a jsonargparse Namespace, picklable)
     cwd: str
 
     def __call__(self, chains: list[Chain]) -> list[LevelResult]:
@@ -176,5 +195,5 @@ class ImpUnit:
             os.chdir(self.cwd)
         quiet()
         configure_process()
-        cli = parse(self.config_args, ImpCLI)
+        cli = parse(self.spec, ImpCLI)
         return run_population(imp_study(cli), cli.settings, chains, resume=True)

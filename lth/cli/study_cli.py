@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -107,7 +108,7 @@ def imp_help() -> str:
         rows.append(textwrap.fill(f"{name:<18} weights: {c.weights}; mask: {c.mask}{f' ({c.note})' if c.note else ''}",
                                   width=100, initial_indent=f"  {'*' if c.paper else ' '} ", subsequent_indent=" " * 23))
     return "\n".join([parser.format_help().rstrip(), "",
-                      "Conditions (--imp.condition NAME, --imp.conditions NAME,NAME,... or all = the paper's four, *):",
+                      "Conditions (--imp.conditions NAME, [NAME,NAME], NAME,NAME or all = the paper's four, *):",
                       *rows, ""])
 
 
@@ -140,6 +141,8 @@ class ImpCLI(LthCLI):
         self.seeds = study_seeds(self.config)  # a bad --seeds fails here, before anything is built
         self.settings = ImpSettings(**self.config.imp.as_dict())
         self.settings.chain_conditions()  # conditions and levels, before anything runs
+        if self.settings.condition is not None:
+            print("lth: warning: --imp.condition is deprecated: --imp.conditions NAME says the same", file=sys.stderr)
         super().before_instantiate_classes()
         if self.config.seeds is not None:
             apply_seed(self.config, self.seeds[0])  # model and data of the first seed
@@ -229,6 +232,8 @@ class TransferCLI(LthCLI):
         _add_seed_argument(parser)
 
     def before_instantiate_classes(self) -> None:
+        # the spec (LthCLI's) is the config before it is made one arm's fit of one seed: run_transfer makes the
+        # transfer's other fits from it as data
         super().before_instantiate_classes()
         apply_seed(self.config)
         configure_fit(self.config, mlflow_logger(self.config, "transfer").init_args)

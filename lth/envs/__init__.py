@@ -9,6 +9,7 @@ skip 4, 84x84 grey, 4-frame stack, no-op starts, sticky actions 0.25 as in ``ALE
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from collections.abc import Callable, Sequence
@@ -74,10 +75,19 @@ PAPER_ENV_IDS: tuple[str, ...] = (
 )
 
 
+#: The pip extra that installs each registrar's simulator (``pip install 'lth[pybullet]'``).
+_EXTRAS: dict[str, str] = {"BulletEnv": "pybullet", "MinAtar/": "minatar", "ALE/": "atari"}
+
+
 def _register(env_id: str) -> None:
     for marker, register in _REGISTRARS.items():
         if marker in env_id:
-            register()
+            try:
+                register()
+            except ImportError as exc:
+                extra = _EXTRAS[marker]
+                raise ConfigError(f"{env_id} needs the {extra} extra ({exc.name or exc} is not installed): "
+                                  f"pip install 'lth[{extra}]'") from exc
 
 
 def check_env_id(env_id: str) -> None:
@@ -86,7 +96,8 @@ def check_env_id(env_id: str) -> None:
     if env_id in gym.registry:
         return
     for register in _REGISTRARS.values():
-        register()
+        with contextlib.suppress(ImportError):  # a simulator that is not installed has no ids to suggest
+            register()
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(

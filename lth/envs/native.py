@@ -48,6 +48,7 @@ class SyncLikeVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
         check_vector_options(type(self).__name__, num_envs, autoreset_mode)
+        self.autoreset_mode = AutoresetMode.SAME_STEP  # as gymnasium's SyncVectorEnv has it (TorchRL reads it)
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         self.observation_space = batch_space(self.single_observation_space, num_envs)

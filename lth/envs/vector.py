@@ -1,8 +1,10 @@
 """A thin batched TorchRL env over a gymnasium vector env.
 
-TorchRL's ``GymWrapper`` rejects gymnasium 1.x vector envs (autoreset-mode checks), and one ``GymEnv`` per
-worker pays TorchRL's per-step TensorDict cost once per frame. This env steps ``num_envs`` copies at once with
-gymnasium's ``SyncVectorEnv`` in same-step autoreset mode, so TorchRL's cost is paid once per batch.
+TorchRL's ``GymWrapper`` wraps gymnasium 1.x vector envs too (lth's own included: tests/test_envs.py), but per
+batched step it reads the info dict for final observations and runs a ``VecGymEnvTransform``: 16 CartPole copies
+took 1.1 ms per step through it against 0.26 ms through this env (measured here in one process, on a busy
+machine: the ratio is the point). This env steps ``num_envs`` copies at once (gymnasium's ``SyncVectorEnv`` or
+lth's native vector envs) in same-step autoreset mode and builds one TensorDict per batch.
 """
 
 from __future__ import annotations

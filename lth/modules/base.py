@@ -143,10 +143,10 @@ class AgentModule(LightningModule):
         for k, why in guard.nonfinite(loss, outputs).items():
             self._diverge(k, why)  # its last step is undone after this one: backward still needs its weights
         if guard.diverged:
-            guard.restore(torch.ones(self.members, dtype=torch.bool))
+            guard.restore(guard.frozen())  # every member
             return
         self.manual_backward(loss.sum())
-        clip_member_gradients(self.parameters(), self.members, self.hparams.max_grad_norm)
+        clip_member_gradients(self.parameters(), self.hparams.max_grad_norm)
         guard.remember(self.parameters())
         opt.step()
         for k in guard.after_step():
@@ -162,9 +162,7 @@ class AgentModule(LightningModule):
         self.guard.diverged_at[member] = self.frames
         rank_zero_warn(f"member {member}: training diverged at {self.frames} env frames ({why}): this fit stops "
                        "here, back at the weights before its last step; its best evaluation return so far stands")
-        values = torch.full((self.members,), math.nan)
-        values[member] = float(self.frames)
-        self.log_at_frames({"diverged_at_frames": values}, members=[member])
+        self.log_at_frames({"diverged_at_frames": float(self.frames)}, members=[member])
         if self.diverged:
             self.trainer.should_stop = True
 
@@ -218,7 +216,5 @@ class AgentModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("agent", {})
         self.frames = state.get("frames", 0)
-        best = state.get("best_returns", [state.get("best_return", -math.inf)])
-        self.best_returns = torch.tensor(best, dtype=torch.float32).expand(self.members).clone()
-        diverged = state.get("diverged_at", None)
-        self.guard.diverged_at = list(diverged) if isinstance(diverged, list) else [diverged] * self.members
+        self.best_returns = torch.tensor(state.get("best_returns", [-math.inf] * self.members), dtype=torch.float32)
+        self.guard.diverged_at = list(state.get("diverged_at", [None] * self.members))

@@ -20,33 +20,29 @@ from lth.rl.networks import NetworkSpec
 Imitated = Literal["policy", "q_values"]
 
 
-def _mean(per_frame: torch.Tensor, members: int | None) -> torch.Tensor:
-    """The mean of ``per_frame`` values (``members``: each member's own mean, ``[members]``; the inputs lead with
-    the member dimension)."""
-    return per_frame.mean() if members is None else per_frame.reshape(members, -1).mean(1)
+def _member_means(per_frame: torch.Tensor) -> torch.Tensor:
+    """Each member's mean of its ``per_frame`` values ``[members, ...]``: ``[members]``."""
+    return per_frame.reshape(per_frame.shape[0], -1).mean(1)
 
 
-def categorical_kl(expert_logits: torch.Tensor, student_logits: torch.Tensor, members: int | None = None
-                   ) -> torch.Tensor:
-    """Mean KL(expert || student) of two categorical policies (cross-entropy minus the expert's entropy); with
-    ``members``, each member's mean over its own frames (``[members]``)."""
+def categorical_kl(expert_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Each member's mean KL(expert || student) of two categorical policies (cross-entropy minus the expert's
+    entropy) over its own frames: logits ``[members, ..., actions]`` in, ``[members]`` out."""
     expert_log_p = expert_logits.log_softmax(-1)
-    return _mean((expert_log_p.exp() * (expert_log_p - student_logits.log_softmax(-1))).sum(-1), members)
+    return _member_means((expert_log_p.exp() * (expert_log_p - student_logits.log_softmax(-1))).sum(-1))
 
 
-def gaussian_kl(
-    expert_loc: torch.Tensor, expert_scale: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-    members: int | None = None,
-) -> torch.Tensor:
-    """Mean KL(expert || student) of diagonal Gaussian policies (before the tanh squashing both share); with
-    ``members``, each member's mean over its own frames (``[members]``)."""
-    return _mean(kl_divergence(Normal(expert_loc, expert_scale), Normal(loc, scale)).sum(-1), members)
+def gaussian_kl(expert_loc: torch.Tensor, expert_scale: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+                ) -> torch.Tensor:
+    """Each member's mean KL(expert || student) of diagonal Gaussian policies (before the tanh squashing both
+    share) over its own frames: ``[members, ..., action_dim]`` in, ``[members]`` out."""
+    return _member_means(kl_divergence(Normal(expert_loc, expert_scale), Normal(loc, scale)).sum(-1))
 
 
-def q_huber(expert_q: torch.Tensor, q: torch.Tensor, delta: float = 1.0, members: int | None = None) -> torch.Tensor:
-    """Huber loss between the student's and the expert's Q-values (the paper's MinAtar distillation), the mean over
-    frames and actions; with ``members``, each member's mean over its own (``[members]``)."""
-    return _mean(F.huber_loss(q, expert_q, delta=delta, reduction="none"), members)
+def q_huber(expert_q: torch.Tensor, q: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Huber loss between the student's and the expert's Q-values (the paper's MinAtar distillation): each member's
+    mean over its own frames and actions, ``[members, ..., actions]`` in, ``[members]`` out."""
+    return _member_means(F.huber_loss(q, expert_q, delta=delta, reduction="none"))
 
 
 #: What an expert writes next to each frame (what a student imitates).
@@ -62,7 +58,7 @@ class Distill(AgentModule):
     ``minibatches`` minibatches. The student (sub-module ``student``, what pruning selects) is scored like an
     agent: by the best mean return of its own greedy policy.
 
-    With ``members`` K > 1 it trains a population: K independent students (one batched network) that all learn
+    With ``members`` K it trains a population: K independent students (one batched network) that all learn
     from the same expert data stream (:class:`ExpertDataModule` with one seed per member), each with its own
     minibatch shuffles, loss (the mean over its own frames; their sum is minimised) and gradient clipping, so each
     gets the update it would get alone on that data.
@@ -97,14 +93,13 @@ class Distill(AgentModule):
             dist = resolve_distribution(action_spec, None, env_id)
             self.student = make_actor(self.obs_shape, action_spec, hidden, dist, self.network_spec, members,
                                       self.member_generators)
-            self._acting = acting_policy(self.student, members, self.member_generators)
+            self._acting = acting_policy(self.student, self.member_generators)
         elif imitate == "q_values":
             if not hasattr(action_spec, "n"):
                 raise ConfigError(f"imitate='q_values' needs discrete actions; {env_id} has continuous ones")
             n = int(action_spec.n)
             self.student = build_network(self.obs_shape, n, hidden, self.network_spec, members)
-            self._acting = EpsilonGreedyActing(self.student, n, eps_eval, members=members,
-                                               generators=self.member_generators)
+            self._acting = EpsilonGreedyActing(self.student, n, eps_eval, self.member_generators)
         else:
             raise ConfigError(f"unknown imitate={imitate!r}; valid: ['policy', 'q_values']")
 
@@ -117,16 +112,15 @@ class Distill(AgentModule):
         return self._acting
 
     def distillation_loss(self, batch: TensorDictBase) -> torch.Tensor:
-        """Each member's divergence from the expert outputs stored in ``batch`` ``[members, ...]`` (a solo student's:
-        any shape): the mean over its own frames, ``[members]``."""
-        obs, members = batch.get("observation"), self.members
+        """Each member's divergence from the expert outputs stored in ``batch`` ``[members, ...]``: the mean over
+        its own frames, ``[members]``."""
+        obs = batch.get("observation")
         if self.hparams.imitate == "q_values":
-            return q_huber(self._expert(batch, "action_value"), self.student(obs), self.hparams.huber_delta, members)
+            return q_huber(self._expert(batch, "action_value"), self.student(obs), self.hparams.huber_delta)
         out = self.student.module[0](TensorDict({"observation": obs}, batch_size=batch.batch_size))
         if "logits" in out:
-            return categorical_kl(self._expert(batch, "logits"), out.get("logits"), members)
-        return gaussian_kl(self._expert(batch, "loc"), self._expert(batch, "scale"), out.get("loc"), out.get("scale"),
-                           members)
+            return categorical_kl(self._expert(batch, "logits"), out.get("logits"))
+        return gaussian_kl(self._expert(batch, "loc"), self._expert(batch, "scale"), out.get("loc"), out.get("scale"))
 
     def _expert(self, batch: TensorDictBase, key: str) -> torch.Tensor:
         if key not in batch:

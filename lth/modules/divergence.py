@@ -1,4 +1,4 @@
-"""Divergence as a result, not a crash: per member of an agent (a solo agent is a population of one), spot
+"""Divergence as a result, not a crash: per member of an agent (an ordinary agent is a population of one), spot
 non-finite losses, outputs and weights, keep the weights before the last optimizer step and put them back for
 the members that diverged, so they stay frozen while the others train on.
 
@@ -18,25 +18,24 @@ from lth.rl.networks import weight_layers
 
 
 def _along(flags: Tensor, weight: Tensor) -> Tensor:
-    """Per-member ``flags`` ``[members]`` shaped to broadcast over ``weight`` (``[members, ...]``; a solo weight
-    has no member dim, and its one flag broadcasts over all of it)."""
+    """Per-member ``flags`` ``[members]`` shaped to broadcast over ``weight`` ``[members, ...]``."""
     return flags.reshape(-1, *[1] * (weight.ndim - 1))
 
 
-def member_norms(tensors: Sequence[Tensor], members: int) -> Tensor:
-    """Each member's L2 norm over ``tensors`` (``[members]``), as ``torch.nn.utils.get_total_norm`` computes a
-    solo model's: the norm of the per-tensor norms."""
+def member_norms(tensors: Sequence[Tensor]) -> Tensor:
+    """Each member's L2 norm over ``tensors`` (each ``[members, ...]``): ``[members]``, as
+    ``torch.nn.utils.get_total_norm`` computes a solo model's: the norm of the per-tensor norms."""
     return torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(t.reshape(members, -1), dim=1) for t in tensors]), dim=0)
+        torch.stack([torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1) for t in tensors]), dim=0)
 
 
-def clip_member_gradients(parameters: Iterable[nn.Parameter], members: int, max_norm: float) -> None:
+def clip_member_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
     """Each member's gradients scaled to L2 norm at most ``max_norm``: ``clip_grad_norm_`` per member (same
     ``1e-6`` guard), so a member's step does not depend on its population mates."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    scale = (max_norm / (member_norms(grads, members) + 1e-6)).clamp(max=1.0)
+    scale = (max_norm / (member_norms(grads) + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(_along(scale, g))
 
@@ -116,7 +115,7 @@ class DivergenceGuard:
         frozen = self.frozen()
         if bool(frozen.any()):
             self.restore(frozen)
-        bad = ~torch.isfinite(member_norms(self._weights, self.members)) & ~frozen
+        bad = ~torch.isfinite(member_norms(self._weights)) & ~frozen
         if not bool(bad.any()):
             return []
         self.restore(bad)

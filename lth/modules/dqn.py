@@ -30,7 +30,7 @@ class DQN(AgentModule):
     Exploration is epsilon-greedy, annealed from ``eps_start`` to ``eps_end`` over ``eps_frames`` env frames;
     evaluation acts with ``eps_eval``. The Q-network is the sub-module ``q_net`` (what pruning selects).
 
-    With ``members`` K > 1 it trains a population: K independent agents as one batched Q-network (and target) on
+    With ``members`` K it trains a population: K independent agents as one batched Q-network (and target) on
     K x ``num_envs`` env copies (member-major) with one prioritized buffer per member (a
     :class:`lth.datamodules.ReplayDataModule` with K seeds). Each update stacks every member's own minibatch
     (``[K, batch_size]``); each member's loss is the mean over its own transitions (their sum is minimised,
@@ -77,9 +77,9 @@ class DQN(AgentModule):
         self.loss_module.make_value_estimator(gamma=gamma)
         self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
         n = int(action_spec.n)
-        self._acting = EpsilonGreedyActing(self.q_net, n, eps_start, members, self.member_generators)
+        self._acting = EpsilonGreedyActing(self.q_net, n, eps_start, self.member_generators)
         self._eval_rng: list[torch.Generator] | None = None  # see on_validation_epoch_start
-        self._eval_acting = EpsilonGreedyActing(self.q_net, n, eps_eval, members, lambda: self._eval_rng)
+        self._eval_acting = EpsilonGreedyActing(self.q_net, n, eps_eval, lambda: self._eval_rng)
 
     @property
     def policy(self) -> TensorDictModuleBase:
@@ -113,13 +113,8 @@ class DQN(AgentModule):
 
     @property
     def replay_buffers(self) -> list[ReplayBuffer]:
-        """Each member's buffer, where its minibatches come from: the training dataloader's ``buffers`` (or its one
-        ``buffer``)."""
-        loader = self.trainer.train_dataloader
-        buffers = getattr(loader, "buffers", None)
-        if buffers is None:
-            buffer = getattr(loader, "buffer", None)
-            buffers = None if buffer is None else [buffer]
+        """Each member's buffer, where its minibatches come from: the training dataloader's ``buffers``."""
+        buffers = getattr(self.trainer.train_dataloader, "buffers", None)
         if buffers is None or not all(isinstance(b, ReplayBuffer) for b in buffers):
             raise ConfigError("DQN trains on a replay stream with a buffer, e.g. lth.datamodules.ReplayDataModule's")
         if len(buffers) != self.members:
@@ -129,7 +124,7 @@ class DQN(AgentModule):
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         self.count_frames(int(batch["new_frames"]), batch_idx)
         self._set_epsilon()
-        sample = batch["sample"]  # [members, batch_size] (a solo agent's: [batch_size])
+        sample = batch["sample"]  # [members, batch_size]
         members = self.members
         loss = self.loss_module(sample)["loss"].reshape(members, -1).mean(1)
         self.update(loss, sample["td_error"])  # squared TD errors overflow before the (Huber) loss does

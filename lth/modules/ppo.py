@@ -25,7 +25,7 @@ class PPO(AgentModule):
     ``minibatches`` shuffled minibatches are optimised manually (one Lightning step = one rollout).
     Sub-modules ``actor`` and ``critic`` are the names pruning selects by.
 
-    With ``members`` K > 1 it trains a population: K independent agents as one batched network on a rollout of
+    With ``members`` K it trains a population: K independent agents as one batched network on a rollout of
     K x ``num_envs`` env copies (member-major), each member with its own advantage normalisation, minibatch
     shuffles, loss (their sum is minimised) and gradient clipping, so each gets the update it would get alone.
 
@@ -64,7 +64,7 @@ class PPO(AgentModule):
         self.actor = make_actor(self.obs_shape, self.action_spec, actor_hidden, dist, spec, members,
                                 self.member_generators)
         self.critic = make_critic(self.obs_shape, critic_hidden, spec, members)
-        self._acting = acting_policy(self.actor, members, self.member_generators)  # shares the actor's weights
+        self._acting = acting_policy(self.actor, self.member_generators)  # shares the actor's weights
         # Advantages are normalised per member (the "member" entry groups a population's frames), over time dim -1.
         self.advantage = GAE(gamma=gamma, lmbda=gae_lambda, value_network=self.critic, average_gae=True,
                              group_key="member", time_dim=-1)

@@ -16,6 +16,7 @@ from torchrl.envs import ExplorationType, exploration_type
 from torchrl.modules import ProbabilisticActor, QValueActor, TanhNormal, ValueOperator
 
 from lth.errors import ConfigError
+from lth.rl.batched import member_major, members_of
 from lth.rl.networks import NetworkSpec
 
 ObsShape = int | Sequence[int]
@@ -48,8 +49,8 @@ def build_network(
     obs_shape: ObsShape, out_features: int, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK,
     members: int = 1,
 ) -> nn.Sequential:
-    """A network for observations of ``obs_shape`` built and initialised as ``network`` describes (``members`` > 1:
-    a population's batched network, whose inputs and outputs lead with the member dimension)."""
+    """A population's network (``members`` of them, batched; one: an ordinary agent's) for observations of
+    ``obs_shape``, built and initialised as ``network`` describes: inputs and outputs lead with the member dim."""
     shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
     return network.build(shape, out_features, hidden, members=members)
 
@@ -71,8 +72,8 @@ def make_actor(
     """A stochastic policy reading ``observation`` and writing ``action`` and ``action_log_prob``.
 
     Discrete actions: a categorical over logits. Continuous: a tanh-squashed Gaussian whose mean and
-    (softplus) scale come from the network, bounded by the action spec; a population's (``members`` > 1) draws
-    each member's noise from ``generators()`` when they are given (:class:`MemberTanhNormal`).
+    (softplus) scale come from the network, bounded by the action spec; each member draws its noise from its own
+    generator when ``generators`` are given (:class:`MemberTanhNormal`).
     """
     if distribution == "categorical":
         net = build_network(obs_shape, int(action_spec.n), hidden, network, members)
@@ -86,7 +87,7 @@ def make_actor(
         nn.Sequential(net, NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]
     )
     bounds = {"low": action_spec.space.low[0], "high": action_spec.space.high[0]}
-    per_member = members > 1 and generators is not None
+    per_member = generators is not None
     return ProbabilisticActor(
         module,
         in_keys=["loc", "scale"],
@@ -155,21 +156,20 @@ class CategoricalActing(TensorDictModuleBase):
     under random exploration and takes the argmax (the distribution's mode) under deterministic exploration.
     Training still goes through the ``ProbabilisticActor`` and TorchRL's loss.
 
-    A population's ``members`` agents act on a flat, member-major batch of env copies (``[members * copies]``):
-    the network sees ``[members, copies, ...]``. When ``generators()`` returns one generator per member, member
-    k samples from its own (so its actions depend on its seed only, not on its population mates).
+    A population's agents act on a flat, member-major batch of env copies (``[members * copies]``, see
+    :func:`lth.rl.batched.member_major`). When ``generators()`` returns one generator per member, member k samples
+    from its own (so its actions depend on its seed only, not on its population mates).
     """
 
-    def __init__(self, logits_net: nn.Module, members: int = 1, generators: Generators | None = None) -> None:
+    def __init__(self, logits_net: nn.Module, generators: Generators | None = None) -> None:
         super().__init__()
         self.net = logits_net
-        self.members = members
         self.generators = generators
         self.in_keys = ["observation"]
         self.out_keys = ["logits", "action", "action_log_prob"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        logits = member_major(self.net, tensordict.get("observation"), self.members)
+        logits = member_major(self.net, tensordict.get("observation"))
         log_probs = logits.log_softmax(-1)
         if exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE):
             action = logits.argmax(-1)
@@ -207,24 +207,15 @@ class MemberActing(TensorDictModuleBase):
     ``[members, copies]`` inside (e.g. a tanh-Gaussian ``ProbabilisticActor`` of batched networks, whose
     :class:`MemberTanhNormal` draws each member's noise from its own generator)."""
 
-    def __init__(self, actor: TensorDictModuleBase, members: int) -> None:
+    def __init__(self, actor: TensorDictModuleBase) -> None:
         super().__init__()
         self.actor = actor
-        self.members = members
         self.in_keys = list(actor.in_keys)
         self.out_keys = list(actor.out_keys)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        out = self.actor(tensordict.reshape(self.members, -1))
+        out = self.actor(tensordict.reshape(members_of(self.actor), -1))
         return tensordict.update(out.reshape(tensordict.batch_size))
-
-
-def member_major(net: nn.Module, obs: torch.Tensor, members: int) -> torch.Tensor:
-    """``net``'s outputs for a flat, member-major batch ``[members * copies, ...]`` of observations: a population's
-    batched network sees ``[members, copies, ...]``; the outputs come back flat."""
-    if members == 1:
-        return net(obs)
-    return net(obs.reshape(members, -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
 
 
 def _per_member(draw: Callable[[int, torch.Generator], torch.Tensor], total: int,
@@ -236,13 +227,12 @@ def _per_member(draw: Callable[[int, torch.Generator], torch.Tensor], total: int
     return torch.cat([draw(total // len(generators), g) for g in generators])
 
 
-def acting_policy(actor: ProbabilisticActor, members: int = 1, generators: Generators | None = None
-                  ) -> TensorDictModuleBase:
-    """What collectors and evaluation act with: the lean categorical path when it applies, else the actor
-    (viewed member-major for a population)."""
+def acting_policy(actor: ProbabilisticActor, generators: Generators | None = None) -> TensorDictModuleBase:
+    """What collectors and evaluation act with, on flat member-major batches: the lean categorical path when it
+    applies, else the actor viewed member-major."""
     if actor.module[-1].distribution_class is Categorical:
-        return CategoricalActing(actor.module[0].module, members, generators)
-    return MemberActing(actor, members) if members > 1 else actor
+        return CategoricalActing(actor.module[0].module, generators)
+    return MemberActing(actor)
 
 
 def make_critic(obs_shape: ObsShape, hidden: Sequence[int], network: NetworkSpec = DEFAULT_NETWORK,
@@ -269,19 +259,18 @@ class EpsilonGreedyActing(TensorDictModuleBase):
     when ``generators()`` gives them.
     """
 
-    def __init__(self, q_net: nn.Module, num_actions: int, eps: float = 1.0, members: int = 1,
-                 generators: Generators | None = None) -> None:
+    def __init__(self, q_net: nn.Module, num_actions: int, eps: float = 1.0, generators: Generators | None = None
+                 ) -> None:
         super().__init__()
         self.net = q_net
         self.num_actions = num_actions
-        self.members = members
         self.generators = generators
         self.register_buffer("eps", torch.tensor(float(eps)))
         self.in_keys = ["observation"]
         self.out_keys = ["action_value", "action"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        values = member_major(self.net, tensordict.get("observation"), self.members)
+        values = member_major(self.net, tensordict.get("observation"))
         action = values.argmax(-1)
         generators = self.generators() if self.generators is not None else None
         if generators is None:

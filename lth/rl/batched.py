@@ -129,6 +129,19 @@ class BatchedConv2d(nn.Conv2d):
         return f"members={self.members}, " + super().extra_repr()
 
 
+def members_of(module: nn.Module) -> int:
+    """How many members ``module`` holds: its batched layers' member count; an ordinary network is one member."""
+    layer = next((m for m in module.modules() if isinstance(m, (BatchedLinear, BatchedConv2d))), None)
+    return 1 if layer is None else layer.members
+
+
+def member_major(net: nn.Module, obs: Tensor) -> Tensor:
+    """``net``'s outputs for a flat, member-major batch ``[members * copies, ...]`` of observations (what collectors
+    and evaluation hand a population's policy): the network sees ``[members, copies, ...]``; the outputs come back
+    flat."""
+    return net(obs.reshape(members_of(net), -1, *obs.shape[1:])).reshape(*obs.shape[:1], -1)
+
+
 def member_tensors(tensors: Mapping[str, Tensor], k: int) -> dict[str, Tensor]:
     """Detached clones of member ``k``'s slice of every batched tensor (a solo state dict)."""
     return {name: t.detach()[k].clone() for name, t in tensors.items()}

@@ -43,55 +43,35 @@ def mlp(
     dropout: float = 0.0,
     members: int = 1,
 ) -> nn.Sequential:
-    """A plain MLP ``in -> hidden... -> out``; dropout (SI Figure 14) follows every hidden activation.
-
-    ``members > 1`` builds a population (:class:`lth.rl.batched.BatchedLinear` layers, same parameter names):
-    input ``[members, *batch, in]``.
+    """A population of ``members`` MLPs ``in -> hidden... -> out`` (:class:`lth.rl.batched.BatchedLinear` layers;
+    one member: an ordinary agent's network): input ``[members, *batch, in]``. Dropout (SI Figure 14) follows every
+    hidden activation.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; valid: {sorted(ACTIVATIONS)}")
     layers: list[nn.Module] = []
     width = in_features
     for size in hidden:
-        layers += [_linear(width, size, members), ACTIVATIONS[activation]()]
+        layers += [BatchedLinear(members, width, size), ACTIVATIONS[activation]()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = size
-    layers.append(_linear(width, out_features, members))
+    layers.append(BatchedLinear(members, width, out_features))
     return nn.Sequential(*layers)
 
 
-def _linear(in_features: int, out_features: int, members: int) -> nn.Linear:
-    """``nn.Linear``, or a population of ``members`` of them when ``members > 1``."""
-    return nn.Linear(in_features, out_features) if members == 1 else BatchedLinear(members, in_features, out_features)
-
-
-def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int, members: int) -> nn.Conv2d:
-    """``nn.Conv2d``, or a population of ``members`` of them when ``members > 1``."""
-    if members == 1:
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride)
-    return BatchedConv2d(members, in_channels, out_channels, kernel_size, stride=stride)
-
-
 class ImageTrunk(nn.Module):
-    """Applies a conv stack to images with any leading batch dims (rollouts are [envs, steps, C, H, W]).
+    """Applies a population's conv stack to images with any batch dims after the member dim (rollouts are
+    ``[members, envs, steps, C, H, W]``): the member dim is kept, the others flattened for the convs and restored."""
 
-    With ``members > 1`` the leading dim is the population's member dim and is kept: ``[K, *batch, C, H, W]``.
-    """
-
-    def __init__(self, layers: nn.Sequential, members: int = 1) -> None:
+    def __init__(self, layers: nn.Sequential) -> None:
         super().__init__()
         self.layers = layers
-        self.members = members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.members == 1:
-            batch = x.shape[:-3]
-            out = self.layers(x.reshape(-1, *x.shape[-3:]))
-            return out.reshape(*batch, out.shape[-1])
-        batch = x.shape[1:-3]
-        out = self.layers(x.reshape(self.members, math.prod(batch), *x.shape[-3:]))
-        return out.reshape(self.members, *batch, out.shape[-1])
+        members, batch = x.shape[0], x.shape[1:-3]
+        out = self.layers(x.reshape(members, math.prod(batch), *x.shape[-3:]))
+        return out.reshape(members, *batch, out.shape[-1])
 
 
 def conv_trunk(arch: str, obs_shape: Sequence[int], members: int = 1) -> tuple[ImageTrunk, int]:
@@ -99,21 +79,21 @@ def conv_trunk(arch: str, obs_shape: Sequence[int], members: int = 1) -> tuple[I
 
     ``minatar_cnn`` is MinAtar's 16 3x3 filters (paper Table 10); ``nature_cnn`` is Mnih et al.'s 2015 Atari
     trunk (32x8x8/4, 64x4x4/2, 64x3x3/1). Both end in ReLU and a flatten of (channels, height, width).
-    ``members > 1`` builds a population (:class:`lth.rl.batched.BatchedConv2d`, same parameter names).
+    A population of ``members`` trunks (:class:`lth.rl.batched.BatchedConv2d`).
     """
     if len(obs_shape) != 3:
         raise ConfigError(f"{arch} needs image observations (channels, height, width), got shape {tuple(obs_shape)}")
     channels = obs_shape[0]
     if arch == "minatar_cnn":
-        layers: list[nn.Module] = [_conv(channels, 16, 3, 1, members), nn.ReLU()]
+        layers: list[nn.Module] = [BatchedConv2d(members, channels, 16, 3, stride=1), nn.ReLU()]
     else:
         layers = [
-            _conv(channels, 32, 8, 4, members), nn.ReLU(),
-            _conv(32, 64, 4, 2, members), nn.ReLU(),
-            _conv(64, 64, 3, 1, members), nn.ReLU(),
+            BatchedConv2d(members, channels, 32, 8, stride=4), nn.ReLU(),
+            BatchedConv2d(members, 32, 64, 4, stride=2), nn.ReLU(),
+            BatchedConv2d(members, 64, 64, 3, stride=1), nn.ReLU(),
         ]  # fmt: skip
-    trunk = ImageTrunk(nn.Sequential(*layers, nn.Flatten(-3, -1)), members)
-    probe = torch.zeros(1, *obs_shape) if members == 1 else torch.zeros(members, 1, *obs_shape)
+    trunk = ImageTrunk(nn.Sequential(*layers, nn.Flatten(-3, -1)))
+    probe = torch.zeros(members, 1, *obs_shape)
     with torch.no_grad():
         width = trunk(probe).shape[-1]
     return trunk, int(width)
@@ -133,9 +113,9 @@ def network(
 
     ``mlp`` flattens multi-dimensional observations (channels first, so first-layer columns map back to
     channel x height x width). ``obs_scale`` multiplies observations first (1/255 for pixels). One flat
-    ``Sequential``, so a vector-input MLP has the same parameter names as :func:`mlp`. ``members > 1`` builds
-    a population of that many independent networks with the same parameter names, each parameter with a
-    leading member dim: input ``[members, *batch, *obs_shape]``, output ``[members, *batch, out_features]``.
+    ``Sequential``, so a vector-input MLP has the same parameter names as :func:`mlp`. A population of ``members``
+    independent networks (one: an ordinary agent's), each parameter with a leading member dim: input
+    ``[members, *batch, *obs_shape]``, output ``[members, *batch, out_features]``.
     """
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown network architecture {arch!r}; valid: {list(ARCHITECTURES)}")
@@ -223,7 +203,7 @@ class NetworkSpec:
     def build(
         self, obs_shape: Sequence[int], out_features: int, hidden: Sequence[int], members: int = 1
     ) -> nn.Sequential:
-        """:func:`network` for this spec (a population when ``members > 1``), initialised with :meth:`initialize`."""
+        """:func:`network` for this spec (a population of ``members``), initialised with :meth:`initialize`."""
         net = network(
             obs_shape, out_features, hidden, self.arch, self.activation, self.dropout, self.obs_scale, members
         )

@@ -14,6 +14,13 @@ chain. The description holds:
   ``--imp.conditions`` study is one chain per condition);
 - ``seed``, ``condition``, ``branch_from`` and ``version`` (of this description's layout).
 
+A chain is identified by its description with every option at its default left out (:func:`identity`: the
+defaults of the configured classes, the Trainer and the ``--imp.*`` settings, given by the caller), so a later lth
+that adds an option with a default resumes the chains stored before it instead of silently starting new ones. The
+price: a default that a later version changes is not seen; such a change of lth's behaviour bumps :data:`VERSION`.
+The chain run's params still show every option (the full description), and so do the differences printed when a
+changed configuration starts a new chain.
+
 Not in it: the tracking URI and experiment name (where the chain is stored, not what it is), ``--config``
 paths, ``--resume``. Paths that only locate outputs differ between machines and are left out for that
 reason; a value that shapes results stays in even if it is a path.
@@ -29,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: options at their defaults left out of the identity
 
 TRAINER_KEYS_IGNORED = (
     "logger",  # lth imp logs each level to its own MLflow run
@@ -92,6 +99,29 @@ def chain_description(study: Mapping[str, Any], settings: Mapping[str, Any], con
     imp = {k: v for k, v in settings.items() if k not in IMP_KEYS_IGNORED}
     return plain({**study, "imp": imp, "condition": condition, "branch_from": settings.get("branch_from"),
                   "version": VERSION})
+
+
+def _without(options: Mapping[str, Any], defaults: Mapping[str, Any] | None, keep: tuple[str, ...] = ()) -> dict:
+    """``options`` minus those equal (as plain data) to their value in ``defaults`` (except the ``keep`` ones)."""
+    defaults = defaults or {}
+    return {k: v for k, v in options.items()
+            if k in keep or k not in defaults or plain(v) != plain(defaults[k])}
+
+
+def identity(description: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What identifies a chain: its :func:`chain_description` with the options at their ``defaults`` left out
+    (``defaults``: per section, ``model`` and ``data`` (their init args), ``trainer`` and ``imp``, the constructor
+    defaults); the chain's seed always stays."""
+    out = dict(plain(description))
+    for section in ("model", "data"):
+        part = out.get(section)
+        if isinstance(part, Mapping) and isinstance(part.get("init_args"), Mapping):
+            keep = ("seed",) if section == "data" else ()
+            out[section] = {**part, "init_args": _without(part["init_args"], defaults.get(section), keep)}
+    for section in ("trainer", "imp"):
+        if isinstance(out.get(section), Mapping):
+            out[section] = _without(out[section], defaults.get(section))
+    return out
 
 
 def canonical_json(description: Mapping[str, Any]) -> str:

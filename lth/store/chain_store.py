@@ -3,6 +3,7 @@ holds a claim (tags with a heartbeat), its levels marked complete only once ever
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,9 @@ class ChainStore:
         self.created = False  # whether open() created the parent run
         self.closest: tuple[str, list[tuple[str, str, str]]] | None = None  # (chain id, differences) when created
         self.took_over: str | None = None  # the stale claim taken over, described
+        #: Options the resumed chain's stored params lack (new since it was stored; at their defaults, as the
+        #: identity matched).
+        self.added: list[str] = []
         self._beat: Heartbeat | None = None
 
     @classmethod
@@ -129,10 +133,13 @@ class ChainStore:
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, tags: dict[str, str], resume: bool,
-             description: Mapping[str, Any] | None = None, shown: ChainShown | None = None) -> ChainStore:
+             description: Mapping[str, Any] | None = None, shown: ChainShown | None = None,
+             identity: Mapping[str, Any] | None = None) -> ChainStore:
         """The chain's parent run, claimed by this process: when resuming, the newest with the same tags and
-        (given a ``description``) the same configuration hash, else a new one. ``shown`` (what a reader of the
-        run sees: its description, informative tags, text artifacts) is written at every open.
+        (given a ``description``) the same configuration hash, else a new one. The hash and the stored
+        ``chain.json`` are of ``identity`` (default: the description), the run's params of the whole description.
+        ``shown`` (what a reader of the run sees: its description, informative tags, text artifacts) is written at
+        every open.
 
         Raises :class:`ChainBusyError` when a live process holds the chain's claim.
         """
@@ -142,14 +149,15 @@ class ChainStore:
         shown = shown or ChainShown()
         chain_tags = dict(tags)
         flat: dict[str, str] = {}
+        identity = description if identity is None else identity
         if description is not None:
-            chain_tags[cls.HASH] = chain_hash(description)
+            chain_tags[cls.HASH] = chain_hash(identity)
             flat = flatten(description)
         with cls._locked(tracking_uri):
             store = cls._find_or_create(tracking_uri, experiment, tags, chain_tags, flat, resume, shown)
         try:
             if store.created and description is not None:
-                store.client.log_text(store.parent_id, canonical_json(description), "chain.json")
+                store.client.log_text(store.parent_id, canonical_json(identity), "chain.json")
             store._show(shown)
             beating = ChainStore(tracking_uri, store.experiment_id, store.parent_id)  # its own client, for its thread
             beating.owner = store.owner
@@ -186,6 +194,8 @@ class ChainStore:
             if runs:
                 store = cls(tracking_uri, exp_id, runs[0].info.run_id)
                 store._take_claim(runs[0].data.tags)
+                if flat and runs[0].data.params:
+                    store.added = sorted(set(flat) - set(runs[0].data.params))
                 return store
             if flat:
                 closest = cls._closest(client, exp_id, tags, flat)
@@ -260,10 +270,8 @@ class ChainStore:
         with self._locked(self.tracking_uri):
             if self.holds_claim():
                 for key in (self.OWNER, self.HOST, self.PID, self.HEARTBEAT):
-                    try:
+                    with contextlib.suppress(MlflowException):  # a tag already gone
                         self.client.delete_tag(self.parent_id, key)
-                    except MlflowException:
-                        pass
         self.owner = None
 
     def abandon(self) -> None:

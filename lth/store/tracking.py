@@ -3,7 +3,6 @@ metric batches and tag queries. An IMP chain's runs are :mod:`lth.store.chain_st
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -12,9 +11,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from lth.errors import ConfigError, StoreError
 
+#: The local store every command uses when neither its arguments nor ``$MLFLOW_TRACKING_URI`` name one.
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    """MLflow's own rule for a store no argument names: ``$MLFLOW_TRACKING_URI``, else lth's local
+    :data:`DEFAULT_TRACKING_URI` (MLflow's own local default, ``./mlruns`` as files, is a store MLflow 3 refuses)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -169,8 +177,8 @@ def creation_lock(uri: str) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.parent / f"{db.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # filelock (installed with torch): fcntl's flock on POSIX, msvcrt's locking on Windows
+    with FileLock(db.parent / f"{db.name}.lock"):
         yield
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -39,6 +39,8 @@ class Study:
     description: dict[str, Any] | None = None  # JSON data: model, data, trainer budget, seed (lth.store.chain_identity)
     population: int | None = None  # at most this many chains per population; None: all of them
     config_yaml: str = ""  # the resolved command config, stored as each chain's config.yaml
+    #: Per description section (model, data, trainer) the constructor defaults a chain's identity leaves out.
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers.logger import DummyLogger
 
-from lth.callbacks import PruningCallback, get_condition
+from lth.callbacks import PruningCallback
 from lth.callbacks.seeding import training_seed
 from lth.errors import ConfigError
 from lth.modules import AgentModule
-from lth.store.chain_identity import chain_description, describe_differences, member_description
+from lth.report.notes import chain_note, experiment_note
+from lth.store.chain_identity import chain_description, describe_differences, identity, member_description
 from lth.store.chain_store import ChainShown, ChainStore
 from lth.store.tracking import source_tags
 from lth.store.ui_views import CHAINS_VIEW, LEVELS_VIEW, run_tags, study_views
@@ -97,14 +98,18 @@ def _chain_tags(study: Study, settings: ImpSettings, chain: Chain) -> dict[str, 
 
 
 def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool) -> ChainStore:
-    description = None
+    description = chain_id = None
     if study.description is not None:
         description = chain_description(member_description(study.description, chain.seed),
                                         dataclasses.asdict(settings), chain.condition)
+        chain_id = identity(description, {**study.defaults, "imp": dataclasses.asdict(ImpSettings())})
     store = ChainStore.open(study.tracking_uri, study.experiment, _chain_tags(study, settings, chain), resume,
-                            description, _chain_shown(study, settings, chain))
+                            description, _chain_shown(study, settings, chain), chain_id)
     if store.took_over:
         print(f"{chain.prefix} took over the stale claim of chain {store.parent_id} ({store.took_over})", flush=True)
+    if store.added:
+        shown = ", ".join(store.added[:8]) + (f" and {len(store.added) - 8} more" if len(store.added) > 8 else "")
+        print(f"{chain.prefix} resumed; options new since it was stored, at their defaults: {shown}", flush=True)
     if store.closest is not None:
         old, diffs = store.closest
         print(f"{chain.prefix} new chain: the configuration differs from chain {old} in "
@@ -117,27 +122,13 @@ def _open_chain(study: Study, settings: ImpSettings, chain: Chain, resume: bool)
 def _chain_shown(study: Study, settings: ImpSettings, chain: Chain) -> ChainShown:
     """What a chain run tells its reader: a paragraph on what the chain is, the level count asked for, the source,
     the command's config; and its experiment's description."""
-    condition = get_condition(chain.condition)
     env, algo = study.tags.get("env", "the env"), study.tags.get("algo", "the agent")
-    rewind = "initialisation" if settings.rewind == "init" else f"weights after {settings.rewind} optimizer steps"
-    modules = ", ".join(settings.modules) if settings.modules else "every prunable layer"
-    note = (
-        f"IMP chain: {algo} on {env}, seed {chain.seed}, condition {chain.condition} (mask: {condition.mask}; "
-        f"weights: {condition.weights}; layer ratios: {condition.layer_ratio}). Each level trains, then prunes "
-        f"{settings.amount:.0%} of the remaining weights of {modules} by global magnitude from its "
-        f"{settings.prune_from} weights (rewind point: {rewind}). Metrics `ticket/best_return`, `density` and "
-        f"`train_seconds` have one point per level (step = level); the child runs `{chain.name} L<level>` hold each level's curves, ticket (`ticket.pt`), trained weights and input picture."
-    )
-    experiment_note = (
-        f"Lottery-ticket (IMP) study of {algo} on {env}, made by `lth imp`. Each top-level run is one chain (a seed "
-        f"and a ticket condition) with one point per level; its child runs are the levels. To compare conditions, "
-        f"open the saved view `{CHAINS_VIEW}` (the URL `lth imp` prints ends in `viewStateShareKey={CHAINS_VIEW}`): "
-        f"chains grouped by condition (mean and spread over seeds), `ticket/best_return` against level "
-        f"and against density. The view `{LEVELS_VIEW}` plots every level run's best return against its density."
-    )
+    note = chain_note(algo, env, chain.seed, chain.condition, settings.amount, settings.modules, settings.prune_from,
+                      settings.rewind, chain.name)
+    experiment = experiment_note(algo, env, CHAINS_VIEW, LEVELS_VIEW)
     tags = {"imp.levels": str(settings.levels), **run_tags(chain.condition), **source_tags("lth imp")}
     texts = {"config.yaml": study.config_yaml} if study.config_yaml else {}
-    return ChainShown(note, tags, texts, experiment_note, study_views())
+    return ChainShown(note, tags, texts, experiment, study_views())
 
 
 def _train_population(study: Study, settings: ImpSettings, chains: list[Chain], stores: list[ChainStore],
@@ -247,9 +238,8 @@ def _fit(study: Study, model: AgentModule, datamodule: L.LightningDataModule, ca
     member ahead that retrains); returns what the fit left for each member before the callback pruned it."""
     seeds = [m.chain.seed for m in members]
     L.seed_everything(training_seed(seeds[0], level), verbose=False)  # a level's training depends only on (seed, level)
-    # Each member acts and shuffles with its own generator, so same-seed members train alike (an ordinary agent
-    # keeps the global generator: its results are those of the solo path).
-    model.seed_members([training_seed(seed, level) for seed in seeds] if len(seeds) > 1 else None)
+    # Each member acts and shuffles with its own generator, so a member trains alike in any population (of one too).
+    model.seed_members([training_seed(seed, level) for seed in seeds])
     loggers = [MemberLogger(members[k].chain.seed, experiment_name=study.experiment, tracking_uri=study.tracking_uri,
                             run_id=runs[k][0], copies=runs[k][1:]) if runs.get(k) else DummyLogger()
                for k in range(len(members))]

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from lth.modules import AgentModule
-from lth.rl.batched import write_member
+from lth.rl.batched import member_tensors, write_member
 from lth.study.chains import Study
 from lth.study.settings import ImpSettings
 
@@ -55,15 +55,12 @@ def available_memory() -> int:
 
 def population_model(model: AgentModule, seeds: list[int]) -> AgentModule:
     """A model of ``len(seeds)`` members, member k holding the initial weights ``model``'s class and
-    hyperparameters give under seed k (what ``lth imp --seeds k`` alone starts from); one seed: an ordinary agent."""
+    hyperparameters give under seed k (what ``lth imp --seeds k`` alone starts from)."""
     hparams = _constructor_args(model)
-    agents = [_initial_agent(type(model), hparams, seed) for seed in seeds]
-    if len(seeds) == 1:
-        return agents[0]
     population = type(model)(**{**hparams, "members": len(seeds)})
     params = dict(population.named_parameters())
-    for k, agent in enumerate(agents):
-        write_member(params, k, dict(agent.named_parameters()))
+    for k, seed in enumerate(seeds):
+        write_member(params, k, member_tensors(dict(_initial_agent(type(model), hparams, seed).named_parameters()), 0))
     return population
 
 
@@ -74,11 +71,12 @@ def _initial_agent(cls: type[AgentModule], hparams: dict[str, Any], seed: int) -
 
 
 def population_data(datamodule: L.LightningDataModule, seeds: list[int]) -> L.LightningDataModule:
-    """``datamodule``'s class and hyperparameters for these members (a list of seeds: one per member); itself for
-    one member of its own seed (so what only its constructor was given, e.g. an expert loader, stays)."""
-    if len(seeds) == 1 and datamodule.hparams.get("seed") == seeds[0]:
+    """``datamodule``'s class and hyperparameters for these members (a list of seeds: one per member); itself when
+    it is already theirs (so what only its constructor was given, e.g. an expert loader, stays)."""
+    own = datamodule.hparams.get("seed")
+    if own == seeds or [own] == seeds:
         return datamodule
-    return type(datamodule)(**{**_constructor_args(datamodule), "seed": seeds if len(seeds) > 1 else seeds[0]})
+    return type(datamodule)(**{**_constructor_args(datamodule), "seed": list(seeds)})
 
 
 def _constructor_args(obj: L.LightningModule | L.LightningDataModule) -> dict[str, Any]:

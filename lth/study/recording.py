@@ -21,6 +21,7 @@ from lth.analysis.inputs import InputReport, input_report
 from lth.callbacks import PruningCallback
 from lth.callbacks.masks import density, layer_densities
 from lth.modules import AgentModule
+from lth.report.notes import density_table, levels_table
 from lth.report.plots import save_chain_png, save_inputs_png
 from lth.store.chain_store import ChainStore
 from lth.store.tracking import metric_batch
@@ -144,7 +145,7 @@ def record_level(study: Study, model: AgentModule, datamodule: L.LightningDataMo
         "ticket.pt": lambda p: torch.save(ticket, p),
         "next_state.pt": lambda p: torch.save(next_state, p),
         "trained.pt": lambda p: torch.save(trained_weights, p),
-        "densities.md": lambda p: p.write_text(_density_table(per_layer)),
+        "densities.md": lambda p: p.write_text(density_table(per_layer)),
         "inputs.png": lambda p: save_inputs_png(
             inputs, p, f"{condition}, level {level}, density {result.density:.3f}: surviving input weights"),
     }
@@ -171,10 +172,9 @@ def record_chain(member: Member) -> None:
     results = sorted(member.results, key=lambda r: r.level)
     densities, returns = [r.density for r in results], [r.best_return for r in results]
     title = f"{member.chain.condition} seed {member.chain.seed}: best return against density"
-    rows = "\n".join(f"| {r.level} | {r.density:.4f} | {r.best_return:.1f} |" for r in results)
     member.store.log_files({
         "best_return_vs_density.png": lambda p: save_chain_png(densities, returns, p, title),
-        "levels.md": lambda p: p.write_text(f"| level | density | best return |\n| ---: | ---: | ---: |\n{rows}\n"),
+        "levels.md": lambda p: p.write_text(levels_table(results)),
     })
 
 
@@ -191,23 +191,3 @@ def _input_metrics(inputs: dict[str, InputReport]) -> dict[str, float]:
 def stored_result(run: Any, condition: str, level: int) -> LevelResult:
     """The score a finished level run recorded."""
     return LevelResult(condition, level, run.data.metrics["density"], run.data.metrics["ticket/best_return"])
-
-
-def _density_table(per_layer: dict[str, float]) -> str:
-    rows = "\n".join(f"| `{name}` | {value:.4f} |" for name, value in per_layer.items())
-    return f"| layer | density |\n| --- | --- |\n{rows}\n"
-
-
-def summary_table(results: list[LevelResult]) -> str:
-    """Best return per level (rows) and condition (columns), as Markdown."""
-    conditions = list(dict.fromkeys(r.condition for r in results))
-    levels = sorted({r.level for r in results})
-    cell = {(r.condition, r.level): r for r in results}
-    head = "| level | density | " + " | ".join(conditions) + " |"
-    rule = "| --- | --- |" + " --- |" * len(conditions)
-    lines = [head, rule]
-    for level in levels:
-        dens = next(r.density for r in results if r.level == level)
-        scores = [f"{cell[(c, level)].best_return:.1f}" if (c, level) in cell else "" for c in conditions]
-        lines.append(f"| {level} | {dens:.3f} | " + " | ".join(scores) + " |")
-    return "\n".join(lines)

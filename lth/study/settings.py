@@ -14,6 +14,9 @@ from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from lth.callbacks import condition_names
 from lth.errors import ConfigError
 
+#: The condition of a study that names none: the lottery ticket itself.
+DEFAULT_CONDITION = "mask/weights"
+
 
 @dataclass
 class ImpSettings:
@@ -21,8 +24,9 @@ class ImpSettings:
 
     Args:
         levels: fits per chain; level k trains the network of density (1 - amount)^k
-        condition: the chain's ticket condition when --imp.conditions is not given (lth imp --help lists them)
-        conditions: one chain per condition: a comma-separated list, or all (the paper's four)
+        condition: deprecated alias of --imp.conditions NAME (one chain of that condition)
+        conditions: one chain per condition: a list ([a,b], as --imp.modules takes), a comma-separated string, or
+            all (the paper's four); default: mask/weights (lth imp --help lists the conditions)
         amount: the fraction of the remaining weights each level prunes
         modules: sub-modules to prune, e.g. [actor] (the paper's AP); default: every prunable layer
         rewind: where the surviving weights restart each level: init (their initial values) or N (their values
@@ -32,8 +36,8 @@ class ImpSettings:
     """
 
     levels: PositiveInt = 20
-    condition: str = "mask/weights"
-    conditions: str | None = None
+    condition: str | None = None
+    conditions: list[str] | str | None = None
     amount: OpenUnitInterval = 0.2
     modules: list[str] | None = None
     rewind: NonNegativeInt | Literal["init"] = "init"
@@ -42,12 +46,15 @@ class ImpSettings:
 
     def chain_conditions(self) -> list[str]:
         """The conditions to run, one chain each, validated."""
+        if self.conditions is not None and self.condition is not None:
+            raise ConfigError("imp.condition is the deprecated alias of imp.conditions: give imp.conditions only")
         if self.conditions is None:
-            chosen = [self.condition]
-        elif self.conditions == "all":
+            chosen = [self.condition or DEFAULT_CONDITION]
+        elif self.conditions in ("all", ["all"]):
             chosen = list(condition_names(paper=True))
         else:
-            chosen = [c.strip() for c in self.conditions.split(",") if c.strip()]
+            parts = self.conditions if isinstance(self.conditions, list) else self.conditions.split(",")
+            chosen = [c.strip() for c in parts if c.strip()]
         unknown = [c for c in chosen if c not in condition_names()]
         if unknown:
             option = "imp.conditions" if self.conditions is not None else "imp.condition"
