@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_tracking_uri_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
-    """lth follows ``$MLFLOW_TRACKING_URI`` when no argument names a store: the tests' stores are their own."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _no_tracking_uri_from_the_shell() -> Iterator[None]:
+    """lth follows ``$MLFLOW_TRACKING_URI`` when no argument names a store: the tests' stores are their own. Cleared
+    before and after every test: MLflow's client sets it in a process once it logs, which would send the next test,
+    or a module fixture set up before it (tests/test_cluster.py), to this test's store."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(autouse=True)
