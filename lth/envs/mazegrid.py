@@ -185,8 +185,7 @@ class MazeGridVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
         _check_common(obs_type, max_episode_steps, render_mode)
-        check_vector_options("MazeGridVectorEnv", num_envs, autoreset_mode)
-        self.autoreset_mode = AutoresetMode.SAME_STEP  # as gymnasium's SyncVectorEnv has it (TorchRL reads it)
+        self.autoreset_mode = check_vector_options("MazeGridVectorEnv", num_envs, autoreset_mode)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.obs_type = obs_type

@@ -15,12 +15,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 
-def check_vector_options(env_name: str, num_envs: int, autoreset_mode: AutoresetMode | str) -> None:
-    """``num_envs`` >= 1 and same-step autoreset, the only mode lth's batched TorchRL env steps."""
+def check_vector_options(env_name: str, num_envs: int, autoreset_mode: AutoresetMode | str) -> AutoresetMode:
+    """``num_envs`` >= 1 and same-step autoreset, the only mode lth's batched TorchRL env steps; returns that mode,
+    which a vector env keeps as ``autoreset_mode`` (as gymnasium's ``SyncVectorEnv`` does; TorchRL reads it)."""
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if autoreset_mode not in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
         raise ValueError(f"{env_name} only supports autoreset_mode=AutoresetMode.SAME_STEP, got {autoreset_mode!r}")
+    return AutoresetMode.SAME_STEP
 
 
 class SyncLikeVectorEnv(VectorEnv):
@@ -47,8 +49,7 @@ class SyncLikeVectorEnv(VectorEnv):
         max_episode_steps: int = 500,  # the classic-control v1 envs' TimeLimit
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
-        check_vector_options(type(self).__name__, num_envs, autoreset_mode)
-        self.autoreset_mode = AutoresetMode.SAME_STEP  # as gymnasium's SyncVectorEnv has it (TorchRL reads it)
+        self.autoreset_mode = check_vector_options(type(self).__name__, num_envs, autoreset_mode)
         if max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         self.observation_space = batch_space(self.single_observation_space, num_envs)

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m lth.store.server"
                         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets_.flask_secret_key,
                         "MLFLOW_SERVER_ALLOWED_HOSTS": allowed_hosts()}
         proc = serve(args.host, args.port, root, backend, auth_env, args.workers)
-        print(f"Backend store: {masked(backend).replace(quote(secrets_.db_password, safe=''), '***')}", flush=True)
+        print(f"Backend store: {masked(backend)}", flush=True)
         print(f"Artifacts: {root / 'artifacts'} (proxied)  Auth: {'basic-auth' if auth else 'off (loopback only)'}")
         print("Workers export:\n" + worker_instructions(args.host, args.port, root, secrets_ if auth else None, new),
               flush=True)
